@@ -1,0 +1,25 @@
+"""Errors raised by service functions and mapped to HTTP 400 by the API."""
+
+from __future__ import annotations
+
+
+class ApplicationError(Exception):
+    """A request that cannot be carried out, with the field it concerns when there is one.
+
+    Service functions raise it for rule violations (a duplicate name, a task that is not in
+    a state that allows the action...). The API's exception handler turns it into a 400
+    ``{"detail": message, "errors": {field: [message]}}``; management commands turn it into
+    a ``CommandError``.
+    """
+
+    def __init__(self, message: str, *, field: str | None = None, code: str = "invalid"):
+        super().__init__(message)
+        self.message = message
+        self.field = field
+        self.code = code
+
+    def as_dict(self) -> dict:
+        body: dict = {"detail": self.message, "code": self.code}
+        if self.field:
+            body["errors"] = {self.field: [self.message]}
+        return body

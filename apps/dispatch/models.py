@@ -1,0 +1,3 @@
+"""Models of the dispatch app."""
+
+from __future__ import annotations

@@ -1,0 +1,232 @@
+"""One sender interface for every kind of email service.
+
+A sender opens (and reuses) a connection, sends one message at a time as bytes, and
+closes. Every failure is raised as :class:`SendError` whose ``kind`` tells the
+dispatcher whose fault it is:
+
+* ``permanent`` – the recipient was refused (5xx on RCPT/DATA): do not retry, bounce.
+* ``transient`` – try this message again later (4xx, connection lost mid-message).
+* ``throttled`` – the provider asks us to slow down (421, 429-like 4.7.x): push the
+  *service's* ``next_available_at``, not the message's.
+* ``service`` – the service itself is broken (authentication refused, connection
+  refused, TLS failure, bad sender address): not the recipient's fault; the message goes
+  back without spending an attempt and the service cools down.
+"""
+
+from __future__ import annotations
+
+import smtplib
+import socket
+import ssl
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from apps.services.models import EmailService
+
+
+class SendError(Exception):
+    PERMANENT = "permanent"
+    TRANSIENT = "transient"
+    THROTTLED = "throttled"
+    SERVICE = "service"
+
+    def __init__(self, message: str, *, kind: str, code: int | None = None):
+        super().__init__(message)
+        self.message = message
+        self.kind = kind
+        self.code = code
+
+    @property
+    def error_class(self) -> str:
+        """A short label for statistics and the dead-letter queue (``smtp_550`` …)."""
+        return f"smtp_{self.code}" if self.code else self.kind
+
+    def __repr__(self) -> str:
+        return f"SendError(kind={self.kind!r}, code={self.code!r}, message={self.message!r})"
+
+
+class Sender(Protocol):
+    def open(self) -> None: ...
+
+    def send(self, *, from_addr: str, to_addrs: list[str], message: bytes) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def _classify_code(code: int, message: str, *, phase: str) -> SendError:
+    """Map an SMTP reply code seen in ``phase`` (mail/rcpt/data) to a SendError."""
+    if code == 421 or (400 <= code < 500 and " 4.7." in f" {message}"):
+        return SendError(message, kind=SendError.THROTTLED, code=code)
+    if 400 <= code < 500:
+        return SendError(message, kind=SendError.TRANSIENT, code=code)
+    if phase == "mail":
+        # The server refuses our envelope sender: the service is misconfigured.
+        return SendError(message, kind=SendError.SERVICE, code=code)
+    return SendError(message, kind=SendError.PERMANENT, code=code)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+class SMTPSender:
+    """smtplib with one reused connection; reconnects lazily after a drop."""
+
+    def __init__(
+        self,
+        *,
+        host: str,
+        port: int,
+        security: str = "none",
+        username: str = "",
+        password: str = "",
+        timeout: float = 30.0,
+        local_hostname: str | None = None,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.security = security
+        self.username = username
+        self.password = password
+        self.timeout = timeout
+        self.local_hostname = local_hostname or "edm.localdomain"
+        self.connection: smtplib.SMTP | None = None
+
+    def open(self) -> None:
+        if self.connection is not None:
+            return
+        try:
+            if self.security == "ssl":
+                connection: smtplib.SMTP = smtplib.SMTP_SSL(
+                    self.host, self.port, timeout=self.timeout,
+                    local_hostname=self.local_hostname,
+                    context=ssl.create_default_context(),
+                )
+            else:
+                connection = smtplib.SMTP(
+                    self.host, self.port, timeout=self.timeout,
+                    local_hostname=self.local_hostname,
+                )
+                if self.security == "starttls":
+                    connection.starttls(context=ssl.create_default_context())
+            if self.username:
+                connection.login(self.username, self.password)
+        except smtplib.SMTPAuthenticationError as exc:
+            raise SendError(
+                f"authentication refused: {exc.smtp_code} {_text(exc.smtp_error)}",
+                kind=SendError.SERVICE, code=exc.smtp_code,
+            ) from None
+        except smtplib.SMTPNotSupportedError as exc:
+            raise SendError(f"not supported by server: {exc}", kind=SendError.SERVICE) from None
+        except smtplib.SMTPResponseException as exc:
+            error = _classify_code(exc.smtp_code, _text(exc.smtp_error), phase="mail")
+            error.kind = (
+                SendError.THROTTLED if error.kind == SendError.THROTTLED else SendError.SERVICE
+            )
+            raise error from None
+        except ssl.SSLError as exc:
+            raise SendError(f"TLS failure: {exc}", kind=SendError.SERVICE) from None
+        except (OSError, smtplib.SMTPException) as exc:
+            raise SendError(
+                f"cannot connect to {self.host}:{self.port}: {exc}", kind=SendError.SERVICE
+            ) from None
+        self.connection = connection
+
+    def send(self, *, from_addr: str, to_addrs: list[str], message: bytes) -> None:
+        self.open()
+        assert self.connection is not None
+        try:
+            refused = self.connection.sendmail(from_addr, to_addrs, message)
+        except smtplib.SMTPRecipientsRefused as exc:
+            code, reply = next(iter(exc.recipients.values()))
+            raise _classify_code(code, _text(reply), phase="rcpt") from None
+        except smtplib.SMTPSenderRefused as exc:
+            raise _classify_code(exc.smtp_code, _text(exc.smtp_error), phase="mail") from None
+        except smtplib.SMTPDataError as exc:
+            raise _classify_code(exc.smtp_code, _text(exc.smtp_error), phase="data") from None
+        except smtplib.SMTPServerDisconnected as exc:
+            self._drop()
+            raise SendError(f"connection lost: {exc}", kind=SendError.TRANSIENT) from None
+        except smtplib.SMTPResponseException as exc:
+            self._drop()
+            raise _classify_code(exc.smtp_code, _text(exc.smtp_error), phase="data") from None
+        except (OSError, smtplib.SMTPException) as exc:
+            self._drop()
+            raise SendError(f"connection lost: {exc}", kind=SendError.TRANSIENT) from None
+        if refused:
+            code, reply = next(iter(refused.values()))
+            raise _classify_code(code, _text(reply), phase="rcpt")
+
+    def _drop(self) -> None:
+        if self.connection is not None:
+            try:
+                self.connection.close()
+            except Exception:  # noqa: BLE001 - the connection is already broken
+                pass
+        self.connection = None
+
+    def close(self) -> None:
+        if self.connection is None:
+            return
+        try:
+            self.connection.quit()
+        except (OSError, smtplib.SMTPException):
+            pass
+        self._drop()
+
+
+class ConsoleSender:
+    """Writes each message to stdout (development)."""
+
+    def open(self) -> None:
+        pass
+
+    def send(self, *, from_addr: str, to_addrs: list[str], message: bytes) -> None:
+        sys.stdout.write(f"--- message from {from_addr} to {', '.join(to_addrs)}\n")
+        sys.stdout.write(message.decode("utf-8", "replace"))
+        sys.stdout.write("\n")
+        sys.stdout.flush()
+
+    def close(self) -> None:
+        pass
+
+
+class FileSender:
+    """Writes each message as an ``.eml`` file into a folder (development)."""
+
+    def __init__(self, directory: str | Path) -> None:
+        self.directory = Path(directory)
+
+    def open(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+
+    def send(self, *, from_addr: str, to_addrs: list[str], message: bytes) -> None:
+        name = f"{time.time_ns()}-{socket.gethostname()}.eml"
+        (self.directory / name).write_bytes(message)
+
+    def close(self) -> None:
+        pass
+
+
+def sender_for(service: EmailService, *, timeout: float = 30.0) -> Sender:
+    """A sender for ``service`` (not yet connected)."""
+    kind = service.kind
+    if kind == "smtp":
+        return SMTPSender(
+            host=service.host,
+            port=service.port,
+            security=service.security,
+            username=service.username,
+            password=service.password,
+            timeout=timeout,
+        )
+    if kind == "console":
+        return ConsoleSender()
+    if kind == "file":
+        from django.conf import settings
+
+        return FileSender(Path(settings.EDM_SINK_DIR) / f"service-{service.pk}")
+    raise SendError(f"unknown service kind {kind!r}", kind=SendError.SERVICE)

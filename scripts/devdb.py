@@ -1,0 +1,267 @@
+#!/usr/bin/env python3
+"""Run a command against a PostgreSQL, provisioning one when ``DATABASE_URL`` is unset.
+
+Usage::
+
+    python scripts/devdb.py [--data-dir DIR] -- COMMAND [ARGS...]
+
+* ``DATABASE_URL`` set: the command runs against it unchanged; nothing is started.
+* otherwise a private PostgreSQL cluster is started on a free loopback port and
+  ``DATABASE_URL`` is exported to the command. With ``--data-dir`` the cluster's files are
+  kept there (``make run`` keeps ``.edm/pgdata`` so a second run reuses the data); without
+  it a throwaway cluster lives in a temporary folder and is deleted afterwards
+  (``make test``).
+* The server is stopped when the command ends, fails, or on Ctrl-C / SIGTERM.
+
+Where it gets PostgreSQL from, in order: the installed server's ``initdb``/``pg_ctl``
+(``pg_config --bindir``, ``PATH``, ``/usr/lib/postgresql/*/bin``), else the pip package
+``pgserver`` (an embedded PostgreSQL wheel), installed on first use. ``initdb`` refuses to
+run as root, so as root the cluster runs as the ``postgres`` system user, and its folder is
+placed where that user can reach it.
+
+Only the standard library is used so the script runs before any virtualenv exists.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import hashlib
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+DB_NAME = "edm"
+# Throwaway clusters trade durability for speed; a kept cluster stays durable.
+FAST_SETTINGS = ["fsync=off", "synchronous_commit=off", "full_page_writes=off"]
+COMMON_SETTINGS = [
+    "max_connections=300",
+    "shared_buffers=256MB",
+    "work_mem=16MB",
+    "maintenance_work_mem=256MB",
+    "max_wal_size=4GB",
+    "checkpoint_timeout=30min",
+]
+
+
+def log(message: str) -> None:
+    print(f"[devdb] {message}", file=sys.stderr, flush=True)
+
+
+def find_bindir() -> str | None:
+    try:
+        out = subprocess.run(
+            ["pg_config", "--bindir"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        if os.path.exists(os.path.join(out, "initdb")):
+            return out
+    except (OSError, subprocess.CalledProcessError):
+        pass
+    initdb = shutil.which("initdb")
+    if initdb:
+        return os.path.dirname(os.path.realpath(initdb))
+    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), reverse=True)
+    return os.path.dirname(candidates[0]) if candidates else None
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def run_as(user: str | None, argv: list[str], **kwargs) -> subprocess.CompletedProcess:
+    if user:
+        argv = ["runuser", "-u", user, "--", *argv]
+    return subprocess.run(argv, **kwargs)
+
+
+def reachable_by(user: str, path: str) -> bool:
+    result = run_as(user, ["test", "-w", path], capture_output=True)
+    return result.returncode == 0
+
+
+class Cluster:
+    """A PostgreSQL cluster driven by the installed ``initdb``/``pg_ctl``."""
+
+    def __init__(self, bindir: str, data_dir: str, *, throwaway: bool) -> None:
+        self.bindir = bindir
+        self.data_dir = data_dir
+        self.throwaway = throwaway
+        self.user = "postgres" if os.geteuid() == 0 else None
+        self.port = free_port()
+
+    def _bin(self, name: str) -> str:
+        return os.path.join(self.bindir, name)
+
+    def _chown(self, path: str) -> None:
+        if self.user:
+            entry = pwd.getpwnam(self.user)
+            os.chown(path, entry.pw_uid, entry.pw_gid)
+
+    def start(self) -> str:
+        os.makedirs(self.data_dir, exist_ok=True)
+        self._chown(self.data_dir)
+        os.chmod(self.data_dir, 0o700)
+        if not os.path.exists(os.path.join(self.data_dir, "PG_VERSION")):
+            run_as(
+                self.user,
+                [self._bin("initdb"), "-D", self.data_dir, "-U", "postgres",
+                 "-A", "trust", "-E", "UTF8", "--no-sync", "--locale=C"],
+                check=True, stdout=subprocess.DEVNULL,
+            )
+        settings = COMMON_SETTINGS + (FAST_SETTINGS if self.throwaway else [])
+        options = f"-p {self.port} -k {self.data_dir} -c listen_addresses=127.0.0.1"
+        options += "".join(f" -c {setting}" for setting in settings)
+        run_as(
+            self.user,
+            [self._bin("pg_ctl"), "-D", self.data_dir, "-o", options,
+             "-l", os.path.join(self.data_dir, "server.log"), "-w", "-t", "60", "start"],
+            check=True, stdout=subprocess.DEVNULL,
+        )
+        exists = run_as(
+            self.user,
+            [self._bin("psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres",
+             "-d", "postgres", "-tAc",
+             f"SELECT 1 FROM pg_database WHERE datname='{DB_NAME}'"],
+            check=True, capture_output=True, text=True,
+        ).stdout.strip()
+        if exists != "1":
+            run_as(
+                self.user,
+                [self._bin("createdb"), "-h", "127.0.0.1", "-p", str(self.port),
+                 "-U", "postgres", DB_NAME],
+                check=True,
+            )
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{DB_NAME}"
+
+    def stop(self) -> None:
+        run_as(
+            self.user,
+            [self._bin("pg_ctl"), "-D", self.data_dir, "-m", "fast", "-w", "stop"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        if self.throwaway:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+
+
+class EmbeddedCluster:
+    """The pip package ``pgserver``: a real PostgreSQL from a wheel, for machines without one."""
+
+    def __init__(self, data_dir: str, *, throwaway: bool) -> None:
+        self.data_dir = data_dir
+        self.throwaway = throwaway
+        self.server = None
+
+    def start(self) -> str:
+        try:
+            import pgserver  # noqa: PLC0415
+        except ImportError:
+            log("no PostgreSQL installed; installing the embedded one (pgserver)")
+            subprocess.run(
+                [sys.executable, "-m", "pip", "install", "-q", "pgserver==0.1.4"], check=True
+            )
+            import pgserver  # noqa: PLC0415
+        runtime = tempfile.mkdtemp(prefix="edm-xdg-")
+        os.chmod(runtime, 0o700)
+        os.environ.setdefault("XDG_RUNTIME_DIR", runtime)
+        self.server = pgserver.get_server(self.data_dir, cleanup_mode=None)
+        self.server.psql("SELECT 1")  # fails fast if the server is not up
+        exists = self.server.psql(
+            f"SELECT 1 FROM pg_database WHERE datname='{DB_NAME}'"
+        )
+        if "1" not in exists.split("-")[-1]:
+            self.server.psql(f"CREATE DATABASE {DB_NAME}")
+        return self.server.get_uri(DB_NAME)
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.cleanup()
+        if self.throwaway:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+
+
+def pick_data_dir(requested: str | None) -> tuple[str, bool]:
+    """Return (data directory, throwaway?)."""
+    if requested is None:
+        return tempfile.mkdtemp(prefix="edm-pg-", dir="/tmp"), True
+    path = os.path.abspath(requested)
+    if os.geteuid() == 0:
+        parent = os.path.dirname(path)
+        os.makedirs(parent, exist_ok=True)
+        # The server runs as ``postgres``: it must be able to traverse every parent folder.
+        probe = run_as("postgres", ["test", "-x", parent], capture_output=True)
+        if probe.returncode != 0:
+            digest = hashlib.sha1(path.encode()).hexdigest()[:10]
+            fallback = f"/var/tmp/edm-{digest}/pgdata"
+            log(f"{parent} is not reachable by the postgres user; keeping data in {fallback}")
+            os.makedirs(os.path.dirname(fallback), exist_ok=True)
+            return fallback, False
+    return path, False
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", help="keep the cluster in DIR (default: throwaway)")
+    parser.add_argument("command", nargs=argparse.REMAINDER)
+    args = parser.parse_args()
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not command:
+        parser.error("a command to run is required after --")
+
+    if os.environ.get("DATABASE_URL"):
+        return subprocess.call(command)
+
+    data_dir, throwaway = pick_data_dir(args.data_dir)
+    bindir = find_bindir()
+    if bindir and (os.geteuid() != 0 or _has_user("postgres")):
+        cluster: Cluster | EmbeddedCluster = Cluster(bindir, data_dir, throwaway=throwaway)
+    else:
+        cluster = EmbeddedCluster(data_dir, throwaway=throwaway)
+
+    started = time.monotonic()
+    try:
+        url = cluster.start()
+    except Exception as exc:  # noqa: BLE001 - report any start failure in one line
+        log(f"could not start PostgreSQL in {data_dir}: {exc}")
+        cluster.stop()
+        return 1
+    log(f"PostgreSQL ready at {url} in {time.monotonic() - started:.1f}s")
+
+    env = dict(os.environ, DATABASE_URL=url)
+    child = subprocess.Popen(command, env=env)
+
+    def forward(signum, _frame):
+        if child.poll() is None:
+            child.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    try:
+        while True:
+            try:
+                return child.wait()
+            except KeyboardInterrupt:
+                continue
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        cluster.stop()
+        log("PostgreSQL stopped")
+
+
+def _has_user(name: str) -> bool:
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        return False
+    return True
+
+
+if __name__ == "__main__":
+    sys.exit(main())
