@@ -1,0 +1,44 @@
+# EDM — the two commands are `make run` and `make test`; everything else is for developers.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | cksum | cut -d' ' -f1)
+# Without DATABASE_URL, scripts/devdb.py provisions a PostgreSQL (throwaway for tests,
+# kept in .edm/pgdata for `make run`) and stops it afterwards.
+DEVDB  := $(BIN)/python scripts/devdb.py
+PYTEST_ARGS ?=
+
+.PHONY: venv test run lint format bench bench-smoke migrations-check clean
+
+$(STAMP): requirements.txt requirements-dev.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check -r requirements-dev.txt
+	@rm -f $(VENV)/.installed-* && touch $@
+
+venv: $(STAMP)
+
+test: venv
+	DEBUG=1 $(DEVDB) -- $(BIN)/pytest --cov --cov-report=term:skip-covered $(PYTEST_ARGS)
+
+run: venv
+	DEBUG=1 $(DEVDB) --data-dir .edm/pgdata -- $(BIN)/python manage.py devstack
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: venv
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+migrations-check: venv
+	DEBUG=1 $(DEVDB) -- $(BIN)/python manage.py makemigrations --check --dry-run
+
+bench: venv
+	DEBUG=1 $(DEVDB) -- $(BIN)/python bench/run_all.py
+
+bench-smoke: venv
+	DEBUG=1 $(DEVDB) -- $(BIN)/python bench/run_all.py --smoke
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .coverage htmlcov

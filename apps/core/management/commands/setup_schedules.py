@@ -1,0 +1,51 @@
+"""``manage.py setup_schedules``: create or update every app's django-q2 schedules.
+
+Each app may declare ``SCHEDULES`` in its ``tasks.py``: a list of dicts with ``name``
+(unique), ``func`` (dotted path) and any :class:`django_q.models.Schedule` field
+(``schedule_type``, ``minutes``, ``cron``, ``kwargs``...). Running the command again
+changes nothing (``update_or_create`` on the name). Schedules that an app no longer
+declares but that carry the ``edm:`` prefix are removed.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+
+from django.apps import apps
+from django.core.management.base import BaseCommand
+from django_q.models import Schedule
+
+PREFIX = "edm:"
+
+
+def declared_schedules() -> list[dict]:
+    found: list[dict] = []
+    for config in apps.get_app_configs():
+        if not config.name.startswith("apps."):
+            continue
+        try:
+            module = import_module(f"{config.name}.tasks")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"{config.name}.tasks":
+                raise
+            continue
+        found.extend(getattr(module, "SCHEDULES", []))
+    return found
+
+
+class Command(BaseCommand):
+    help = "Create or update the django-q2 schedules every app declares (idempotent)."
+
+    def handle(self, *args, **options):
+        names = []
+        for spec in declared_schedules():
+            spec = dict(spec)
+            name = PREFIX + spec.pop("name")
+            names.append(name)
+            _, created = Schedule.objects.update_or_create(name=name, defaults=spec)
+            self.stdout.write(f"{'created' if created else 'updated'} schedule {name}")
+        removed, _ = Schedule.objects.filter(name__startswith=PREFIX).exclude(
+            name__in=names
+        ).delete()
+        if removed:
+            self.stdout.write(f"removed {removed} obsolete schedule(s)")
