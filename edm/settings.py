@@ -162,6 +162,8 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # The schema and docs describe every endpoint: authenticated like the API itself.
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
 }
 
 # --- Metrics ---------------------------------------------------------------------------
@@ -234,6 +236,8 @@ LOGGING = {
     "loggers": {
         "django.db.backends": {"level": "INFO"},
         "django_q": {"level": "WARNING" if not DEBUG else "INFO"},
+        # aiosmtpd logs every SMTP command at INFO; the sink logs one line per message.
+        "mail.log": {"level": "WARNING"},
     },
 }
 

@@ -161,13 +161,13 @@ class EmbeddedCluster:
 
     def start(self) -> str:
         try:
-            import pgserver  # noqa: PLC0415
+            import pgserver
         except ImportError:
             log("no PostgreSQL installed; installing the embedded one (pgserver)")
             subprocess.run(
                 [sys.executable, "-m", "pip", "install", "-q", "pgserver==0.1.4"], check=True
             )
-            import pgserver  # noqa: PLC0415
+            import pgserver
         runtime = tempfile.mkdtemp(prefix="edm-xdg-")
         os.chmod(runtime, 0o700)
         os.environ.setdefault("XDG_RUNTIME_DIR", runtime)
@@ -228,7 +228,7 @@ def main() -> int:
     started = time.monotonic()
     try:
         url = cluster.start()
-    except Exception as exc:  # noqa: BLE001 - report any start failure in one line
+    except Exception as exc:
         log(f"could not start PostgreSQL in {data_dir}: {exc}")
         cluster.stop()
         return 1

@@ -92,3 +92,6 @@ class ContactTag(models.Model):
         indexes = [
             models.Index(fields=["contact", "tag"], name="contacttag_contact_tag_idx"),
         ]
+
+    def __str__(self) -> str:
+        return f"{self.contact_id} in {self.tag_id}"

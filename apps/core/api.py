@@ -8,7 +8,8 @@ from django.core.exceptions import PermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import connection
 from django.http import Http404
-from rest_framework import status
+from drf_spectacular.utils import extend_schema, inline_serializer
+from rest_framework import serializers, status
 from rest_framework.exceptions import ValidationError as DRFValidationError
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
@@ -55,6 +56,15 @@ class HealthView(APIView):
     authentication_classes: list = []
     permission_classes = [AllowAny]
 
+    @extend_schema(
+        responses={
+            (code, "application/json"): inline_serializer(
+                name=f"Health{code}",
+                fields={"status": serializers.CharField(), "database": serializers.CharField()},
+            )
+            for code in (200, 503)
+        }
+    )
     def get(self, request):
         try:
             with connection.cursor() as cursor:

@@ -91,7 +91,7 @@ class EmailService(TimeStampedModel):
     avg_response_time = models.FloatField(default=0.0, editable=False)
     consecutive_failures = models.PositiveIntegerField(default=0, editable=False)
 
-    history = HistoricalRecords(excluded_fields=RUNTIME_FIELDS + ["password_encrypted"])
+    history = HistoricalRecords(excluded_fields=[*RUNTIME_FIELDS, "password_encrypted"])
 
     def __str__(self) -> str:
         return self.name

@@ -38,8 +38,8 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         names = []
-        for spec in declared_schedules():
-            spec = dict(spec)
+        for declared in declared_schedules():
+            spec = dict(declared)
             name = PREFIX + spec.pop("name")
             names.append(name)
             _, created = Schedule.objects.update_or_create(name=name, defaults=spec)
