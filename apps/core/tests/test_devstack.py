@@ -1,0 +1,66 @@
+"""``manage.py devstack`` (what ``make run`` starts) brings everything up and down."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+from django.conf import settings
+from django.db import connection
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _database_url() -> str:
+    db = connection.settings_dict
+    return f"postgresql://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
+
+
+def _get(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status
+    except OSError:
+        return 0
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_devstack_serves_the_api_runs_the_sink_and_stops_on_ctrl_c(tmp_path):
+    web, sink = _free_port(), _free_port()
+    env = dict(
+        os.environ, DEBUG="1", DATABASE_URL=_database_url(),
+        EDM_SINK_PORT=str(sink), EDM_SINK_DIR=str(tmp_path), EDM_Q_WORKERS="1",
+    )
+    process = subprocess.Popen(
+        [sys.executable, str(settings.BASE_DIR / "manage.py"), "devstack",
+         "--addr", f"127.0.0.1:{web}"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while _get(f"http://127.0.0.1:{web}/api/health") != 200:
+            assert process.poll() is None, process.stdout.read()
+            assert time.monotonic() < deadline, "web server did not come up"
+            time.sleep(0.3)
+        assert _get(f"http://127.0.0.1:{web}/admin/login/") == 200
+        with socket.create_connection(("127.0.0.1", sink), timeout=5) as smtp:
+            assert smtp.recv(100).startswith(b"220")
+    finally:
+        os.killpg(process.pid, signal.SIGINT)
+        output, _ = process.communicate(timeout=30)
+    assert process.returncode == 0, output
+    assert "Demo operator" in output
+    assert "EDM stopped." in output
+    assert _get(f"http://127.0.0.1:{web}/api/health") == 0
