@@ -35,7 +35,7 @@ class SystemConfigForm(forms.ModelForm):
     value = forms.CharField(
         widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
         help_text="JSON (5, 0.5, true, [60, 300]) or plain text for strings, enums and "
-                  "durations ('30m').",
+        "durations ('30m').",
     )
     reason = forms.CharField(max_length=1000, help_text="Why — kept in the history.")
 
@@ -83,15 +83,23 @@ def _rules(key: str) -> str:
 
 
 class RollbackForm(forms.Form):
-    reason = forms.CharField(max_length=1000, required=False,
-                             help_text="Why — kept in the history.")
+    reason = forms.CharField(
+        max_length=1000, required=False, help_text="Why — kept in the history."
+    )
 
 
 @admin.register(SystemConfig)
 class SystemConfigAdmin(SimpleHistoryAdmin):
     form = SystemConfigForm
-    list_display = ["key", "category", "shown_value", "default", "value_type", "updated_at",
-                    "updated_by"]
+    list_display = [
+        "key",
+        "category",
+        "shown_value",
+        "default",
+        "value_type",
+        "updated_at",
+        "updated_by",
+    ]
     list_display_links = ["key"]
     list_filter = ["category"]
     search_fields = ["key", "description"]
@@ -99,8 +107,16 @@ class SystemConfigAdmin(SimpleHistoryAdmin):
     list_select_related = ["updated_by"]
     list_per_page = 200
     readonly_fields = ["key", "category", "description", "rules", "updated_at", "updated_by"]
-    fields = ["key", "category", "description", "rules", "value", "reason", "updated_at",
-              "updated_by"]
+    fields = [
+        "key",
+        "category",
+        "description",
+        "rules",
+        "value",
+        "reason",
+        "updated_at",
+        "updated_by",
+    ]
     history_list_display = ["rollback"]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
@@ -135,14 +151,20 @@ class SystemConfigAdmin(SimpleHistoryAdmin):
     def save_model(self, request: HttpRequest, obj: SystemConfig, form, change: bool) -> None:
         # Through the service (not obj.save()): validation, history user and reason,
         # and the version bump every process's cache watches.
-        services.config_set(key=obj.key, value=form.cleaned_data["value"],
-                            reason=form.cleaned_data["reason"], user=request.user)
+        services.config_set(
+            key=obj.key,
+            value=form.cleaned_data["value"],
+            reason=form.cleaned_data["reason"],
+            user=request.user,
+        )
 
     def get_urls(self):
         urls = [
-            path("<int:object_id>/rollback/<int:history_id>/",
-                 self.admin_site.admin_view(self.rollback_view),
-                 name="config_systemconfig_rollback"),
+            path(
+                "<int:object_id>/rollback/<int:history_id>/",
+                self.admin_site.admin_view(self.rollback_view),
+                name="config_systemconfig_rollback",
+            ),
         ]
         return urls + super().get_urls()
 
@@ -155,7 +177,9 @@ class SystemConfigAdmin(SimpleHistoryAdmin):
         if request.method == "POST" and form.is_valid():
             try:
                 change = services.config_rollback(
-                    key=obj.key, history_id=history_id, reason=form.cleaned_data["reason"],
+                    key=obj.key,
+                    history_id=history_id,
+                    reason=form.cleaned_data["reason"],
                     user=request.user,
                 )
             except (ValidationError, ApplicationError) as exc:
@@ -166,10 +190,13 @@ class SystemConfigAdmin(SimpleHistoryAdmin):
                     self.message_user(request, f"{obj.key} already has that value.")
                 else:
                     self.message_user(
-                        request, f"{obj.key} rolled back: {_as_text(change.old)} → "
-                                 f"{_as_text(change.new)}", messages.SUCCESS)
+                        request,
+                        f"{obj.key} rolled back: {_as_text(change.old)} → {_as_text(change.new)}",
+                        messages.SUCCESS,
+                    )
                 return HttpResponseRedirect(
-                    reverse("admin:config_systemconfig_history", args=[obj.pk]))
+                    reverse("admin:config_systemconfig_history", args=[obj.pk])
+                )
         context = {
             **self.admin_site.each_context(request),
             "title": f"Roll back {obj.key}",

@@ -48,8 +48,15 @@ def _change_data(change: services.Change) -> dict:
 class ConfigListView(_ConfigView):
     def get(self, request: Request) -> Response:
         items = selectors.config_items()
-        return Response({"count": len(items), "next": None, "previous": None,
-                         "categories": list(CATEGORIES), "results": items})
+        return Response(
+            {
+                "count": len(items),
+                "next": None,
+                "previous": None,
+                "categories": list(CATEGORIES),
+                "results": items,
+            }
+        )
 
 
 class ConfigNameView(_ConfigView):
@@ -61,16 +68,17 @@ class ConfigNameView(_ConfigView):
         if name not in CATEGORIES:
             raise Http404(f"unknown configuration category {name!r}")
         items = selectors.config_items(category=name)
-        return Response({"count": len(items), "next": None, "previous": None,
-                         "results": items})
+        return Response({"count": len(items), "next": None, "previous": None, "results": items})
 
     def put(self, request: Request, name: str) -> Response:
         key = _known_key(name)
         serializer = ConfigUpdateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         change = services.config_set(
-            key=key, value=serializer.validated_data["value"],
-            reason=serializer.validated_data["reason"], user=request.user,
+            key=key,
+            value=serializer.validated_data["value"],
+            reason=serializer.validated_data["reason"],
+            user=request.user,
         )
         return Response({**selectors.config_item(key), "changed": change is not None})
 
@@ -89,20 +97,22 @@ class ConfigBatchView(_ConfigView):
         serializer.is_valid(raise_exception=True)
         changes = services.config_set_many(
             values=serializer.validated_data["values"],
-            reason=serializer.validated_data["reason"] or "batch update", user=request.user,
+            reason=serializer.validated_data["reason"] or "batch update",
+            user=request.user,
         )
         changed = {change.key for change in changes}
-        return Response({
-            "changed": [_change_data(change) for change in changes],
-            "unchanged": sorted(set(serializer.validated_data["values"]) - changed),
-        })
+        return Response(
+            {
+                "changed": [_change_data(change) for change in changes],
+                "unchanged": sorted(set(serializer.validated_data["values"]) - changed),
+            }
+        )
 
 
 class ConfigHistoryView(_ConfigView):
     def get(self, request: Request, name: str) -> Response:
         entries = selectors.config_history(_known_key(name))
-        return Response({"count": len(entries), "next": None, "previous": None,
-                         "results": entries})
+        return Response({"count": len(entries), "next": None, "previous": None, "results": entries})
 
 
 class ConfigRollbackView(_ConfigView):
@@ -113,7 +123,9 @@ class ConfigRollbackView(_ConfigView):
         serializer = ConfigRollbackSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         change = services.config_rollback(
-            key=key, history_id=serializer.validated_data["history_id"],
-            reason=serializer.validated_data["reason"], user=request.user,
+            key=key,
+            history_id=serializer.validated_data["history_id"],
+            reason=serializer.validated_data["reason"],
+            user=request.user,
         )
         return Response({**selectors.config_item(key), "changed": change is not None})

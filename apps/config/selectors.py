@@ -155,22 +155,22 @@ def config_history(key: str) -> list[dict]:
     """Every recorded version of ``key``, newest first, each with the value it replaced."""
     get_key(key)
     records = list(
-        SystemConfig.history.filter(key=key).select_related("history_user").order_by(
-            "history_id"
-        )
+        SystemConfig.history.filter(key=key).select_related("history_user").order_by("history_id")
     )
     entries = []
     previous: Any = None
     for index, record in enumerate(records):
-        entries.append({
-            "id": record.history_id,
-            "changed_at": record.history_date,
-            "changed_by": record.history_user.get_username() if record.history_user else None,
-            "type": {"+": "created", "~": "changed", "-": "deleted"}[record.history_type],
-            "old_value": previous if index else None,
-            "value": record.value,
-            "reason": record.history_change_reason or "",
-        })
+        entries.append(
+            {
+                "id": record.history_id,
+                "changed_at": record.history_date,
+                "changed_by": record.history_user.get_username() if record.history_user else None,
+                "type": {"+": "created", "~": "changed", "-": "deleted"}[record.history_type],
+                "old_value": previous if index else None,
+                "value": record.value,
+                "reason": record.history_change_reason or "",
+            }
+        )
         previous = record.value
     entries.reverse()
     return entries

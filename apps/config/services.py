@@ -124,9 +124,7 @@ def import_values(data: Any) -> dict[str, Any]:
 def config_diff(values: dict[str, Any]) -> tuple[list[Change], dict[str, str]]:
     """What applying ``values`` would change, and the reasons the bad ones would fail."""
     cleaned, errors = config_validate(values)
-    current = dict(
-        SystemConfig.objects.filter(key__in=list(cleaned)).values_list("key", "value")
-    )
+    current = dict(SystemConfig.objects.filter(key__in=list(cleaned)).values_list("key", "value"))
     changes = []
     for key, new in sorted(cleaned.items()):
         old = current.get(key, KEYS[key].default)
@@ -148,14 +146,15 @@ def config_sync_defaults() -> int:
             row = existing.get(name)
             if row is None:
                 row = SystemConfig(
-                    key=name, category=definition.category, value=definition.default,
+                    key=name,
+                    category=definition.category,
+                    value=definition.default,
                     description=definition.description,
                 )
                 row._change_reason = "default registered in code"
                 row.save()
                 created += 1
-            elif (row.category, row.description) != (definition.category,
-                                                      definition.description):
+            elif (row.category, row.description) != (definition.category, definition.description):
                 # Descriptive metadata only: update() so it is not a history entry.
                 SystemConfig.objects.filter(pk=row.pk).update(
                     category=definition.category, description=definition.description
@@ -166,9 +165,7 @@ def config_sync_defaults() -> int:
     return created
 
 
-def _write(
-    cleaned: dict[str, Any], *, reason: str, user: AbstractBaseUser | None
-) -> list[Change]:
+def _write(cleaned: dict[str, Any], *, reason: str, user: AbstractBaseUser | None) -> list[Change]:
     reason = reason.strip() or DEFAULT_REASON
     if user is not None and not user.is_authenticated:
         user = None
@@ -191,8 +188,9 @@ def _write(
             if row is not None and old == new and type(old) is type(new):
                 continue
             if row is None:
-                row = SystemConfig(key=key, category=definition.category,
-                                   description=definition.description)
+                row = SystemConfig(
+                    key=key, category=definition.category, description=definition.description
+                )
             row.value = new
             row.updated_by = user
             row._history_user = user

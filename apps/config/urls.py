@@ -8,10 +8,17 @@ from apps.config import api
 urlpatterns = [
     re_path(r"^system-config/?$", api.ConfigListView.as_view(), name="config-list"),
     re_path(r"^system-config/batch/?$", api.ConfigBatchView.as_view(), name="config-batch"),
-    re_path(r"^system-config/(?P<name>[\w.-]+)/history/?$", api.ConfigHistoryView.as_view(),
-            name="config-history"),
-    re_path(r"^system-config/(?P<name>[\w.-]+)/rollback/?$",
-            api.ConfigRollbackView.as_view(), name="config-rollback"),
-    re_path(r"^system-config/(?P<name>[\w.-]+)/?$", api.ConfigNameView.as_view(),
-            name="config-detail"),
+    re_path(
+        r"^system-config/(?P<name>[\w.-]+)/history/?$",
+        api.ConfigHistoryView.as_view(),
+        name="config-history",
+    ),
+    re_path(
+        r"^system-config/(?P<name>[\w.-]+)/rollback/?$",
+        api.ConfigRollbackView.as_view(),
+        name="config-rollback",
+    ),
+    re_path(
+        r"^system-config/(?P<name>[\w.-]+)/?$", api.ConfigNameView.as_view(), name="config-detail"
+    ),
 ]

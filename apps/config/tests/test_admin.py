@@ -25,8 +25,9 @@ def test_changelist_groups_keys_by_category(admin_client):
     response = admin_client.get(reverse("admin:config_systemconfig_changelist"))
     assert response.status_code == 200
     assert b"backoff.strategy" in response.content
-    response = admin_client.get(reverse("admin:config_systemconfig_changelist"),
-                                {"category": "recovery"})
+    response = admin_client.get(
+        reverse("admin:config_systemconfig_changelist"), {"category": "recovery"}
+    )
     assert b"recovery.stuck_threshold" in response.content
     assert b"backoff.strategy" not in response.content
 
@@ -49,7 +50,10 @@ def test_a_change_in_the_admin_is_audited_with_the_operator(admin_client):
     assert config_get("backoff.strategy") == "linear"
     entry = config_history("backoff.strategy")[0]
     assert (entry["changed_by"], entry["reason"], entry["old_value"]) == (
-        "operator", "gentler", "exponential")
+        "operator",
+        "gentler",
+        "exponential",
+    )
 
 
 def test_history_page_shows_the_diff_and_a_rollback_that_is_audited(admin_client):
@@ -59,8 +63,9 @@ def test_history_page_shows_the_diff_and_a_rollback_that_is_audited(admin_client
     history = admin_client.get(reverse("admin:config_systemconfig_history", args=[row.pk]))
     assert history.status_code == 200
     assert b"roll back to this" in history.content
-    assert re.search(r"<strong>Value:</strong>\s*200\s*&nbsp;&rarr;&nbsp;&nbsp;20\s",
-                     history.content.decode())
+    assert re.search(
+        r"<strong>Value:</strong>\s*200\s*&nbsp;&rarr;&nbsp;&nbsp;20\s", history.content.decode()
+    )
     first = SystemConfig.history.filter(key="queue.batch_size").order_by("history_id").first()
     url = reverse("admin:config_systemconfig_rollback", args=[row.pk, first.history_id])
     assert admin_client.get(url).status_code == 200

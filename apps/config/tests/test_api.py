@@ -50,8 +50,11 @@ def test_non_staff_users_cannot_write(api):
 
 
 def test_staff_change_a_key_and_the_history_names_them(staff_api):
-    response = staff_api.put("/api/system-config/queue.batch_size",
-                             {"value": 350, "reason": "more per tick"}, format="json")
+    response = staff_api.put(
+        "/api/system-config/queue.batch_size",
+        {"value": 350, "reason": "more per tick"},
+        format="json",
+    )
     assert response.status_code == 200, response.json()
     assert response.json()["value"] == 350
     assert response.json()["changed"] is True
@@ -62,23 +65,29 @@ def test_staff_change_a_key_and_the_history_names_them(staff_api):
 
 
 def test_a_bad_value_answers_400_naming_the_key_and_reason(staff_api):
-    response = staff_api.put("/api/system-config/backoff.strategy",
-                             {"value": "random", "reason": "x"}, format="json")
+    response = staff_api.put(
+        "/api/system-config/backoff.strategy", {"value": "random", "reason": "x"}, format="json"
+    )
     assert response.status_code == 400
     assert "backoff.strategy: must be one of" in response.json()["errors"]["value"][0]
 
 
 def test_a_missing_value_answers_400(staff_api):
-    response = staff_api.put("/api/system-config/backoff.strategy", {"reason": "x"},
-                             format="json")
+    response = staff_api.put("/api/system-config/backoff.strategy", {"reason": "x"}, format="json")
     assert response.status_code == 400
     assert "value" in response.json()
 
 
 def test_batch_is_all_or_nothing(staff_api):
-    response = staff_api.put("/api/system-config/batch", {
-        "queue.batch_size": 10, "backoff.jitter": 3, "backoff.strategy": "nope",
-    }, format="json")
+    response = staff_api.put(
+        "/api/system-config/batch",
+        {
+            "queue.batch_size": 10,
+            "backoff.jitter": 3,
+            "backoff.strategy": "nope",
+        },
+        format="json",
+    )
     assert response.status_code == 400
     errors = response.json()["errors"]
     assert set(errors) == {"backoff.jitter", "backoff.strategy"}
@@ -87,20 +96,27 @@ def test_batch_is_all_or_nothing(staff_api):
 
 
 def test_batch_applies_all_values_with_the_reason(staff_api):
-    response = staff_api.put("/api/system-config/batch", {
-        "values": {"queue.batch_size": 10, "backoff.strategy": "linear"},
-        "reason": "load test",
-    }, format="json")
+    response = staff_api.put(
+        "/api/system-config/batch",
+        {
+            "values": {"queue.batch_size": 10, "backoff.strategy": "linear"},
+            "reason": "load test",
+        },
+        format="json",
+    )
     assert response.status_code == 200, response.json()
     assert {c["key"] for c in response.json()["changed"]} == {
-        "queue.batch_size", "backoff.strategy"}
+        "queue.batch_size",
+        "backoff.strategy",
+    }
     assert config_get("backoff.strategy") == "linear"
     assert config_history("backoff.strategy")[0]["reason"] == "load test"
 
 
 def test_flat_batch_may_carry_a_reason(staff_api):
-    response = staff_api.put("/api/system-config/batch",
-                             {"queue.dispatchers": 3, "reason": "scale"}, format="json")
+    response = staff_api.put(
+        "/api/system-config/batch", {"queue.dispatchers": 3, "reason": "scale"}, format="json"
+    )
     assert response.status_code == 200, response.json()
     assert config_history("queue.dispatchers")[0]["reason"] == "scale"
 
@@ -111,20 +127,25 @@ def test_batch_by_non_staff_is_refused(api):
 
 
 def test_rollback_through_the_api(staff_api):
-    staff_api.put("/api/system-config/queue.batch_size", {"value": 10, "reason": "a"},
-                  format="json")
+    staff_api.put(
+        "/api/system-config/queue.batch_size", {"value": 10, "reason": "a"}, format="json"
+    )
     first = SystemConfig.history.filter(key="queue.batch_size").order_by("history_id").first()
-    response = staff_api.post("/api/system-config/queue.batch_size/rollback",
-                              {"history_id": first.history_id, "reason": "undo"},
-                              format="json")
+    response = staff_api.post(
+        "/api/system-config/queue.batch_size/rollback",
+        {"history_id": first.history_id, "reason": "undo"},
+        format="json",
+    )
     assert response.status_code == 200, response.json()
     assert response.json()["value"] == 200
     assert config_history("queue.batch_size")[0]["reason"] == (
-        f"rollback to #{first.history_id}: undo")
+        f"rollback to #{first.history_id}: undo"
+    )
 
 
 def test_rollback_to_an_unknown_history_id_answers_400(staff_api):
-    response = staff_api.post("/api/system-config/queue.batch_size/rollback",
-                              {"history_id": 999999}, format="json")
+    response = staff_api.post(
+        "/api/system-config/queue.batch_size/rollback", {"history_id": 999999}, format="json"
+    )
     assert response.status_code == 400
     assert "history_id" in response.json()["errors"]

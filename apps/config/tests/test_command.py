@@ -29,8 +29,7 @@ def test_export_writes_every_key(tmp_path):
 
 def test_import_applies_everything_with_the_reason_and_user(tmp_path, staff_user):
     path = tmp_path / "prod.json"
-    path.write_text(json.dumps({"values": {"queue.batch_size": 400,
-                                           "backoff.strategy": "fixed"}}))
+    path.write_text(json.dumps({"values": {"queue.batch_size": 400, "backoff.strategy": "fixed"}}))
     output = _run("import", str(path), "--reason", "promote staging", "--user", "operator")
     assert "queue.batch_size: 200 -> 400" in output
     assert config_get("backoff.strategy") == "fixed"
@@ -40,8 +39,9 @@ def test_import_applies_everything_with_the_reason_and_user(tmp_path, staff_user
 
 def test_import_with_one_bad_value_changes_nothing_and_names_it(tmp_path):
     path = tmp_path / "bad.json"
-    path.write_text(json.dumps({"values": {"queue.batch_size": 400, "backoff.jitter": 5,
-                                           "queue.gone": 1}}))
+    path.write_text(
+        json.dumps({"values": {"queue.batch_size": 400, "backoff.jitter": 5, "queue.gone": 1}})
+    )
     with pytest.raises(CommandError) as caught:
         _run("import", str(path), "--reason", "x")
     assert "backoff.jitter: must be at most 1" in str(caught.value)
@@ -58,8 +58,9 @@ def test_import_of_a_file_that_is_not_json_names_the_line(tmp_path):
 
 def test_diff_shows_what_would_change_and_changes_nothing(tmp_path):
     path = tmp_path / "next.json"
-    path.write_text(json.dumps({"queue.batch_size": 200, "queue.dispatchers": 6,
-                                "backoff.jitter": 2}))
+    path.write_text(
+        json.dumps({"queue.batch_size": 200, "queue.dispatchers": 6, "backoff.jitter": 2})
+    )
     output = _run("diff", str(path))
     assert "queue.dispatchers: 2 -> 6" in output
     assert "backoff.jitter: INVALID (must be at most 1" in output
@@ -75,6 +76,7 @@ def test_export_then_import_round_trips(tmp_path):
 
 def test_set_one_key_from_the_command_line():
     assert "recovery.stuck_threshold: 1800 -> 2700" in _run(
-        "set", "recovery.stuck_threshold", "45m", "--reason", "slow provider")
+        "set", "recovery.stuck_threshold", "45m", "--reason", "slow provider"
+    )
     with pytest.raises(CommandError, match="no user named 'ghost'"):
         _run("set", "queue.batch_size", "5", "--reason", "x", "--user", "ghost")

@@ -61,10 +61,20 @@ def _database_url() -> str:
 
 @pytest.mark.django_db(transaction=True)
 def test_a_second_process_sees_a_change_within_two_seconds(staff_user):
-    env = {**os.environ, "DATABASE_URL": _database_url(), "DEBUG": "1",
-           "DJANGO_SETTINGS_MODULE": "edm.settings"}
-    watcher = subprocess.Popen([sys.executable, "-c", WATCHER], cwd=ROOT, env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    env = {
+        **os.environ,
+        "DATABASE_URL": _database_url(),
+        "DEBUG": "1",
+        "DJANGO_SETTINGS_MODULE": "edm.settings",
+    }
+    watcher = subprocess.Popen(
+        [sys.executable, "-c", WATCHER],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         ready = json.loads(watcher.stdout.readline() or "{}")
         assert ready == {"ready": 200}, watcher.stderr.read()

@@ -31,8 +31,9 @@ def test_unknown_key_raises_key_error():
 
 def test_set_records_who_when_old_new_and_why(staff_user):
     before = config_version()
-    change = services.config_set(key="queue.batch_size", value="300",
-                                 reason="bigger ticks", user=staff_user)
+    change = services.config_set(
+        key="queue.batch_size", value="300", reason="bigger ticks", user=staff_user
+    )
     assert change == services.Change("queue.batch_size", 200, 300)
     assert config_get("queue.batch_size") == 300
     assert config_version() == before + 1
@@ -68,12 +69,16 @@ def test_an_unknown_key_is_refused():
 def test_batch_is_all_or_nothing_and_names_each_bad_key(staff_user):
     version = config_version()
     with pytest.raises(ValidationError) as caught:
-        services.config_set_many(values={
-            "queue.batch_size": 50,
-            "backoff.strategy": "random",
-            "backoff.jitter": 7,
-            "queue.unknown": 1,
-        }, reason="batch", user=staff_user)
+        services.config_set_many(
+            values={
+                "queue.batch_size": 50,
+                "backoff.strategy": "random",
+                "backoff.jitter": 7,
+                "queue.unknown": 1,
+            },
+            reason="batch",
+            user=staff_user,
+        )
     errors = caught.value.message_dict
     assert set(errors) == {"backoff.strategy", "backoff.jitter", "queue.unknown"}
     assert "one of fixed" in errors["backoff.strategy"][0]
@@ -86,7 +91,8 @@ def test_batch_applies_every_value_in_one_version(staff_user):
     version = config_version()
     changes = services.config_set_many(
         values={"queue.batch_size": 50, "backoff.strategy": "linear", "backoff.jitter": 0.1},
-        reason="tune", user=staff_user,
+        reason="tune",
+        user=staff_user,
     )
     assert {c.key for c in changes} == {"queue.batch_size", "backoff.strategy"}
     assert config_get("backoff.strategy") == "linear"
@@ -99,8 +105,9 @@ def test_rollback_restores_an_old_value_as_a_new_audited_change(staff_user, make
     services.config_set(key="backoff.max_retries", value=9, reason="even more", user=staff_user)
     target = config_history("backoff.max_retries")[1]
     assert target["value"] == 7
-    change = services.config_rollback(key="backoff.max_retries", history_id=target["id"],
-                                      reason="too many", user=other)
+    change = services.config_rollback(
+        key="backoff.max_retries", history_id=target["id"], reason="too many", user=other
+    )
     assert change == services.Change("backoff.max_retries", 9, 7)
     assert config_get("backoff.max_retries") == 7
     latest = config_history("backoff.max_retries")[0]

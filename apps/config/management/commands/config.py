@@ -34,8 +34,10 @@ class Command(BaseCommand):
         sub = parser.add_subparsers(dest="action", required=True)
         export = sub.add_parser("export", help="print every key's value as JSON")
         export.add_argument("--output", "-o", help="write to this file instead of stdout")
-        for name, text in (("import", "apply a JSON export, all or nothing"),
-                           ("diff", "show what importing FILE would change")):
+        for name, text in (
+            ("import", "apply a JSON export, all or nothing"),
+            ("diff", "show what importing FILE would change"),
+        ):
             action = sub.add_parser(name, help=text)
             action.add_argument("file", help="a JSON file written by `config export` (- for stdin)")
             if name == "import":
@@ -54,8 +56,7 @@ class Command(BaseCommand):
         try:
             getattr(self, f"_{action}")(**options)
         except ValidationError as exc:
-            lines = [f"  {key}: {'; '.join(reasons)}"
-                     for key, reasons in exc.message_dict.items()]
+            lines = [f"  {key}: {'; '.join(reasons)}" for key, reasons in exc.message_dict.items()]
             raise CommandError("nothing changed; invalid values:\n" + "\n".join(lines)) from None
         except ApplicationError as exc:
             raise CommandError(f"{exc.field + ': ' if exc.field else ''}{exc.message}") from None
