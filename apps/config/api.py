@@ -8,6 +8,7 @@ a bad value answers 400 naming the key and the reason, and changes nothing.
 from __future__ import annotations
 
 from django.http import Http404
+from drf_spectacular.utils import OpenApiTypes, extend_schema
 from rest_framework.permissions import SAFE_METHODS, BasePermission, IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -16,7 +17,11 @@ from rest_framework.views import APIView
 from apps.config import selectors, services
 from apps.config.registry import CATEGORIES, KEYS
 from apps.config.serializers import (
+    ConfigBatchResultSerializer,
     ConfigBatchSerializer,
+    ConfigHistorySerializer,
+    ConfigItemChangedSerializer,
+    ConfigListSerializer,
     ConfigRollbackSerializer,
     ConfigUpdateSerializer,
 )
@@ -46,6 +51,7 @@ def _change_data(change: services.Change) -> dict:
 
 
 class ConfigListView(_ConfigView):
+    @extend_schema(operation_id="system_config_list", responses=ConfigListSerializer)
     def get(self, request: Request) -> Response:
         items = selectors.config_items()
         return Response(
@@ -62,6 +68,11 @@ class ConfigListView(_ConfigView):
 class ConfigNameView(_ConfigView):
     """``GET`` a key or a category; ``PUT`` a key ``{"value": …, "reason": …}``."""
 
+    @extend_schema(
+        operation_id="system_config_key_or_category",
+        responses={200: OpenApiTypes.OBJECT},
+        description="A key (`queue.batch_size`: one item) or a category (`queue`: a list).",
+    )
     def get(self, request: Request, name: str) -> Response:
         if "." in name:
             return Response(selectors.config_item(_known_key(name)))
@@ -70,6 +81,7 @@ class ConfigNameView(_ConfigView):
         items = selectors.config_items(category=name)
         return Response({"count": len(items), "next": None, "previous": None, "results": items})
 
+    @extend_schema(request=ConfigUpdateSerializer, responses=ConfigItemChangedSerializer)
     def put(self, request: Request, name: str) -> Response:
         key = _known_key(name)
         serializer = ConfigUpdateSerializer(data=request.data)
@@ -86,6 +98,7 @@ class ConfigNameView(_ConfigView):
 class ConfigBatchView(_ConfigView):
     """``PUT {"key": value, …}`` or ``{"values": {…}, "reason": …}``: all or nothing."""
 
+    @extend_schema(request=ConfigBatchSerializer, responses=ConfigBatchResultSerializer)
     def put(self, request: Request) -> Response:
         data = request.data
         if isinstance(data, dict) and not isinstance(data.get("values"), dict):
@@ -110,6 +123,7 @@ class ConfigBatchView(_ConfigView):
 
 
 class ConfigHistoryView(_ConfigView):
+    @extend_schema(responses=ConfigHistorySerializer)
     def get(self, request: Request, name: str) -> Response:
         entries = selectors.config_history(_known_key(name))
         return Response({"count": len(entries), "next": None, "previous": None, "results": entries})
@@ -118,6 +132,7 @@ class ConfigHistoryView(_ConfigView):
 class ConfigRollbackView(_ConfigView):
     """``POST {"history_id": …, "reason": …}``: back to that version (itself audited)."""
 
+    @extend_schema(request=ConfigRollbackSerializer, responses=ConfigItemChangedSerializer)
     def post(self, request: Request, name: str) -> Response:
         key = _known_key(name)
         serializer = ConfigRollbackSerializer(data=request.data)

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from django.contrib.auth import get_user_model
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from apps.services.models import EmailService, Pool
 from apps.services.selectors import pool_resolve, service_stats
 
 
+@extend_schema_field(
+    {"oneOf": [{"type": "integer"}, {"type": "string"}], "description": "Pool id or name"}
+)
 class PoolRefField(serializers.Field):
     """A pool given by id (``3``) or by name (``"transactional"``); answered as its id."""
 
@@ -71,6 +75,7 @@ class EmailServiceSerializer(serializers.ModelSerializer):
         ]
         read_only_fields = ["disabled_reason", "created_at", "updated_at"]
 
+    @extend_schema_field(serializers.DictField())
     def get_state(self, service: EmailService) -> dict:
         stats = service_stats(service)
         for key in (
@@ -118,3 +123,38 @@ class ServiceDisableSerializer(serializers.Serializer):
 
 class ServiceEnableSerializer(serializers.Serializer):
     reason = serializers.CharField(required=False, allow_blank=True, default="", max_length=255)
+
+
+class ServiceStatsSerializer(serializers.Serializer):
+    """Documentation of ``/api/services/<id>/stats`` (built by ``service_stats``)."""
+
+    id = serializers.IntegerField()
+    name = serializers.CharField()
+    pool = serializers.IntegerField()
+    is_enabled = serializers.BooleanField()
+    disabled_reason = serializers.CharField()
+    is_ready = serializers.BooleanField()
+    ready_in_seconds = serializers.FloatField()
+    next_available_at = serializers.DateTimeField()
+    daily_quota = serializers.IntegerField()
+    quota_used_today = serializers.IntegerField()
+    quota_left_today = serializers.IntegerField(allow_null=True)
+    sending_rate = serializers.FloatField()
+    last_sent_at = serializers.DateTimeField(allow_null=True)
+    total_sent = serializers.IntegerField()
+    total_failed = serializers.IntegerField()
+    success_rate = serializers.FloatField()
+    avg_response_time = serializers.FloatField()
+    consecutive_failures = serializers.IntegerField()
+
+
+class ServiceActionResultSerializer(ServiceStatsSerializer):
+    changed = serializers.BooleanField()
+
+
+class ConnectionTestSerializer(serializers.Serializer):
+    ok = serializers.BooleanField()
+    latency_ms = serializers.FloatField()
+    error = serializers.CharField()
+    error_kind = serializers.CharField()
+    code = serializers.IntegerField(allow_null=True)

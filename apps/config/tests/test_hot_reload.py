@@ -116,3 +116,28 @@ def test_the_writing_process_reads_its_change_back_at_once(staff_user):
     assert config_get("queue.dispatchers") == 2
     services.config_set(key="queue.dispatchers", value=4, user=staff_user)
     assert config_get("queue.dispatchers") == 4
+
+
+@pytest.mark.django_db
+def test_a_database_error_during_a_check_keeps_serving_the_last_values(settings):
+    from django.db import DatabaseError
+
+    settings.EDM_CONFIG_CHECK_INTERVAL = 0
+    assert config_get("queue.batch_size") == 200
+
+    def broken(execute, sql, params, many, context):
+        raise DatabaseError("connection lost")
+
+    with connection.execute_wrapper(broken):
+        assert config_get("queue.batch_size") == 200
+
+
+@pytest.mark.django_db
+def test_with_nothing_loaded_a_database_error_is_raised():
+    from django.db import DatabaseError
+
+    def broken(execute, sql, params, many, context):
+        raise DatabaseError("connection lost")
+
+    with connection.execute_wrapper(broken), pytest.raises(DatabaseError):
+        config_get("queue.batch_size")

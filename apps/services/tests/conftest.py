@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import ssl
 import warnings
 from dataclasses import dataclass
 
@@ -62,6 +63,60 @@ def smtp_auth_server():
         authenticator=_authenticator,
         auth_required=True,
         auth_require_tls=False,
+    )
+    controller.start()
+    yield AuthServer(port=port, handler=handler, controller=controller)
+    controller.stop()
+
+
+def _self_signed_context(directory) -> ssl.SSLContext:
+    """A server TLS context with a fresh self-signed certificate for 127.0.0.1."""
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "edm-test")])
+    now = dt.datetime.now(dt.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=1))
+        .not_valid_after(now + dt.timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert_path, key_path)
+    return context
+
+
+@pytest.fixture
+def smtp_tls_server(tmp_path):
+    """A real aiosmtpd server offering STARTTLS with a self-signed (untrusted) certificate."""
+    handler = SinkHandler()
+    port = _free_port()
+    controller = Controller(
+        handler, hostname="127.0.0.1", port=port, tls_context=_self_signed_context(tmp_path)
     )
     controller.start()
     yield AuthServer(port=port, handler=handler, controller=controller)

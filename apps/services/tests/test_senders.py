@@ -106,6 +106,16 @@ def test_starttls_against_a_server_without_it_is_a_service_fault(smtp_sink):
     assert "STARTTLS" in caught.value.message or "not supported" in caught.value.message
 
 
+def test_an_untrusted_tls_certificate_is_a_service_fault(smtp_tls_server):
+    sender = SMTPSender(host="127.0.0.1", port=smtp_tls_server.port, security="starttls", timeout=5)
+    with pytest.raises(SendError) as caught:
+        sender.send(from_addr="a@example.com", to_addrs=["b@example.com"], message=MESSAGE)
+    assert caught.value.kind == "service"
+    assert caught.value.message.startswith("TLS failure")
+    assert "certificate verify failed" in caught.value.message
+    assert smtp_tls_server.handler.messages == []
+
+
 def test_a_dropped_connection_is_transient_and_the_next_send_reconnects(smtp_sink):
     sender = SMTPSender(host="127.0.0.1", port=smtp_sink.port)
     sender.open()
