@@ -93,7 +93,12 @@ def _refresh() -> _Snapshot:
     dispatcher down during a database blip. With nothing loaded yet the error propagates.
     """
     global _snapshot
-    with _refresh_lock:
+    loaded = _snapshot.version is not None
+    # While one thread checks, the others keep serving the loaded values rather than
+    # queueing behind a query that may be slow; with nothing loaded they must wait.
+    if not _refresh_lock.acquire(blocking=not loaded):
+        return _snapshot
+    try:
         current = _snapshot
         now = time.monotonic()
         if now < current.expires_at:  # another thread refreshed while we waited
@@ -111,6 +116,8 @@ def _refresh() -> _Snapshot:
             version, values = current.version, current.values
         _snapshot = _Snapshot(values=values, version=version, expires_at=now + interval)
         return _snapshot
+    finally:
+        _refresh_lock.release()
 
 
 def config_items(*, category: str | None = None) -> list[dict]:

@@ -141,3 +141,19 @@ def test_with_nothing_loaded_a_database_error_is_raised():
 
     with connection.execute_wrapper(broken), pytest.raises(DatabaseError):
         config_get("queue.batch_size")
+
+
+@pytest.mark.django_db
+def test_while_one_thread_checks_the_others_serve_the_loaded_values(settings):
+    import threading
+
+    from apps.config import selectors
+
+    settings.EDM_CONFIG_CHECK_INTERVAL = 0
+    assert config_get("queue.batch_size") == 200
+    results = []
+    with selectors._refresh_lock:  # a check in progress in another thread
+        reader = threading.Thread(target=lambda: results.append(config_get("queue.batch_size")))
+        reader.start()
+        reader.join(timeout=2)
+    assert results == [200]

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from io import StringIO
 
 import pytest
 from django.core.exceptions import ValidationError
@@ -208,3 +209,16 @@ def test_connection_test_reports_a_refused_port(closed_port):
     assert not result.ok
     assert f"cannot connect to 127.0.0.1:{closed_port}" in result.error
     assert "refused" in result.error.lower()
+
+
+def test_setup_schedules_creates_the_quota_reset_schedule():
+    from django.core.management import call_command
+    from django_q.models import Schedule
+
+    call_command("setup_schedules", stdout=StringIO())
+    schedule = Schedule.objects.get(name="edm:services.reset_daily_quotas")
+    assert (schedule.func, schedule.schedule_type, schedule.minutes) == (
+        "apps.services.tasks.reset_daily_quotas",
+        "I",
+        5,
+    )
