@@ -81,3 +81,19 @@ def test_non_staff_cannot_open_the_configuration_admin(client, user):
     client.force_login(user)
     response = client.get(reverse("admin:config_systemconfig_changelist"))
     assert response.status_code == 302
+
+
+def test_reverting_from_a_history_version_page_goes_through_validation(admin_client):
+    from apps.config.services import config_set
+
+    config_set(key="queue.batch_size", value=20, reason="small")
+    row = _row("queue.batch_size")
+    first = SystemConfig.history.filter(key="queue.batch_size").order_by("history_id").first()
+    url = reverse("admin:config_systemconfig_simple_history", args=[row.pk, first.history_id])
+    page = admin_client.get(url)
+    assert page.status_code == 200
+    assert b"200" in page.content
+    response = admin_client.post(url, {"value": "200", "reason": "revert"})
+    assert response.status_code == 302
+    assert config_get("queue.batch_size") == 200
+    assert config_history("queue.batch_size")[0]["reason"] == "revert"

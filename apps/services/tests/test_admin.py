@@ -168,3 +168,22 @@ def test_pool_admin_pages(admin_client, user):
     default = Pool.objects.get(name="default")
     response = admin_client.get(reverse("admin:services_pool_delete", args=[default.pk]))
     assert response.status_code == 403
+
+
+def test_history_version_pages_render(admin_client, service, staff_user):
+    from apps.services.services import service_update
+
+    service_update(service_id=service.pk, user=staff_user, daily_quota=3)
+    record = service.history.order_by("history_id").first()
+    url = reverse("admin:services_emailservice_simple_history", args=[service.pk,
+                                                                       record.history_id])
+    response = admin_client.get(url)
+    assert response.status_code == 200
+    assert b'name="daily_quota"' in response.content
+
+
+def test_pool_history_records_the_author(staff_user):
+    from apps.services.services import pool_create
+
+    pool = pool_create(name="audited", user=staff_user)
+    assert pool.history.first().history_user == staff_user

@@ -85,3 +85,13 @@ def test_rotation_keeps_old_secrets_readable_and_reencrypts_with_the_new_key(set
     rotated = crypto.reencrypt(token)
     settings.EDM_ENCRYPTION_KEYS = [new_key]
     assert crypto.decrypt(rotated) == PASSWORD
+
+
+def test_manage_py_check_with_the_database_fails_on_a_wrong_key(settings):
+    from django.core.management import call_command
+    from django.core.management.base import SystemCheckError
+
+    EmailServiceFactory(name="locked-out", password=PASSWORD)
+    settings.EDM_ENCRYPTION_KEYS = [Fernet.generate_key().decode()]
+    with pytest.raises(SystemCheckError, match=r"services\.E001.*locked-out"):
+        call_command("check", databases=["default"])
