@@ -4,8 +4,8 @@ The set of keys, their types, validation and defaults are declared in code
 (:mod:`apps.config.registry`), so a fresh database works; a row per registered key is
 created after ``migrate`` (``post_migrate``) and on first change. Every change goes
 through :mod:`apps.config.services` with ``save()`` so django-simple-history records
-who, when, old → new and why, and bumps :class:`ConfigVersion` in the same transaction
-so every process's cache notices it.
+who, when, old → new and why; a database trigger bumps :class:`ConfigVersion` in the
+same transaction so every process's cache notices it.
 """
 
 from __future__ import annotations
@@ -48,8 +48,9 @@ class ConfigVersion(models.Model):
     """One row (``id=1``) whose ``version`` grows with every committed change.
 
     Readers compare it with the version their cache was loaded at: one primary-key
-    lookup instead of reading every value. Writers bump it with ``UPDATE … + 1`` in the
-    transaction of their change, which also serialises concurrent writers.
+    lookup instead of reading every value. A statement-level trigger on
+    ``config_systemconfig`` bumps it (``… + 1``) in the transaction of every write, by
+    whatever path, which also serialises concurrent writers on this row.
     """
 
     version = models.BigIntegerField(default=0)

@@ -2,8 +2,9 @@
 
 Every write validates all values first and changes nothing when one is bad; it then
 saves each row with ``save()`` (so django-simple-history records the user, the time,
-the new value and the reason) and bumps :class:`~apps.config.models.ConfigVersion` in
-the same transaction, which is what other processes' caches watch.
+the new value and the reason). A statement trigger on the table (migration
+``0002_version_trigger``) advances :class:`~apps.config.models.ConfigVersion` in the same
+transaction, whatever the write path, which is what other processes' caches watch.
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
-from django.db import connection, transaction
+from django.db import transaction
 
-from apps.config.models import ConfigVersion, SystemConfig
+from apps.config.models import SystemConfig
 from apps.config.registry import KEYS, ConfigValueError, get_key
 from apps.config.selectors import config_cache_clear
 from apps.core.errors import ApplicationError
@@ -159,8 +160,6 @@ def config_sync_defaults() -> int:
                 SystemConfig.objects.filter(pk=row.pk).update(
                     category=definition.category, description=definition.description
                 )
-        if created:
-            _bump_version()
     config_cache_clear()
     return created
 
@@ -198,19 +197,8 @@ def _write(cleaned: dict[str, Any], *, reason: str, user: AbstractBaseUser | Non
             row.save()
             changes.append(Change(key=key, old=old, new=new))
         if changes:
-            _bump_version()
+            # The rows' trigger has advanced ConfigVersion in this transaction.
             transaction.on_commit(config_cache_clear)
     if changes:
         config_cache_clear()
     return changes
-
-
-def _bump_version() -> None:
-    """Advance the version other processes watch (same transaction as the change)."""
-    table = ConfigVersion._meta.db_table
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"INSERT INTO {table} (id, version, changed_at) VALUES (1, 1, now()) "
-            f"ON CONFLICT (id) DO UPDATE SET version = {table}.version + 1, "
-            "changed_at = now()"
-        )
