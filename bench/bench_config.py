@@ -63,26 +63,27 @@ def main() -> None:
     settings.EDM_CONFIG_CHECK_INTERVAL = 0.0
     config_cache_clear()
     config_get("queue.batch_size")
-    checks = [_time_per_call(lambda: config_get("queue.batch_size"), db_calls)
-              for _ in range(runs)]
+    checks = [_time_per_call(lambda: config_get("queue.batch_size"), db_calls) for _ in range(runs)]
 
     def direct():
-        SystemConfig.objects.filter(key="queue.batch_size").values_list(
-            "value", flat=True).first()
+        SystemConfig.objects.filter(key="queue.batch_size").values_list("value", flat=True).first()
 
     direct_runs = [_time_per_call(direct, db_calls) for _ in range(runs)]
 
     hot_ns = median(hot) * 1e9
-    report("config", {
-        "hot_read_ns": round(hot_ns, 1),
-        "hot_read_ns_min": round(min(hot) * 1e9, 1),
-        "hot_reads_per_run": hot_calls,
-        "hot_read_queries": hot_queries,
-        "version_check_us": round(median(checks) * 1e6, 1),
-        "query_per_read_us": round(median(direct_runs) * 1e6, 1),
-        "runs": runs,
-        "goal_hot_read_le_2us": hot_ns <= 2000 and hot_queries == 0,
-    })
+    report(
+        "config",
+        {
+            "hot_read_ns": round(hot_ns, 1),
+            "hot_read_ns_min": round(min(hot) * 1e9, 1),
+            "hot_reads_per_run": hot_calls,
+            "hot_read_queries": hot_queries,
+            "version_check_us": round(median(checks) * 1e6, 1),
+            "query_per_read_us": round(median(direct_runs) * 1e6, 1),
+            "runs": runs,
+            "goal_hot_read_le_2us": hot_ns <= 2000 and hot_queries == 0,
+        },
+    )
 
 
 if __name__ == "__main__":

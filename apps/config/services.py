@@ -9,6 +9,8 @@ transaction, whatever the write path, which is what other processes' caches watc
 
 from __future__ import annotations
 
+import json
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +22,8 @@ from apps.config.models import SystemConfig
 from apps.config.registry import KEYS, ConfigValueError, get_key
 from apps.config.selectors import config_cache_clear
 from apps.core.errors import ApplicationError
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_REASON = "no reason given"
 
@@ -201,4 +205,18 @@ def _write(cleaned: dict[str, Any], *, reason: str, user: AbstractBaseUser | Non
             transaction.on_commit(config_cache_clear)
     if changes:
         config_cache_clear()
+        author = user.get_username() if user is not None else "system"
+
+        def log() -> None:
+            for change in changes:
+                logger.info(
+                    "configuration %s: %s -> %s by %s (%s)",
+                    change.key,
+                    json.dumps(change.old),
+                    json.dumps(change.new),
+                    author,
+                    reason,
+                )
+
+        transaction.on_commit(log)
     return changes

@@ -10,6 +10,7 @@ auto-disable) belongs to the dispatcher.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -26,6 +27,8 @@ from apps.services.models import OPERATOR_FIELDS, EmailService, Pool
 from apps.services.selectors import pool_resolve
 from apps.services.senders import SendError, sender_for
 
+logger = logging.getLogger(__name__)
+
 EDITABLE_FIELDS = frozenset(OPERATOR_FIELDS) - {"password_encrypted"} | {"password"}
 
 
@@ -33,6 +36,10 @@ def _audited(instance: Any, user: AbstractBaseUser | None, reason: str) -> None:
     """Attach the history author and reason to the next ``save()`` of ``instance``."""
     instance._history_user = user if user is not None and user.is_authenticated else None
     instance._change_reason = reason
+
+
+def _who(user: AbstractBaseUser | None) -> str:
+    return user.get_username() if user is not None and user.is_authenticated else "system"
 
 
 def _resolve_pool(ref: Any) -> Pool:
@@ -250,6 +257,7 @@ def service_enable(
             consecutive_failures=0,
             next_available_at=Least(F("next_available_at"), Now()),
         )
+    logger.info("email service %s enabled by %s", service.name, _who(user))
     return True
 
 
@@ -269,6 +277,7 @@ def service_disable(*, service_id: int, reason: str, user: AbstractBaseUser | No
         service.disabled_reason = reason[:255]
         _audited(service, user, f"disabled: {reason}")
         service.save(update_fields=["is_enabled", "disabled_reason", "updated_at"])
+    logger.warning("email service %s disabled by %s: %s", service.name, _who(user), reason)
     return True
 
 

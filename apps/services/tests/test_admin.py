@@ -175,8 +175,9 @@ def test_history_version_pages_render(admin_client, service, staff_user):
 
     service_update(service_id=service.pk, user=staff_user, daily_quota=3)
     record = service.history.order_by("history_id").first()
-    url = reverse("admin:services_emailservice_simple_history", args=[service.pk,
-                                                                       record.history_id])
+    url = reverse(
+        "admin:services_emailservice_simple_history", args=[service.pk, record.history_id]
+    )
     response = admin_client.get(url)
     assert response.status_code == 200
     assert b'name="daily_quota"' in response.content
