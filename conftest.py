@@ -16,6 +16,16 @@ def _fast_settings(settings, tmp_path):
     settings.EDM_SINK_DIR = tmp_path / "mail"
 
 
+@pytest.fixture(autouse=True)
+def _fresh_config_cache():
+    """Each test reads configuration from its own database state, not a cached one."""
+    from apps.config.selectors import config_cache_clear
+
+    config_cache_clear()
+    yield
+    config_cache_clear()
+
+
 @pytest.fixture
 def make_user(db):
     User = get_user_model()

@@ -1,9 +1,11 @@
 """System configuration: typed, validated keys with an audited history.
 
 The set of keys, their types, validation and defaults are declared in code
-(:mod:`apps.config.registry`), so a fresh database works; a row exists once a key has
-been changed (or seeded). Every change goes through the services with ``save()`` so
-django-simple-history records who, when, old → new and why.
+(:mod:`apps.config.registry`), so a fresh database works; a row per registered key is
+created after ``migrate`` (``post_migrate``) and on first change. Every change goes
+through :mod:`apps.config.services` with ``save()`` so django-simple-history records
+who, when, old → new and why; a database trigger bumps :class:`ConfigVersion` in the
+same transaction so every process's cache notices it.
 """
 
 from __future__ import annotations
@@ -20,11 +22,18 @@ class SystemConfig(models.Model):
     description = models.TextField(blank=True)
     updated_at = models.DateTimeField(auto_now=True)
     updated_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
         related_name="+",
     )
 
-    history = HistoricalRecords()
+    history = HistoricalRecords(
+        history_change_reason_field=models.TextField(null=True),
+        # The author is history_user; the description is metadata from the code.
+        excluded_fields=["updated_at", "updated_by", "description"],
+    )
 
     class Meta:
         ordering = ["category", "key"]
@@ -33,3 +42,22 @@ class SystemConfig(models.Model):
 
     def __str__(self) -> str:
         return self.key
+
+
+class ConfigVersion(models.Model):
+    """One row (``id=1``) whose ``version`` grows with every committed change.
+
+    Readers compare it with the version their cache was loaded at: one primary-key
+    lookup instead of reading every value. A statement-level trigger on
+    ``config_systemconfig`` bumps it (``… + 1``) in the transaction of every write, by
+    whatever path, which also serialises concurrent writers on this row.
+    """
+
+    version = models.BigIntegerField(default=0)
+    changed_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "configuration version"
+
+    def __str__(self) -> str:
+        return f"v{self.version}"

@@ -4,17 +4,18 @@ A sender opens (and reuses) a connection, sends one message at a time as bytes, 
 closes. Every failure is raised as :class:`SendError` whose ``kind`` tells the
 dispatcher whose fault it is:
 
-* ``permanent`` – the recipient was refused (5xx on RCPT/DATA): do not retry, bounce.
-* ``transient`` – try this message again later (4xx, connection lost mid-message).
-* ``throttled`` – the provider asks us to slow down (421, 429-like 4.7.x): push the
+* ``permanent`` - the recipient was refused (5xx on RCPT/DATA): do not retry, bounce.
+* ``transient`` - try this message again later (4xx, connection lost mid-message).
+* ``throttled`` - the provider asks us to slow down (421, 429-like 4.7.x): push the
   *service's* ``next_available_at``, not the message's.
-* ``service`` – the service itself is broken (authentication refused, connection
+* ``service`` - the service itself is broken (authentication refused, connection
   refused, TLS failure, bad sender address): not the recipient's fault; the message goes
   back without spending an attempt and the service cools down.
 """
 
 from __future__ import annotations
 
+import os
 import smtplib
 import socket
 import ssl
@@ -54,6 +55,10 @@ class Sender(Protocol):
     def send(self, *, from_addr: str, to_addrs: list[str], message: bytes) -> None: ...
 
     def close(self) -> None: ...
+
+    def verify(self, *, from_addr: str = "") -> None:
+        """Connect and authenticate without sending anything ("test connection")."""
+        ...
 
 
 def _classify_code(code: int, message: str, *, phase: str) -> SendError:
@@ -101,13 +106,17 @@ class SMTPSender:
         try:
             if self.security == "ssl":
                 connection: smtplib.SMTP = smtplib.SMTP_SSL(
-                    self.host, self.port, timeout=self.timeout,
+                    self.host,
+                    self.port,
+                    timeout=self.timeout,
                     local_hostname=self.local_hostname,
                     context=ssl.create_default_context(),
                 )
             else:
                 connection = smtplib.SMTP(
-                    self.host, self.port, timeout=self.timeout,
+                    self.host,
+                    self.port,
+                    timeout=self.timeout,
                     local_hostname=self.local_hostname,
                 )
                 if self.security == "starttls":
@@ -117,7 +126,8 @@ class SMTPSender:
         except smtplib.SMTPAuthenticationError as exc:
             raise SendError(
                 f"authentication refused: {exc.smtp_code} {_text(exc.smtp_error)}",
-                kind=SendError.SERVICE, code=exc.smtp_code,
+                kind=SendError.SERVICE,
+                code=exc.smtp_code,
             ) from None
         except smtplib.SMTPNotSupportedError as exc:
             raise SendError(f"not supported by server: {exc}", kind=SendError.SERVICE) from None
@@ -160,6 +170,36 @@ class SMTPSender:
             code, reply = next(iter(refused.values()))
             raise _classify_code(code, _text(reply), phase="rcpt")
 
+    def verify(self, *, from_addr: str = "") -> None:
+        """Connect, authenticate, and (with ``from_addr``) check the server accepts that
+        envelope sender (``MAIL FROM`` then ``RSET``); then ``QUIT``. Sends nothing.
+
+        Raises SendError like :meth:`open` and :meth:`send` do.
+        """
+        self.open()
+        assert self.connection is not None
+        try:
+            code, reply = self.connection.noop()
+            if code != 250:
+                raise _classify_code(code, _text(reply), phase="mail")
+            if from_addr:
+                self.connection.ehlo_or_helo_if_needed()
+                code, reply = self.connection.mail(from_addr)
+                if code != 250:
+                    error = _classify_code(code, _text(reply), phase="mail")
+                    if error.kind == SendError.PERMANENT:
+                        error.kind = SendError.SERVICE
+                    raise error
+                self.connection.rset()
+        except smtplib.SMTPServerDisconnected as exc:
+            self._drop()
+            raise SendError(f"connection lost: {exc}", kind=SendError.SERVICE) from None
+        except (OSError, smtplib.SMTPException) as exc:
+            self._drop()
+            raise SendError(f"connection failed: {exc}", kind=SendError.SERVICE) from None
+        finally:
+            self.close()
+
     def _drop(self) -> None:
         if self.connection is not None:
             try:
@@ -184,6 +224,9 @@ class ConsoleSender:
     def open(self) -> None:
         pass
 
+    def verify(self, *, from_addr: str = "") -> None:
+        pass
+
     def send(self, *, from_addr: str, to_addrs: list[str], message: bytes) -> None:
         sys.stdout.write(f"--- message from {from_addr} to {', '.join(to_addrs)}\n")
         sys.stdout.write(message.decode("utf-8", "replace"))
@@ -201,26 +244,51 @@ class FileSender:
         self.directory = Path(directory)
 
     def open(self) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise SendError(
+                f"cannot create {self.directory}: {exc.strerror}", kind=SendError.SERVICE
+            ) from None
+
+    def verify(self, *, from_addr: str = "") -> None:
+        self.open()
+        if not os.access(self.directory, os.W_OK):
+            raise SendError(f"cannot write to {self.directory}", kind=SendError.SERVICE)
 
     def send(self, *, from_addr: str, to_addrs: list[str], message: bytes) -> None:
-        name = f"{time.time_ns()}-{socket.gethostname()}.eml"
-        (self.directory / name).write_bytes(message)
+        name = f"{time.time_ns()}-{socket.gethostname()}-{os.getpid()}.eml"
+        try:
+            (self.directory / name).write_bytes(message)
+        except OSError as exc:
+            raise SendError(
+                f"cannot write {name}: {exc.strerror}", kind=SendError.SERVICE
+            ) from None
 
     def close(self) -> None:
         pass
 
 
 def sender_for(service: EmailService, *, timeout: float = 30.0) -> Sender:
-    """A sender for ``service`` (not yet connected)."""
+    """A sender for ``service`` (not yet connected).
+
+    Raises SendError (kind ``service``) when the service cannot be used at all: an
+    unknown kind, or a stored password ``EDM_ENCRYPTION_KEY`` cannot decrypt.
+    """
+    from apps.services.crypto import DecryptionError
+
     kind = service.kind
     if kind == "smtp":
+        try:
+            password = service.password
+        except DecryptionError as exc:
+            raise SendError(str(exc), kind=SendError.SERVICE) from None
         return SMTPSender(
             host=service.host,
             port=service.port,
             security=service.security,
             username=service.username,
-            password=service.password,
+            password=password,
             timeout=timeout,
         )
     if kind == "console":

@@ -1,0 +1,192 @@
+"""The sender interface against real SMTP servers (aiosmtpd on loopback)."""
+
+from __future__ import annotations
+
+import smtplib
+import socket
+
+import pytest
+
+from apps.services.senders import (
+    ConsoleSender,
+    FileSender,
+    SendError,
+    SMTPSender,
+    sender_for,
+)
+from apps.services.tests.conftest import SMTP_PASSWORD, SMTP_USER, EmailServiceFactory
+
+MESSAGE = b"From: a@example.com\r\nTo: b@example.com\r\nSubject: hi\r\n\r\nhello\r\n"
+
+
+def test_smtp_sender_delivers_and_reuses_one_connection(smtp_sink):
+    sender = SMTPSender(host="127.0.0.1", port=smtp_sink.port)
+    sender.send(from_addr="a@example.com", to_addrs=["b@example.com"], message=MESSAGE)
+    sender.send(from_addr="a@example.com", to_addrs=["c@example.com"], message=MESSAGE)
+    sender.close()
+    messages = smtp_sink.handler.messages
+    assert [m.rcpt_tos for m in messages] == [["b@example.com"], ["c@example.com"]]
+    assert messages[0].peer_port == messages[1].peer_port  # same connection
+
+
+def test_a_refused_recipient_is_permanent_and_a_deferred_one_transient(smtp_sink):
+    smtp_sink.handler.reject = {
+        "gone@example.com": "550 5.1.1 no such user",
+        "later@example.com": "451 4.3.0 try again",
+    }
+    sender = SMTPSender(host="127.0.0.1", port=smtp_sink.port)
+    with pytest.raises(SendError) as gone:
+        sender.send(from_addr="a@example.com", to_addrs=["gone@example.com"], message=MESSAGE)
+    with pytest.raises(SendError) as later:
+        sender.send(from_addr="a@example.com", to_addrs=["later@example.com"], message=MESSAGE)
+    sender.close()
+    assert (gone.value.kind, gone.value.code, gone.value.error_class) == (
+        "permanent",
+        550,
+        "smtp_550",
+    )
+    assert "no such user" in gone.value.message
+    assert (later.value.kind, later.value.code) == ("transient", 451)
+
+
+def test_a_throttling_reply_is_throttled(smtp_sink):
+    smtp_sink.handler.reject = {"slow@example.com": "450 4.7.0 rate limited"}
+    sender = SMTPSender(host="127.0.0.1", port=smtp_sink.port)
+    with pytest.raises(SendError) as caught:
+        sender.send(from_addr="a@example.com", to_addrs=["slow@example.com"], message=MESSAGE)
+    sender.close()
+    assert caught.value.kind == "throttled"
+
+
+def test_login_with_the_right_password_sends(smtp_auth_server):
+    sender = SMTPSender(
+        host="127.0.0.1", port=smtp_auth_server.port, username=SMTP_USER, password=SMTP_PASSWORD
+    )
+    sender.send(from_addr="a@example.com", to_addrs=["b@example.com"], message=MESSAGE)
+    sender.close()
+    assert len(smtp_auth_server.handler.messages) == 1
+
+
+def test_a_wrong_password_is_a_service_fault(smtp_auth_server):
+    sender = SMTPSender(
+        host="127.0.0.1", port=smtp_auth_server.port, username=SMTP_USER, password="wrong"
+    )
+    with pytest.raises(SendError) as caught:
+        sender.send(from_addr="a@example.com", to_addrs=["b@example.com"], message=MESSAGE)
+    assert caught.value.kind == "service"
+    assert caught.value.code == 535
+    assert "authentication refused" in caught.value.message
+    assert "wrong" not in caught.value.message  # the password is never echoed
+    assert smtp_auth_server.handler.messages == []
+
+
+def test_sending_without_login_to_a_server_that_requires_it_is_a_service_fault(
+    smtp_auth_server,
+):
+    sender = SMTPSender(host="127.0.0.1", port=smtp_auth_server.port)
+    with pytest.raises(SendError) as caught:
+        sender.send(from_addr="a@example.com", to_addrs=["b@example.com"], message=MESSAGE)
+    sender.close()
+    assert (caught.value.kind, caught.value.code) == ("service", 530)
+
+
+def test_a_refused_connection_is_a_service_fault(closed_port):
+    sender = SMTPSender(host="127.0.0.1", port=closed_port, timeout=2)
+    with pytest.raises(SendError) as caught:
+        sender.open()
+    assert caught.value.kind == "service"
+    assert f"cannot connect to 127.0.0.1:{closed_port}" in caught.value.message
+
+
+def test_starttls_against_a_server_without_it_is_a_service_fault(smtp_sink):
+    sender = SMTPSender(host="127.0.0.1", port=smtp_sink.port, security="starttls")
+    with pytest.raises(SendError) as caught:
+        sender.open()
+    assert caught.value.kind == "service"
+    assert "STARTTLS" in caught.value.message or "not supported" in caught.value.message
+
+
+def test_an_untrusted_tls_certificate_is_a_service_fault(smtp_tls_server):
+    sender = SMTPSender(host="127.0.0.1", port=smtp_tls_server.port, security="starttls", timeout=5)
+    with pytest.raises(SendError) as caught:
+        sender.send(from_addr="a@example.com", to_addrs=["b@example.com"], message=MESSAGE)
+    assert caught.value.kind == "service"
+    assert caught.value.message.startswith("TLS failure")
+    assert "certificate verify failed" in caught.value.message
+    assert smtp_tls_server.handler.messages == []
+
+
+def test_a_dropped_connection_is_transient_and_the_next_send_reconnects(smtp_sink):
+    sender = SMTPSender(host="127.0.0.1", port=smtp_sink.port)
+    sender.open()
+    sender.connection.sock.shutdown(socket.SHUT_RDWR)  # the server (or a NAT) dropped us
+    with pytest.raises(SendError) as caught:
+        sender.send(from_addr="a@example.com", to_addrs=["b@example.com"], message=MESSAGE)
+    assert caught.value.kind == "transient"
+    sender.send(from_addr="a@example.com", to_addrs=["b@example.com"], message=MESSAGE)
+    sender.close()
+    assert len(smtp_sink.handler.messages) == 1
+
+
+def test_verify_checks_login_and_envelope_sender_without_sending(smtp_auth_server):
+    good = SMTPSender(
+        host="127.0.0.1", port=smtp_auth_server.port, username=SMTP_USER, password=SMTP_PASSWORD
+    )
+    good.verify(from_addr="a@example.com")
+    assert good.connection is None  # closed again
+    anonymous = SMTPSender(host="127.0.0.1", port=smtp_auth_server.port)
+    with pytest.raises(SendError) as caught:
+        anonymous.verify(from_addr="a@example.com")
+    assert (caught.value.kind, caught.value.code) == ("service", 530)
+    assert smtp_auth_server.handler.messages == []
+
+
+def test_file_sender_writes_one_eml_per_message(tmp_path):
+    sender = FileSender(tmp_path / "out")
+    sender.open()
+    sender.send(from_addr="a@example.com", to_addrs=["b@example.com"], message=MESSAGE)
+    sender.close()
+    files = list((tmp_path / "out").glob("*.eml"))
+    assert [f.read_bytes() for f in files] == [MESSAGE]
+
+
+def test_file_sender_that_cannot_write_is_a_service_fault(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(SendError, match="cannot create") as caught:
+        FileSender(blocker / "sub").open()
+    assert caught.value.kind == "service"
+
+
+def test_console_sender_prints_the_message(capsys):
+    sender = ConsoleSender()
+    sender.open()
+    sender.send(from_addr="a@example.com", to_addrs=["b@example.com"], message=MESSAGE)
+    assert "Subject: hi" in capsys.readouterr().out
+
+
+@pytest.mark.django_db
+def test_sender_for_builds_the_sender_of_each_kind(settings, tmp_path):
+    settings.EDM_SINK_DIR = tmp_path
+    smtp = EmailServiceFactory(username="u", password="p", port=2526)
+    assert isinstance(sender_for(smtp), SMTPSender)
+    assert (sender_for(smtp).port, sender_for(smtp).password) == (2526, "p")
+    file_service = EmailServiceFactory(kind="file")
+    assert sender_for(file_service).directory == tmp_path / f"service-{file_service.pk}"
+    assert isinstance(sender_for(EmailServiceFactory(kind="console")), ConsoleSender)
+
+
+@pytest.mark.django_db
+def test_sender_for_a_password_the_key_cannot_read_is_a_service_fault(settings):
+    service = EmailServiceFactory(username="u", password="p")
+    from cryptography.fernet import Fernet
+
+    settings.EDM_ENCRYPTION_KEYS = [Fernet.generate_key().decode()]
+    with pytest.raises(SendError, match="cannot be decrypted") as caught:
+        sender_for(service)
+    assert caught.value.kind == "service"
+
+
+def test_smtplib_is_what_reports_the_auth_codes():
+    # Guards the mapping above: smtplib raises this class for 535.
+    assert issubclass(smtplib.SMTPAuthenticationError, smtplib.SMTPResponseException)
