@@ -118,3 +118,60 @@ def import_list(*, owner) -> QuerySet[ContactImport]:
 
 def import_get(*, owner, import_id) -> ContactImport:
     return ContactImport.objects.get(owner=owner, pk=import_id)
+
+
+@dataclass(frozen=True)
+class ConsistencyReport:
+    """What ``check_tag_consistency`` found: (tag id, name, stored, real) per wrong count,
+    and the number of rows pointing at nothing."""
+
+    wrong_counts: list[tuple[int, str, int, int]]
+    orphan_memberships: int
+    cross_owner_memberships: int
+    orphan_contacts: int
+
+    @property
+    def ok(self) -> bool:
+        return not (
+            self.wrong_counts
+            or self.orphan_memberships
+            or self.cross_owner_memberships
+            or self.orphan_contacts
+        )
+
+
+def tag_consistency_report(*, owner=None) -> ConsistencyReport:
+    """Compare every tag's ``contact_count`` with its memberships; find orphaned rows.
+
+    Orphans are memberships whose tag or contact is gone, memberships joining a contact
+    and a tag of different owners, and contacts whose owner is gone (the relation has no
+    database foreign keys; see ``models``).
+    """
+    from django.db import connection
+
+    where, params = ("WHERE t.owner_id = %s", [owner.pk]) if owner is not None else ("", [])
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT t.id, t.name, t.contact_count, coalesce(m.n, 0) FROM contacts_tag t"
+            " LEFT JOIN (SELECT tag_id, count(*) AS n FROM contacts_contacttag"
+            " GROUP BY tag_id) m ON m.tag_id = t.id "
+            + where
+            + (" AND" if where else " WHERE")
+            + " t.contact_count <> coalesce(m.n, 0) ORDER BY t.id",
+            params,
+        )
+        wrong = [tuple(row) for row in cursor.fetchall()]
+        cursor.execute(
+            "SELECT count(*) FILTER (WHERE t.id IS NULL OR c.id IS NULL),"
+            " count(*) FILTER (WHERE t.owner_id <> c.owner_id)"
+            " FROM contacts_contacttag m"
+            " LEFT JOIN contacts_tag t ON t.id = m.tag_id"
+            " LEFT JOIN contacts_contact c ON c.id = m.contact_id"
+        )
+        orphans, cross = cursor.fetchone()
+        cursor.execute(
+            "SELECT count(*) FROM contacts_contact c WHERE NOT EXISTS"
+            " (SELECT 1 FROM auth_user u WHERE u.id = c.owner_id)"
+        )
+        orphan_contacts = cursor.fetchone()[0]
+    return ConsistencyReport(wrong, orphans, cross, orphan_contacts)
