@@ -144,7 +144,8 @@ class ChunkReader:
 
     def _lines(self) -> Iterator[str]:
         # Decoded line by line so a bad byte sequence spoils only its own record.
-        for raw in self.stream:
+        # (readline, not iteration: Django's File.__iter__ rewinds to the start.)
+        for raw in iter(self.stream.readline, b""):
             try:
                 yield raw.decode("utf-8")
             except UnicodeDecodeError:

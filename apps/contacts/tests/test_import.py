@@ -32,7 +32,8 @@ def test_import_creates_contacts_with_attributes_and_tags(user, write_csv):
     output = run_command(write_csv(GOOD), "--tag", "imported", "--tag", "2026")
     assert "created 2" in output and "rejected 0" in output
     ada = Contact.objects.get(owner=user, email="ada@example.com")
-    assert (ada.first_name, ada.last_name, ada.attributes) == ("Ada", "Lovelace", {"city": "London"})
+    assert (ada.first_name, ada.last_name) == ("Ada", "Lovelace")
+    assert ada.attributes == {"city": "London"}
     assert Contact.objects.get(email="alan@example.com").attributes == {}
     assert {t.name: t.contact_count for t in Tag.objects.filter(owner=user)} == {
         "imported": 2, "2026": 2,
@@ -136,7 +137,7 @@ def test_progress_counters_are_committed_per_chunk(user):
 
 
 def test_chunk_reader_escapes_copy_special_characters(user):
-    content = 'email,first_name,note\na@example.com,"back\\slash\ttab","q\\""x"\n'.encode()
+    content = b'email,first_name,note\na@example.com,"back\\slash\ttab","q\\""x"\n'
     job = ContactImport.objects.create(owner=user, status="running")
     run_import(job, io.BytesIO(content))
     contact = Contact.objects.get()
