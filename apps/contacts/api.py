@@ -21,6 +21,7 @@ from apps.contacts.serializers import (
     BulkUpsertSerializer,
     ContactImportSerializer,
     ContactInputSerializer,
+    ContactListSerializer,
     ContactSerializer,
     ImportUploadSerializer,
     MembershipInputSerializer,
@@ -51,13 +52,17 @@ def _int_list(request, name: str) -> list[int]:
 
 
 def _query_filters(request, *, tags: tuple[int, ...] = ()) -> ContactFilter:
-    include = (*tags, *_int_list(request, "tag"))
+    """Filters from the query string; ``tags`` are already known to be the owner's."""
+    extra = tuple(_int_list(request, "tag"))
+    include = (*tags, *extra)
     exclude = tuple(_int_list(request, "exclude_tag"))
-    known = set(
-        Tag.objects.filter(owner=request.user, pk__in=[*include, *exclude]).values_list(
-            "pk", flat=True
+    known = set(tags)
+    if extra or exclude:
+        known |= set(
+            Tag.objects.filter(owner=request.user, pk__in=[*extra, *exclude]).values_list(
+                "pk", flat=True
+            )
         )
-    )
     for name, ids in (("tag", include), ("exclude_tag", exclude)):
         unknown = [t for t in ids if t not in known]
         if unknown:
@@ -91,8 +96,7 @@ class ContactListView(APIView):
 
     def get(self, request):
         queryset = selectors.contact_list(owner=request.user, filters=_query_filters(request))
-        queryset = queryset.prefetch_related("memberships")
-        return _paginated(self, request, queryset, ContactSerializer, KeysetPagination)
+        return _paginated(self, request, queryset, ContactListSerializer, KeysetPagination)
 
     def post(self, request):
         body = ContactInputSerializer(data=request.data)
@@ -283,8 +287,7 @@ class TagContactsView(APIView):
         tag = _tag(request, pk)
         filters = _query_filters(request, tags=(tag.pk,))
         queryset = selectors.contact_list(owner=request.user, filters=filters)
-        queryset = queryset.prefetch_related("memberships")
-        return _paginated(self, request, queryset, ContactSerializer, KeysetPagination)
+        return _paginated(self, request, queryset, ContactListSerializer, KeysetPagination)
 
     def _selection(self, request) -> services.ContactSelection:
         body = MembershipInputSerializer(data=request.data)

@@ -303,6 +303,13 @@ def _merge_chunk(job: ContactImport, chunk: Chunk, tag_ids: list[int]) -> None:
     """Store one chunk and its counters in one transaction."""
     created = updated = 0
     with transaction.atomic(), connection.cursor() as cursor:
+        if tag_ids:
+            # Tags are locked before the contacts the merge updates: the lock order of
+            # every writer (see ``services.contacts_delete``), so no deadlock.
+            cursor.execute(
+                "SELECT id FROM contacts_tag WHERE id = ANY(%s::bigint[]) ORDER BY id FOR UPDATE",
+                [sorted(tag_ids)],
+            )
         if chunk.good:
             cursor.execute(f"TRUNCATE {STAGE_TABLE}")
             with cursor.copy(

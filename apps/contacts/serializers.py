@@ -9,6 +9,17 @@ from apps.contacts.models import Contact, ContactImport, Tag
 from apps.contacts.services import MAX_BULK_ROWS
 
 
+class ContactListSerializer(serializers.ModelSerializer):
+    """A contact in a list page (its tags are in the detail: a page costs one query)."""
+
+    class Meta:
+        model = Contact
+        fields = [
+            "id", "email", "first_name", "last_name", "attributes", "status", "source",
+            "created_at", "updated_at",
+        ]
+
+
 class ContactSerializer(serializers.ModelSerializer):
     tags = serializers.SerializerMethodField()
 
