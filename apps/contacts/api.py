@@ -8,6 +8,8 @@ from urllib.parse import urlencode
 
 from django.http import Http404, StreamingHttpResponse
 from django.shortcuts import get_object_or_404
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
@@ -80,11 +82,30 @@ def _query_filters(request, *, tags: tuple[int, ...] = ()) -> ContactFilter:
     )
 
 
+class MemberKeysetPagination(KeysetPagination):
+    """Keyset pages of a tag-filtered list: on the membership's contact id (same values)."""
+
+    ordering = "-member_id"
+
+
+def _keyset_for(filters: ContactFilter) -> type[KeysetPagination]:
+    return MemberKeysetPagination if filters.tags else KeysetPagination
+
+
 def _paginated(view: APIView, request, queryset, serializer_class, paginator_class):
     paginator = paginator_class()
     page = paginator.paginate_queryset(queryset, request, view=view)
     data = serializer_class(page, many=True, context={"request": request}).data
     return paginator.get_paginated_response(data)
+
+
+_LIST_PARAMS = [
+    OpenApiParameter("tag", int, many=True, description="has all of these tags (ids)"),
+    OpenApiParameter("exclude_tag", int, many=True, description="has none of these tags"),
+    OpenApiParameter("status", str, enum=Contact.Status.values),
+    OpenApiParameter("search", str, description="e-mail or name contains (case-insensitive)"),
+    OpenApiParameter("cursor", str, description="the keyset cursor of the `next` link"),
+]
 
 
 # --- contacts --------------------------------------------------------------------------
@@ -94,10 +115,15 @@ class ContactListView(APIView):
     """GET: the owner's contacts, newest first, keyset pages (``?tag=&exclude_tag=&status=
     &search=``). POST: create one contact."""
 
+    @extend_schema(parameters=_LIST_PARAMS, responses=ContactListSerializer(many=True))
     def get(self, request):
-        queryset = selectors.contact_list(owner=request.user, filters=_query_filters(request))
-        return _paginated(self, request, queryset, ContactListSerializer, KeysetPagination)
+        filters = _query_filters(request)
+        queryset = selectors.contact_list(owner=request.user, filters=filters)
+        return _paginated(
+            self, request, queryset, ContactListSerializer, _keyset_for(filters)
+        )
 
+    @extend_schema(request=ContactInputSerializer, responses={201: ContactSerializer})
     def post(self, request):
         body = ContactInputSerializer(data=request.data)
         body.is_valid(raise_exception=True)
@@ -114,9 +140,11 @@ class ContactDetailView(APIView):
             Contact.objects.prefetch_related("memberships"), owner=request.user, pk=pk
         )
 
+    @extend_schema(responses=ContactSerializer)
     def get(self, request, pk: int):
         return Response(ContactSerializer(self._contact(request, pk)).data)
 
+    @extend_schema(request=ContactInputSerializer, responses=ContactSerializer)
     def patch(self, request, pk: int):
         contact = self._contact(request, pk)
         body = ContactInputSerializer(data=request.data, partial=True)
@@ -125,6 +153,7 @@ class ContactDetailView(APIView):
         services.contact_update(contact=contact, data=data)
         return Response(ContactSerializer(self._contact(request, pk)).data)
 
+    @extend_schema(request=ContactInputSerializer, responses=ContactSerializer)
     def put(self, request, pk: int):
         contact = self._contact(request, pk)
         body = ContactInputSerializer(data=request.data)
@@ -134,6 +163,7 @@ class ContactDetailView(APIView):
         services.contact_update(contact=contact, data=data)
         return Response(ContactSerializer(self._contact(request, pk)).data)
 
+    @extend_schema(responses={204: None})
     def delete(self, request, pk: int):
         services.contact_delete(contact=self._contact(request, pk))
         return Response(status=status.HTTP_204_NO_CONTENT)
@@ -142,6 +172,7 @@ class ContactDetailView(APIView):
 class ContactBulkView(APIView):
     """POST ``{"contacts": [...], "tags": [...]}``: upsert up to 10,000, all or nothing."""
 
+    @extend_schema(request=BulkUpsertSerializer, responses=OpenApiTypes.OBJECT)
     def post(self, request):
         body = BulkUpsertSerializer(data=request.data)
         body.is_valid(raise_exception=True)
@@ -161,6 +192,7 @@ class ContactImportView(APIView):
 
     parser_classes = [MultiPartParser, FormParser]
 
+    @extend_schema(request=ImportUploadSerializer, responses={202: ContactImportSerializer})
     def post(self, request):
         body = ImportUploadSerializer(data=request.data)
         body.is_valid(raise_exception=True)
@@ -177,6 +209,7 @@ class ContactImportView(APIView):
 
 
 class ImportListView(APIView):
+    @extend_schema(responses=ContactImportSerializer(many=True))
     def get(self, request):
         return _paginated(
             self, request, selectors.import_list(owner=request.user), ContactImportSerializer,
@@ -185,6 +218,7 @@ class ImportListView(APIView):
 
 
 class ImportDetailView(APIView):
+    @extend_schema(responses=ContactImportSerializer)
     def get(self, request, pk: int):
         job = get_object_or_404(ContactImport, owner=request.user, pk=pk)
         return Response(ContactImportSerializer(job, context={"request": request}).data)
@@ -193,6 +227,7 @@ class ImportDetailView(APIView):
 class ImportReportView(APIView):
     """The rejected rows of an import as a CSV download (``line,reason,raw``)."""
 
+    @extend_schema(responses={(200, "text/csv"): OpenApiTypes.STR})
     def get(self, request, pk: int):
         job = get_object_or_404(ContactImport, owner=request.user, pk=pk)
         response = StreamingHttpResponse(rejections_csv(job), content_type="text/csv")
@@ -219,11 +254,13 @@ class TagPagination(PageNumberPagination):
 class TagListView(APIView):
     """GET: the owner's tags with their exact ``contact_count``. POST: create a tag."""
 
+    @extend_schema(responses=TagSerializer(many=True))
     def get(self, request):
         return _paginated(
             self, request, selectors.tag_list(owner=request.user), TagSerializer, TagPagination
         )
 
+    @extend_schema(request=TagInputSerializer, responses={201: TagSerializer})
     def post(self, request):
         body = TagInputSerializer(data=request.data)
         body.is_valid(raise_exception=True)
@@ -245,9 +282,11 @@ def _tag(request, pk: int) -> Tag:
 
 
 class TagDetailView(APIView):
+    @extend_schema(responses=TagSerializer)
     def get(self, request, pk: int):
         return Response(TagSerializer(_tag(request, pk)).data)
 
+    @extend_schema(request=TagInputSerializer, responses=TagSerializer)
     def patch(self, request, pk: int):
         tag = _tag(request, pk)
         body = TagInputSerializer(data=request.data, partial=True)
@@ -258,6 +297,7 @@ class TagDetailView(APIView):
         services.tag_update(tag=tag, name=body.validated_data.get("name"), parent=parent)
         return Response(TagSerializer(tag).data)
 
+    @extend_schema(responses={204: None})
     def delete(self, request, pk: int):
         services.tag_delete(tag=_tag(request, pk))
         return Response(status=status.HTTP_204_NO_CONTENT)
@@ -266,6 +306,7 @@ class TagDetailView(APIView):
 class TagMergeView(APIView):
     """POST ``{"into": <tag id>}``: move every member into that tag and delete this one."""
 
+    @extend_schema(request=TagMergeSerializer, responses=OpenApiTypes.OBJECT)
     def post(self, request, pk: int):
         source = _tag(request, pk)
         body = TagMergeSerializer(data=request.data)
@@ -283,11 +324,14 @@ class TagContactsView(APIView):
     POST / DELETE ``{"contact_ids": [...]}`` or ``{"emails": [...]}`` or
     ``{"filter": {"tags", "exclude_tags", "status", "search"}}``: add / remove in bulk."""
 
+    @extend_schema(parameters=_LIST_PARAMS, responses=ContactListSerializer(many=True))
     def get(self, request, pk: int):
         tag = _tag(request, pk)
         filters = _query_filters(request, tags=(tag.pk,))
         queryset = selectors.contact_list(owner=request.user, filters=filters)
-        return _paginated(self, request, queryset, ContactListSerializer, KeysetPagination)
+        return _paginated(
+            self, request, queryset, ContactListSerializer, MemberKeysetPagination
+        )
 
     def _selection(self, request) -> services.ContactSelection:
         body = MembershipInputSerializer(data=request.data)
@@ -307,6 +351,7 @@ class TagContactsView(APIView):
             return services.ContactSelection(emails=data["emails"])
         return services.ContactSelection(ids=data["contact_ids"])
 
+    @extend_schema(request=MembershipInputSerializer, responses=OpenApiTypes.OBJECT)
     def post(self, request, pk: int):
         tag = _tag(request, pk)
         change = services.tag_add_contacts(tag=tag, selection=self._selection(request))
@@ -316,6 +361,7 @@ class TagContactsView(APIView):
              "contact_count": tag.contact_count}
         )
 
+    @extend_schema(request=MembershipInputSerializer, responses=OpenApiTypes.OBJECT)
     def delete(self, request, pk: int):
         tag = _tag(request, pk)
         change = services.tag_remove_contacts(tag=tag, selection=self._selection(request))
