@@ -83,9 +83,21 @@ def _query_filters(request, *, tags: tuple[int, ...] = ()) -> ContactFilter:
 
 
 class MemberKeysetPagination(KeysetPagination):
-    """Keyset pages of a tag-filtered list: on the membership's contact id (same values)."""
+    """Keyset pages of a tag-filtered list, on the membership's contact id (same values).
+
+    The cursor bound is applied to both sides of the contact ⋈ membership join: PostgreSQL
+    does not carry a range condition across a join, and a deep page would otherwise walk
+    one of the two indexes from its top.
+    """
 
     ordering = "-member_id"
+
+    def paginate_queryset(self, queryset, request, view=None):
+        cursor = self.decode_cursor(request)
+        if cursor is not None and cursor.position is not None:
+            lookup = "id__gt" if cursor.reverse else "id__lt"
+            queryset = queryset.filter(**{lookup: int(cursor.position)})
+        return super().paginate_queryset(queryset, request, view)
 
 
 def _keyset_for(filters: ContactFilter) -> type[KeysetPagination]:

@@ -111,12 +111,26 @@ def contact_ids_sql(*, owner, filters: ContactFilter) -> tuple[str, list]:
 
 def contact_count_matching(*, owner, filters: ContactFilter) -> int:
     """How many of the owner's contacts match ``filters`` (an exact COUNT)."""
-    from django.db import connection
+    from django.db import connection, transaction
 
     sql, params = contact_ids_sql(owner=owner, filters=filters)
-    with connection.cursor() as cursor:
+    with transaction.atomic(), connection.cursor() as cursor:
+        if filters.is_tag_only:
+            prefer_merge_joins(cursor)
         cursor.execute(f"SELECT count(*) FROM ({sql}) s", params)
         return cursor.fetchone()[0]
+
+
+def prefer_merge_joins(cursor) -> None:
+    """For the rest of the transaction, join memberships by merging their index order.
+
+    Tag-only filters read each tag's ``(tag, contact)`` key range, already sorted by
+    contact id, so a merge (anti-)join is the natural plan; the planner tends to prefer a
+    parallel hash join instead, measured 2-4x slower on a 500,000-member tag (and worse
+    when the cores are busy). Must run inside a transaction (``SET LOCAL``).
+    """
+    cursor.execute("SET LOCAL enable_hashjoin = off")
+    cursor.execute("SET LOCAL max_parallel_workers_per_gather = 0")
 
 
 def import_list(*, owner) -> QuerySet[ContactImport]:

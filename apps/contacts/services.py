@@ -22,7 +22,7 @@ from django.utils import timezone
 
 from apps.contacts.emails import normalize_email
 from apps.contacts.models import Contact, ContactImport, Tag
-from apps.contacts.selectors import ContactFilter, contact_ids_sql
+from apps.contacts.selectors import ContactFilter, contact_ids_sql, prefer_merge_joins
 from apps.core.errors import ApplicationError
 
 MAX_BULK_ROWS = 10_000
@@ -120,6 +120,9 @@ def _selection_sql(*, owner, selection: ContactSelection) -> tuple[str, list]:
         )
     filters = selection.filters
     _check_owned_tags(owner, (*filters.tags, *filters.exclude_tags), field_name="filter")
+    if filters.is_tag_only:
+        with connection.cursor() as cursor:
+            prefer_merge_joins(cursor)
     return contact_ids_sql(owner=owner, filters=filters)
 
 

@@ -202,3 +202,22 @@ def test_import_upload_of_a_bad_file_answers_400_and_stores_nothing(
     assert response.status_code == 400
     assert message in str(response.json())
     assert not ContactImport.objects.exists()
+
+
+def test_tag_contacts_keyset_pages_walk_forward_and_back(api, user):
+    rows = [{"email": f"k{i}@example.com"} for i in range(7)]
+    ids = sorted((r["id"] for r in contacts_bulk_upsert(owner=user, rows=rows, tag_names=["k"])),
+                 reverse=True)
+    contacts_bulk_upsert(owner=user, rows=[{"email": "outside@example.com"}])
+    tag = Tag.objects.get(name="k")
+    url = f"/api/tags/{tag.pk}/contacts/?page_size=3"
+    seen, pages, page = [], [], api.get(url).json()
+    while True:
+        pages.append(page)
+        seen.extend(c["id"] for c in page["results"])
+        if not page["next"]:
+            break
+        page = api.get(page["next"]).json()
+    assert seen == ids and len(pages) == 3
+    back = api.get(pages[2]["previous"]).json()
+    assert [c["id"] for c in back["results"]] == ids[3:6]
