@@ -15,6 +15,7 @@ import os
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 
 import psycopg
 from django.db import IntegrityError, connection, transaction
@@ -620,9 +621,37 @@ def contact_import_run(*, import_id: int, progress=None) -> ContactImport | None
     if claimed != 1:
         return None
     job = ContactImport.objects.select_related("owner").get(pk=import_id)
-    with job.file.open("rb") as stored:
+    try:
+        stored = job.file.open("rb")
+    except OSError as exc:
+        ContactImport.objects.filter(pk=job.pk).update(
+            status=ContactImport.Status.FAILED,
+            error=f"the uploaded file cannot be read: {exc.strerror or exc}",
+            finished_at=timezone.now(),
+        )
+        job.refresh_from_db()
+        return job
+    with stored:
         # The storage's own file object when there is one: faster line reads.
         return run_import(job, getattr(stored, "file", stored), progress=progress)
+
+
+def contact_imports_fail_stale(*, older_than_seconds: int) -> int:
+    """Mark imports still ``running`` after ``older_than_seconds`` as failed.
+
+    A job runs longer than the q2 ``timeout`` only if its worker was killed; what it
+    counted is stored (counters commit with their rows) and importing the same file again
+    finishes it, leaving the rows already imported unchanged. Returns how many were marked.
+    """
+    cutoff = timezone.now() - timedelta(seconds=older_than_seconds)
+    return ContactImport.objects.filter(
+        status=ContactImport.Status.RUNNING, started_at__lt=cutoff
+    ).update(
+        status=ContactImport.Status.FAILED,
+        error="interrupted: the import stopped before the end of the file; the counted rows"
+        " are stored, import the file again to finish it",
+        finished_at=timezone.now(),
+    )
 
 
 def contacts_import_file(

@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
-from apps.contacts.services import contact_import_run
+from django.conf import settings
 
-SCHEDULES: list[dict] = []
+from apps.contacts.services import contact_import_run, contact_imports_fail_stale
+
+SCHEDULES: list[dict] = [
+    {
+        "name": "contacts-fail-stale-imports",
+        "func": "apps.contacts.tasks.fail_stale_imports",
+        "schedule_type": "I",
+        "minutes": 10,
+    },
+]
 
 
 def run_contact_import(import_id: int) -> str:
@@ -13,3 +22,9 @@ def run_contact_import(import_id: int) -> str:
     if job is None:
         return f"import {import_id}: already claimed"
     return f"import {import_id}: {job.status}, {job.rows_read} rows read"
+
+
+def fail_stale_imports() -> str:
+    """Imports still running well past the q2 timeout lost their worker: mark them failed."""
+    limit = int(settings.Q_CLUSTER.get("timeout", 300)) + 60
+    return f"{contact_imports_fail_stale(older_than_seconds=limit)} stale import(s) failed"

@@ -177,3 +177,28 @@ def test_an_upload_without_email_column_is_refused_before_storing(user, settings
         contact_import_create(owner=user, uploaded_file=upload(b"name\nAda\n"))
     assert info.value.field == "file"
     assert not ContactImport.objects.exists()
+
+
+def test_an_import_whose_file_is_gone_fails_clearly(user, settings, tmp_path):
+    settings.MEDIA_ROOT = tmp_path
+    job = ContactImport.objects.create(owner=user, file="imports/missing.csv")
+    job = contact_import_run(import_id=job.pk)
+    assert job.status == "failed" and "cannot be read" in job.error
+
+
+def test_imports_left_running_past_the_timeout_are_failed(user):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from apps.contacts.tasks import fail_stale_imports
+
+    old = ContactImport.objects.create(
+        owner=user, status="running", started_at=timezone.now() - timedelta(hours=1)
+    )
+    fresh = ContactImport.objects.create(owner=user, status="running", started_at=timezone.now())
+    assert fail_stale_imports() == "1 stale import(s) failed"
+    old.refresh_from_db()
+    fresh.refresh_from_db()
+    assert (old.status, fresh.status) == ("failed", "running")
+    assert "import the file again" in old.error
