@@ -29,10 +29,46 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import ROOT, median, percentile, report, setup_django
 
-FIRST = ["anna", "ben", "carla", "dmitri", "eva", "farid", "greta", "hugo", "ines", "jonas",
-         "kira", "lars", "mona", "nils", "olga", "pavel", "quinn", "rosa", "sven", "tara"]
-LAST = ["meyer", "schmidt", "novak", "rossi", "garcia", "smith", "kowalski", "jensen",
-        "dubois", "silva", "tanaka", "okafor", "nguyen", "larsen", "horvat", "costa"]
+FIRST = [
+    "anna",
+    "ben",
+    "carla",
+    "dmitri",
+    "eva",
+    "farid",
+    "greta",
+    "hugo",
+    "ines",
+    "jonas",
+    "kira",
+    "lars",
+    "mona",
+    "nils",
+    "olga",
+    "pavel",
+    "quinn",
+    "rosa",
+    "sven",
+    "tara",
+]
+LAST = [
+    "meyer",
+    "schmidt",
+    "novak",
+    "rossi",
+    "garcia",
+    "smith",
+    "kowalski",
+    "jensen",
+    "dubois",
+    "silva",
+    "tanaka",
+    "okafor",
+    "nguyen",
+    "larsen",
+    "horvat",
+    "costa",
+]
 CITIES = ["Berlin", "Lisbon", "Warsaw", "Oslo", "Madrid", "Vienna", "Prague", "Dublin"]
 PLANS = ["free", "starter", "pro", "enterprise"]
 
@@ -51,9 +87,11 @@ def make_csv(path: Path, rows: int, seed: int = 42) -> int:
             if kind < 0.01:
                 email = email.replace("@", "_at_")
                 bad += 1
-            line = (f"{email},{first.title()},{last.title()},{rnd.choice(CITIES)},"
-                    f"{rnd.choice(PLANS)},Company {i % 5000} GmbH,"
-                    f"2025-{1 + i % 12:02d}-{1 + i % 28:02d}").encode()
+            line = (
+                f"{email},{first.title()},{last.title()},{rnd.choice(CITIES)},"
+                f"{rnd.choice(PLANS)},Company {i % 5000} GmbH,"
+                f"2025-{1 + i % 12:02d}-{1 + i % 28:02d}"
+            ).encode()
             if 0.01 <= kind < 0.015:
                 line += b",extra"
                 bad += 1
@@ -91,7 +129,9 @@ def reset_owner(username: str):
             # Bulk delete in SQL: the ORM's cascade would load a million rows.
             cursor.execute(
                 "DELETE FROM contacts_contacttag WHERE tag_id IN"
-                " (SELECT id FROM contacts_tag WHERE owner_id = %s)", [user.pk])
+                " (SELECT id FROM contacts_tag WHERE owner_id = %s)",
+                [user.pk],
+            )
             cursor.execute("DELETE FROM contacts_tag WHERE owner_id = %s", [user.pk])
             cursor.execute("DELETE FROM contacts_contact WHERE owner_id = %s", [user.pk])
         user.delete()
@@ -124,8 +164,15 @@ def main() -> int:
         figures["csv_mb"] = round(path.stat().st_size / 1e6, 1)
         figures["csv_bad_rows"] = bad
         env = {**os.environ, "DJANGO_SETTINGS_MODULE": "edm.settings"}
-        command = [sys.executable, str(ROOT / "manage.py"), "import_contacts", str(path),
-                   "--owner", user.username, "--no-progress"]
+        command = [
+            sys.executable,
+            str(ROOT / "manage.py"),
+            "import_contacts",
+            str(path),
+            "--owner",
+            user.username,
+            "--no-progress",
+        ]
         started = time.perf_counter()
         subprocess.run(command, check=True, env=env, cwd=ROOT, stdout=subprocess.DEVNULL)
         elapsed = time.perf_counter() - started
@@ -134,8 +181,9 @@ def main() -> int:
         figures["import_rows_per_s"] = round(rows / elapsed)
         figures["import_peak_rss_mb"] = round(rss, 1)
         started = time.perf_counter()
-        out = subprocess.run(command, check=True, env=env, cwd=ROOT, capture_output=True,
-                             text=True).stdout
+        out = subprocess.run(
+            command, check=True, env=env, cwd=ROOT, capture_output=True, text=True
+        ).stdout
         elapsed = time.perf_counter() - started
         figures["reimport_rows_per_s"] = round(rows / elapsed)
         figures["reimport_summary"] = out.strip().splitlines()[0]
@@ -150,23 +198,38 @@ def main() -> int:
     with connection.cursor() as cursor:
         cursor.execute(
             "CREATE TEMP TABLE bench_ids AS SELECT id, row_number() OVER (ORDER BY id) AS n"
-            " FROM contacts_contact WHERE owner_id = %s", [user.pk])
-        cursor.execute("INSERT INTO contacts_contacttag (tag_id, contact_id)"
-                       " SELECT %s, id FROM bench_ids WHERE n %% 2 = 0", [tag_a.pk])
-        cursor.execute("INSERT INTO contacts_contacttag (tag_id, contact_id)"
-                       " SELECT %s, id FROM bench_ids WHERE n %% 10 IN (0, 5)"
-                       " AND n <= %s", [tag_b.pk, tenth * 10 // 2])
+            " FROM contacts_contact WHERE owner_id = %s",
+            [user.pk],
+        )
+        cursor.execute(
+            "INSERT INTO contacts_contacttag (tag_id, contact_id)"
+            " SELECT %s, id FROM bench_ids WHERE n %% 2 = 0",
+            [tag_a.pk],
+        )
+        cursor.execute(
+            "INSERT INTO contacts_contacttag (tag_id, contact_id)"
+            " SELECT %s, id FROM bench_ids WHERE n %% 10 IN (0, 5)"
+            " AND n <= %s",
+            [tag_b.pk, tenth * 10 // 2],
+        )
         for i, tag in enumerate(tags[3:]):
-            cursor.execute("INSERT INTO contacts_contacttag (tag_id, contact_id)"
-                           " SELECT %s, id FROM bench_ids WHERE n %% 100 = %s",
-                           [tag.pk, i % 100])
+            cursor.execute(
+                "INSERT INTO contacts_contacttag (tag_id, contact_id)"
+                " SELECT %s, id FROM bench_ids WHERE n %% 100 = %s",
+                [tag.pk, i % 100],
+            )
         cursor.execute(
             "UPDATE contacts_tag t SET contact_count = (SELECT count(*) FROM"
-            " contacts_contacttag m WHERE m.tag_id = t.id) WHERE t.owner_id = %s", [user.pk])
+            " contacts_contacttag m WHERE m.tag_id = t.id) WHERE t.owner_id = %s",
+            [user.pk],
+        )
         cursor.execute("VACUUM ANALYZE contacts_contacttag")
         cursor.execute("VACUUM ANALYZE contacts_contact")
-        cursor.execute("SELECT count(*) FROM contacts_contacttag m JOIN contacts_tag t"
-                       " ON t.id = m.tag_id WHERE t.owner_id = %s", [user.pk])
+        cursor.execute(
+            "SELECT count(*) FROM contacts_contacttag m JOIN contacts_tag t"
+            " ON t.id = m.tag_id WHERE t.owner_id = %s",
+            [user.pk],
+        )
         figures["memberships"] = cursor.fetchone()[0]
     tag_a.refresh_from_db()
     figures["tag_a_members"] = tag_a.contact_count
@@ -182,8 +245,11 @@ def main() -> int:
         # A cursor about half-way through the tag (the 250,000th member for N = 1M).
         middle = tag_a.contact_count // 2
         with connection.cursor() as cursor:
-            cursor.execute("SELECT contact_id FROM contacts_contacttag WHERE tag_id = %s"
-                           " ORDER BY contact_id DESC OFFSET %s LIMIT 1", [tag_a.pk, middle])
+            cursor.execute(
+                "SELECT contact_id FROM contacts_contacttag WHERE tag_id = %s"
+                " ORDER BY contact_id DESC OFFSET %s LIMIT 1",
+                [tag_a.pk, middle],
+            )
             pivot = cursor.fetchone()[0]
         from apps.contacts.api import deep_page_cursor
 
@@ -201,15 +267,17 @@ def main() -> int:
         members = contact_list(owner=user, filters=ContactFilter(tags=(tag_a.pk,)))
         sql_first = timed(lambda: list(members.order_by("-member_id")[:51]), repeat)
         sql_deep = timed(
-            lambda: list(members.filter(member_id__lt=pivot, id__lt=pivot)
-                         .order_by("-member_id")[:51]), repeat
+            lambda: list(
+                members.filter(member_id__lt=pivot, id__lt=pivot).order_by("-member_id")[:51]
+            ),
+            repeat,
         )
         figures["tag_page_sql_first_p95_ms"] = round(percentile(sql_first, 95), 2)
         figures["tag_page_sql_deep_p95_ms"] = round(percentile(sql_deep, 95), 2)
 
         counts = timed(
-            lambda: list(Tag.objects.filter(owner=user).values_list("id", "contact_count")),
-            repeat)
+            lambda: list(Tag.objects.filter(owner=user).values_list("id", "contact_count")), repeat
+        )
         figures["tag_counts_200_p50_ms"] = round(median(counts), 2)
         figures["tag_counts_200_p95_ms"] = round(percentile(counts, 95), 2)
         api_counts = timed(lambda: client.get("/api/tags/?page_size=200"), repeat // 2)
@@ -223,7 +291,7 @@ def main() -> int:
     for run in range(5):
         # A fresh random set each run (as a real selection would be), so no run pays for
         # the dead index entries a previous run left on the same keys.
-        ids = all_ids[run * batch:(run + 1) * batch]
+        ids = all_ids[run * batch : (run + 1) * batch]
         started = time.perf_counter()
         change = tag_add_contacts(tag=tag_new, selection=ContactSelection(ids=ids))
         adds.append((time.perf_counter() - started) * 1000)
@@ -238,8 +306,9 @@ def main() -> int:
     # --- tag A and not tag B ------------------------------------------------------------------
     filters = ContactFilter(tags=(tag_a.pk,), exclude_tags=(tag_b.pk,))
     result = contact_count_matching(owner=user, filters=filters)
-    and_not = timed(lambda: contact_count_matching(owner=user, filters=filters),
-                    5 if not args.smoke else 10)
+    and_not = timed(
+        lambda: contact_count_matching(owner=user, filters=filters), 5 if not args.smoke else 10
+    )
     figures["a_and_not_b_count"] = result
     figures["a_and_not_b_p50_ms"] = round(median(and_not), 1)
     with override_settings(DEBUG=False, ALLOWED_HOSTS=["testserver"]):

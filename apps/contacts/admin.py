@@ -240,16 +240,36 @@ class ImportUploadForm(forms.Form):
 @admin.register(ContactImport)
 class ContactImportAdmin(OwnerScopedAdmin):
     list_display = [
-        "id", "original_name", "owner", "status", "percent_done", "rows_read",
-        "rows_created", "rows_updated", "rows_rejected", "created_at",
+        "id",
+        "original_name",
+        "owner",
+        "status",
+        "percent_done",
+        "rows_read",
+        "rows_created",
+        "rows_updated",
+        "rows_rejected",
+        "created_at",
     ]
     list_filter = ["status"]
     list_select_related = ["owner"]
     change_form_template = "admin/contacts/contactimport/change_form.html"
     fields = [
-        "owner", "original_name", "tag_names", "status", "error", "bytes_total", "bytes_read",
-        "rows_read", "rows_created", "rows_updated", "rows_unchanged", "rows_rejected",
-        "created_at", "started_at", "finished_at",
+        "owner",
+        "original_name",
+        "tag_names",
+        "status",
+        "error",
+        "bytes_total",
+        "bytes_read",
+        "rows_read",
+        "rows_created",
+        "rows_updated",
+        "rows_unchanged",
+        "rows_rejected",
+        "created_at",
+        "started_at",
+        "finished_at",
     ]
 
     def get_readonly_fields(self, request, obj=None):
@@ -266,10 +286,12 @@ class ContactImportAdmin(OwnerScopedAdmin):
         wrap = self.admin_site.admin_view
         return [
             path("upload/", wrap(self.upload_view), name="contacts_contactimport_upload"),
-            path("<int:pk>/progress/", wrap(self.progress_view),
-                 name="contacts_contactimport_progress"),
-            path("<int:pk>/report/", wrap(self.report_view),
-                 name="contacts_contactimport_report"),
+            path(
+                "<int:pk>/progress/",
+                wrap(self.progress_view),
+                name="contacts_contactimport_progress",
+            ),
+            path("<int:pk>/report/", wrap(self.report_view), name="contacts_contactimport_report"),
             *super().get_urls(),
         ]
 
@@ -304,17 +326,19 @@ class ContactImportAdmin(OwnerScopedAdmin):
 
     def progress_view(self, request, pk: int):
         job = get_object_or_404(self.get_queryset(request), pk=pk)
-        return JsonResponse({
-            "status": job.status,
-            "percent": job.percent,
-            "rows_read": job.rows_read,
-            "rows_created": job.rows_created,
-            "rows_updated": job.rows_updated,
-            "rows_unchanged": job.rows_unchanged,
-            "rows_rejected": job.rows_rejected,
-            "error": job.error,
-            "finished": job.is_finished,
-        })
+        return JsonResponse(
+            {
+                "status": job.status,
+                "percent": job.percent,
+                "rows_read": job.rows_read,
+                "rows_created": job.rows_created,
+                "rows_updated": job.rows_updated,
+                "rows_unchanged": job.rows_unchanged,
+                "rows_rejected": job.rows_rejected,
+                "error": job.error,
+                "finished": job.is_finished,
+            }
+        )
 
     def report_view(self, request, pk: int):
         job = get_object_or_404(self.get_queryset(request), pk=pk)

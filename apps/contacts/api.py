@@ -71,9 +71,7 @@ def _query_filters(request, *, tags: tuple[int, ...] = ()) -> ContactFilter:
             raise ApplicationError(f"unknown tag id(s): {unknown[:20]}", field=name)
     status_value = request.query_params.get("status") or None
     if status_value and status_value not in Contact.Status.values:
-        raise ApplicationError(
-            f"must be one of {', '.join(Contact.Status.values)}", field="status"
-        )
+        raise ApplicationError(f"must be one of {', '.join(Contact.Status.values)}", field="status")
     return ContactFilter(
         tags=tuple(dict.fromkeys(include)),
         exclude_tags=exclude,
@@ -131,9 +129,7 @@ class ContactListView(APIView):
     def get(self, request):
         filters = _query_filters(request)
         queryset = selectors.contact_list(owner=request.user, filters=filters)
-        return _paginated(
-            self, request, queryset, ContactListSerializer, _keyset_for(filters)
-        )
+        return _paginated(self, request, queryset, ContactListSerializer, _keyset_for(filters))
 
     @extend_schema(request=ContactInputSerializer, responses={201: ContactSerializer})
     def post(self, request):
@@ -224,7 +220,10 @@ class ImportListView(APIView):
     @extend_schema(responses=ContactImportSerializer(many=True))
     def get(self, request):
         return _paginated(
-            self, request, selectors.import_list(owner=request.user), ContactImportSerializer,
+            self,
+            request,
+            selectors.import_list(owner=request.user),
+            ContactImportSerializer,
             PageNumberPagination,
         )
 
@@ -341,9 +340,7 @@ class TagContactsView(APIView):
         tag = _tag(request, pk)
         filters = _query_filters(request, tags=(tag.pk,))
         queryset = selectors.contact_list(owner=request.user, filters=filters)
-        return _paginated(
-            self, request, queryset, ContactListSerializer, MemberKeysetPagination
-        )
+        return _paginated(self, request, queryset, ContactListSerializer, MemberKeysetPagination)
 
     def _selection(self, request) -> services.ContactSelection:
         body = MembershipInputSerializer(data=request.data)
@@ -369,8 +366,7 @@ class TagContactsView(APIView):
         change = services.tag_add_contacts(tag=tag, selection=self._selection(request))
         tag.refresh_from_db(fields=["contact_count"])
         return Response(
-            {"matched": change.matched, "added": change.changed,
-             "contact_count": tag.contact_count}
+            {"matched": change.matched, "added": change.changed, "contact_count": tag.contact_count}
         )
 
     @extend_schema(request=MembershipInputSerializer, responses=OpenApiTypes.OBJECT)
@@ -379,6 +375,9 @@ class TagContactsView(APIView):
         change = services.tag_remove_contacts(tag=tag, selection=self._selection(request))
         tag.refresh_from_db(fields=["contact_count"])
         return Response(
-            {"matched": change.matched, "removed": change.changed,
-             "contact_count": tag.contact_count}
+            {
+                "matched": change.matched,
+                "removed": change.changed,
+                "contact_count": tag.contact_count,
+            }
         )

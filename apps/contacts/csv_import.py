@@ -48,7 +48,12 @@ csv.field_size_limit(1_000_000)
 EMAIL_HEADERS = {"email", "e-mail", "email address", "e-mail address", "email_address", "mail"}
 FIRST_NAME_HEADERS = {"first_name", "first name", "firstname", "given name", "given_name"}
 LAST_NAME_HEADERS = {
-    "last_name", "last name", "lastname", "surname", "family name", "family_name",
+    "last_name",
+    "last name",
+    "lastname",
+    "surname",
+    "family name",
+    "family_name",
 }
 _NEEDS_ESCAPE = re.compile(r"[\\\t\n\r\x00]")
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
@@ -84,7 +89,7 @@ class Chunk:
 
 
 def _strip_bom(raw: bytes) -> bytes:
-    return raw[len(codecs.BOM_UTF8):] if raw.startswith(codecs.BOM_UTF8) else raw
+    return raw[len(codecs.BOM_UTF8) :] if raw.startswith(codecs.BOM_UTF8) else raw
 
 
 def parse_header(first_line: bytes) -> Header:
@@ -313,8 +318,7 @@ def _merge_chunk(job: ContactImport, chunk: Chunk, tag_ids: list[int]) -> None:
         if chunk.good:
             cursor.execute(f"TRUNCATE {STAGE_TABLE}")
             with cursor.copy(
-                f"COPY {STAGE_TABLE} (line, email, first_name, last_name, attributes)"
-                " FROM STDIN"
+                f"COPY {STAGE_TABLE} (line, email, first_name, last_name, attributes) FROM STDIN"
             ) as copy:
                 copy.write(chunk.copy_data)
             # An existing contact keeps its status and its non-empty names unless the
@@ -347,8 +351,15 @@ def _merge_chunk(job: ContactImport, chunk: Chunk, tag_ids: list[int]) -> None:
             " rows_created = rows_created + %s, rows_updated = rows_updated + %s,"
             " rows_unchanged = rows_unchanged + %s, rows_rejected = rows_rejected + %s,"
             " bytes_read = %s WHERE id = %s",
-            [chunk.rows_read, created, updated, unchanged, len(chunk.rejected),
-             chunk.bytes_read, job.pk],
+            [
+                chunk.rows_read,
+                created,
+                updated,
+                unchanged,
+                len(chunk.rejected),
+                chunk.bytes_read,
+                job.pk,
+            ],
         )
     job.rows_read += chunk.rows_read
     job.rows_created += created

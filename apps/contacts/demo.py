@@ -5,11 +5,26 @@ from __future__ import annotations
 from apps.contacts.services import contacts_bulk_upsert
 
 PEOPLE = [
-    ("Ada", "Lovelace"), ("Alan", "Turing"), ("Grace", "Hopper"), ("Edsger", "Dijkstra"),
-    ("Barbara", "Liskov"), ("Donald", "Knuth"), ("Margaret", "Hamilton"), ("Ken", "Thompson"),
-    ("Frances", "Allen"), ("Dennis", "Ritchie"), ("Radia", "Perlman"), ("John", "McCarthy"),
-    ("Katherine", "Johnson"), ("Tim", "Berners-Lee"), ("Hedy", "Lamarr"), ("Linus", "Torvalds"),
-    ("Shafi", "Goldwasser"), ("Guido", "van Rossum"), ("Sophie", "Wilson"), ("Niklaus", "Wirth"),
+    ("Ada", "Lovelace"),
+    ("Alan", "Turing"),
+    ("Grace", "Hopper"),
+    ("Edsger", "Dijkstra"),
+    ("Barbara", "Liskov"),
+    ("Donald", "Knuth"),
+    ("Margaret", "Hamilton"),
+    ("Ken", "Thompson"),
+    ("Frances", "Allen"),
+    ("Dennis", "Ritchie"),
+    ("Radia", "Perlman"),
+    ("John", "McCarthy"),
+    ("Katherine", "Johnson"),
+    ("Tim", "Berners-Lee"),
+    ("Hedy", "Lamarr"),
+    ("Linus", "Torvalds"),
+    ("Shafi", "Goldwasser"),
+    ("Guido", "van Rossum"),
+    ("Sophie", "Wilson"),
+    ("Niklaus", "Wirth"),
 ]
 
 

@@ -61,9 +61,7 @@ def contact_list(*, owner, filters: ContactFilter | None = None) -> QuerySet[Con
         # and order on it, so a deep page starts its index range scan at the cursor
         # instead of walking the tag's key from the top (PostgreSQL does not carry
         # ``contact.id < X`` over the join to ``contacttag.contact_id``).
-        qs = qs.filter(memberships__tag_id=first).annotate(
-            member_id=F("memberships__contact_id")
-        )
+        qs = qs.filter(memberships__tag_id=first).annotate(member_id=F("memberships__contact_id"))
         for tag_id in others:
             qs = qs.filter(_membership(tag_id))
     for tag_id in filters.exclude_tags:

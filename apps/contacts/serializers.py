@@ -15,8 +15,15 @@ class ContactListSerializer(serializers.ModelSerializer):
     class Meta:
         model = Contact
         fields = [
-            "id", "email", "first_name", "last_name", "attributes", "status", "source",
-            "created_at", "updated_at",
+            "id",
+            "email",
+            "first_name",
+            "last_name",
+            "attributes",
+            "status",
+            "source",
+            "created_at",
+            "updated_at",
         ]
 
 
@@ -26,8 +33,16 @@ class ContactSerializer(serializers.ModelSerializer):
     class Meta:
         model = Contact
         fields = [
-            "id", "email", "first_name", "last_name", "attributes", "status", "source",
-            "tags", "created_at", "updated_at",
+            "id",
+            "email",
+            "first_name",
+            "last_name",
+            "attributes",
+            "status",
+            "source",
+            "tags",
+            "created_at",
+            "updated_at",
         ]
 
     def get_tags(self, contact: Contact) -> list[int]:
@@ -88,11 +103,15 @@ class MembershipInputSerializer(serializers.Serializer):
     """Exactly one of ``contact_ids``, ``emails`` or ``filter``."""
 
     contact_ids = serializers.ListField(
-        child=serializers.IntegerField(min_value=1), required=False, allow_empty=False,
+        child=serializers.IntegerField(min_value=1),
+        required=False,
+        allow_empty=False,
         max_length=1_000_000,
     )
     emails = serializers.ListField(
-        child=serializers.CharField(max_length=320), required=False, allow_empty=False,
+        child=serializers.CharField(max_length=320),
+        required=False,
+        allow_empty=False,
         max_length=100_000,
     )
     filter = FilterSerializer(required=False)
@@ -100,9 +119,7 @@ class MembershipInputSerializer(serializers.Serializer):
     def validate(self, attrs):
         given = [k for k in ("contact_ids", "emails", "filter") if k in attrs]
         if len(given) != 1:
-            raise serializers.ValidationError(
-                "give exactly one of contact_ids, emails or filter"
-            )
+            raise serializers.ValidationError("give exactly one of contact_ids, emails or filter")
         return attrs
 
 
@@ -122,9 +139,24 @@ class ContactImportSerializer(serializers.ModelSerializer):
     class Meta:
         model = ContactImport
         fields = [
-            "id", "status", "original_name", "tags", "percent", "bytes_total", "bytes_read",
-            "rows_read", "rows_imported", "rows_created", "rows_updated", "rows_unchanged",
-            "rows_rejected", "error", "report_url", "created_at", "started_at", "finished_at",
+            "id",
+            "status",
+            "original_name",
+            "tags",
+            "percent",
+            "bytes_total",
+            "bytes_read",
+            "rows_read",
+            "rows_imported",
+            "rows_created",
+            "rows_updated",
+            "rows_unchanged",
+            "rows_rejected",
+            "error",
+            "report_url",
+            "created_at",
+            "started_at",
+            "finished_at",
         ]
 
     def get_report_url(self, job: ContactImport) -> str | None:

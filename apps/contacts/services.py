@@ -36,7 +36,8 @@ class BulkValidationError(ApplicationError):
 
     def __init__(self, rows: list[dict]):
         super().__init__(
-            f"{len(rows)} row(s) are invalid; nothing was saved", field="contacts",
+            f"{len(rows)} row(s) are invalid; nothing was saved",
+            field="contacts",
             code="invalid_rows",
         )
         self.rows = rows
@@ -56,9 +57,7 @@ class ContactSelection:
     filters: ContactFilter | None = None
 
     def __post_init__(self) -> None:
-        given = [
-            name for name in ("ids", "emails", "filters") if getattr(self, name) is not None
-        ]
+        given = [name for name in ("ids", "emails", "filters") if getattr(self, name) is not None]
         if len(given) != 1:
             raise ApplicationError(
                 "give exactly one of contact_ids, emails or filter", field="contacts"
@@ -77,7 +76,6 @@ def _bound_cursor() -> Iterator[psycopg.Cursor]:
     connection.ensure_connection()
     with psycopg.Cursor(connection.connection) as cursor:
         yield cursor
-
 
 
 def _lock_tags(cursor, tag_ids: Iterable[int]) -> None:
@@ -133,9 +131,7 @@ def _check_all_found(*, owner, selection: ContactSelection, matched: int) -> Non
         wanted = {int(i) for i in selection.ids}
         if matched == len(wanted):
             return
-        found = set(
-            Contact.objects.filter(owner=owner, pk__in=wanted).values_list("pk", flat=True)
-        )
+        found = set(Contact.objects.filter(owner=owner, pk__in=wanted).values_list("pk", flat=True))
         missing = sorted(wanted - found)
         raise ApplicationError(f"unknown contact id(s): {missing[:20]}", field="contact_ids")
     if selection.emails is not None:
@@ -394,9 +390,7 @@ def contact_create(
         with transaction.atomic():
             contact = Contact.objects.create(owner=owner, source=source, **clean)
     except IntegrityError as exc:
-        raise ApplicationError(
-            "a contact with this e-mail already exists", field="email"
-        ) from exc
+        raise ApplicationError("a contact with this e-mail already exists", field="email") from exc
     if tag_ids:
         tag_add_contact_ids(
             tag_ids=tag_ids, contact_ids_sql="SELECT %s::bigint AS id", params=[contact.pk]

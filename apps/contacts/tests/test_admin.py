@@ -39,8 +39,10 @@ def test_count_free_paginator_falls_back_to_the_estimate(admin_client, data, mon
     from apps.contacts.admin import CountFreePaginator
 
     with connection.cursor() as cursor:
-        cursor.execute("SELECT greatest(reltuples, 0)::bigint FROM pg_class"
-                       " WHERE oid = 'contacts_contact'::regclass")
+        cursor.execute(
+            "SELECT greatest(reltuples, 0)::bigint FROM pg_class"
+            " WHERE oid = 'contacts_contact'::regclass"
+        )
         estimate = cursor.fetchone()[0]
     assert estimate != 3  # never analysed: the estimate differs from the real count
     monkeypatch.setattr(CountFreePaginator, "timeout_ms", 1)
@@ -51,13 +53,24 @@ def test_count_free_paginator_falls_back_to_the_estimate(admin_client, data, mon
 
 
 def test_contact_change_and_add_pages(admin_client, data, user):
-    assert admin_client.get(
-        reverse("admin:contacts_contact_change", args=[data["ids"][0]])
-    ).status_code == 200
-    response = admin_client.post(reverse("admin:contacts_contact_add"), {
-        "owner": user.pk, "email": "NEW@Example.com", "attributes": "{}", "status": "active",
-        "first_name": "", "last_name": "", "source": "admin",
-    })
+    assert (
+        admin_client.get(
+            reverse("admin:contacts_contact_change", args=[data["ids"][0]])
+        ).status_code
+        == 200
+    )
+    response = admin_client.post(
+        reverse("admin:contacts_contact_add"),
+        {
+            "owner": user.pk,
+            "email": "NEW@Example.com",
+            "attributes": "{}",
+            "status": "active",
+            "first_name": "",
+            "last_name": "",
+            "source": "admin",
+        },
+    )
     assert response.status_code == 302, response.context["adminform"].form.errors
     assert Contact.objects.filter(email="new@example.com").exists()
 
@@ -80,8 +93,7 @@ def test_add_to_tag_action_asks_for_the_tag_then_adds(admin_client, data, user):
 
 
 def test_remove_from_tag_action(admin_client, data):
-    done = _action(admin_client, "remove_from_tag", data["ids"][:1], apply="1",
-                   tag=data["tag"].pk)
+    done = _action(admin_client, "remove_from_tag", data["ids"][:1], apply="1", tag=data["tag"].pk)
     assert done.status_code == 302
     data["tag"].refresh_from_db()
     assert data["tag"].contact_count == 2
@@ -100,18 +112,24 @@ def test_delete_action_keeps_counts_exact(admin_client, data):
 
 def test_tag_pages_and_delete_action(admin_client, data):
     assert admin_client.get(reverse("admin:contacts_tag_changelist")).status_code == 200
-    assert admin_client.get(
-        reverse("admin:contacts_tag_change", args=[data["tag"].pk])
-    ).status_code == 200
-    response = admin_client.post(reverse("admin:contacts_tag_changelist"), {
-        "action": "delete_selected_tags", ACTION_CHECKBOX_NAME: [data["tag"].pk],
-    })
+    assert (
+        admin_client.get(reverse("admin:contacts_tag_change", args=[data["tag"].pk])).status_code
+        == 200
+    )
+    response = admin_client.post(
+        reverse("admin:contacts_tag_changelist"),
+        {
+            "action": "delete_selected_tags",
+            ACTION_CHECKBOX_NAME: [data["tag"].pk],
+        },
+    )
     assert response.status_code == 302 and not Tag.objects.exists()
     assert Contact.objects.count() == 3
 
 
-def test_import_upload_progress_and_report_pages(admin_client, settings, tmp_path,
-                                                 django_capture_on_commit_callbacks):
+def test_import_upload_progress_and_report_pages(
+    admin_client, settings, tmp_path, django_capture_on_commit_callbacks
+):
     from apps.contacts.tasks import run_contact_import
 
     settings.MEDIA_ROOT = tmp_path
@@ -120,10 +138,13 @@ def test_import_upload_progress_and_report_pages(admin_client, settings, tmp_pat
     bad = admin_client.post(upload_url, {"file": SimpleUploadedFile("x.csv", b"name\nA\n")})
     assert bad.status_code == 200 and b"no e-mail column" in bad.content
     with django_capture_on_commit_callbacks(execute=False):
-        response = admin_client.post(upload_url, {
-            "file": SimpleUploadedFile("c.csv", b"email\na@example.com\nbroken\n"),
-            "tags": "from-admin, second",
-        })
+        response = admin_client.post(
+            upload_url,
+            {
+                "file": SimpleUploadedFile("c.csv", b"email\na@example.com\nbroken\n"),
+                "tags": "from-admin, second",
+            },
+        )
     job = ContactImport.objects.get()
     assert response.status_code == 302 and job.tag_names == ["from-admin", "second"]
     run_contact_import(job.pk)
@@ -133,7 +154,10 @@ def test_import_upload_progress_and_report_pages(admin_client, settings, tmp_pat
         reverse("admin:contacts_contactimport_progress", args=[job.pk])
     ).json()
     assert (progress["percent"], progress["rows_rejected"], progress["finished"]) == (
-        100.0, 1, True)
+        100.0,
+        1,
+        True,
+    )
     report = admin_client.get(reverse("admin:contacts_contactimport_report", args=[job.pk]))
     assert b"broken" in b"".join(report.streaming_content)
     assert admin_client.get(reverse("admin:contacts_contactimport_changelist")).status_code == 200
@@ -148,6 +172,7 @@ def test_staff_without_superuser_sees_only_their_own_rows(client, make_user, dat
     client.force_login(staff)
     response = client.get(reverse("admin:contacts_contact_changelist"))
     assert [c.email for c in response.context["cl"].result_list] == ["mine@example.com"]
-    assert client.get(
-        reverse("admin:contacts_contact_change", args=[data["ids"][0]])
-    ).status_code == 302  # someone else's contact: "does not exist" redirect
+    assert (
+        client.get(reverse("admin:contacts_contact_change", args=[data["ids"][0]])).status_code
+        == 302
+    )  # someone else's contact: "does not exist" redirect

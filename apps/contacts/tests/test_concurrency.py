@@ -81,11 +81,11 @@ def test_deleting_contacts_while_another_connection_tags_them_keeps_counts_exact
 
     def tagger():
         for start in range(100, 200, 20):
-            tag_add_contacts(tag=tag, selection=ContactSelection(ids=ids[start:start + 20]))
+            tag_add_contacts(tag=tag, selection=ContactSelection(ids=ids[start : start + 20]))
 
     def deleter():
         for start in range(0, 200, 40):
-            contacts_delete(owner=user, contact_ids=ids[start:start + 40:2])
+            contacts_delete(owner=user, contact_ids=ids[start : start + 40 : 2])
 
     # The tagger may find a contact already deleted: that is a clean refusal, not drift.
     def tolerant_tagger():

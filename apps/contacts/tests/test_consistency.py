@@ -24,14 +24,20 @@ def test_a_consistent_database_passes(user):
 
 
 def test_drift_and_orphans_are_reported_then_repaired(user, other_user):
-    ids = [r["id"] for r in contacts_bulk_upsert(
-        owner=user, rows=[{"email": f"a{i}@example.com"} for i in range(3)], tag_names=["t"])]
+    ids = [
+        r["id"]
+        for r in contacts_bulk_upsert(
+            owner=user, rows=[{"email": f"a{i}@example.com"} for i in range(3)], tag_names=["t"]
+        )
+    ]
     tag = Tag.objects.get(name="t")
     theirs = contacts_bulk_upsert(owner=other_user, rows=[{"email": "x@example.com"}])[0]["id"]
     with connection.cursor() as cursor:
         cursor.execute("UPDATE contacts_tag SET contact_count = 7 WHERE id = %s", [tag.pk])
-        cursor.execute("INSERT INTO contacts_contacttag (tag_id, contact_id) VALUES"
-                       " (%s, 999999), (%s, %s)", [tag.pk, tag.pk, theirs])
+        cursor.execute(
+            "INSERT INTO contacts_contacttag (tag_id, contact_id) VALUES (%s, 999999), (%s, %s)",
+            [tag.pk, tag.pk, theirs],
+        )
     with pytest.raises(CommandError, match="--repair"):
         check()
     output = check("--repair")

@@ -18,7 +18,9 @@ def test_demo_seed_is_idempotent(user, staff_user):
     assert Contact.objects.filter(owner=user).count() == 20
     assert all(c.first_name for c in Contact.objects.all())
     assert {t.name: t.contact_count for t in Tag.objects.filter(owner=user)} == {
-        "customers": 20, "newsletter": 10, "vip": 5,
+        "customers": 20,
+        "newsletter": 10,
+        "vip": 5,
     }
 
 

@@ -36,7 +36,8 @@ def test_import_creates_contacts_with_attributes_and_tags(user, write_csv):
     assert ada.attributes == {"city": "London"}
     assert Contact.objects.get(email="alan@example.com").attributes == {}
     assert {t.name: t.contact_count for t in Tag.objects.filter(owner=user)} == {
-        "imported": 2, "2026": 2,
+        "imported": 2,
+        "2026": 2,
     }
 
 
@@ -66,7 +67,7 @@ def test_bad_rows_are_rejected_with_line_numbers_and_good_rows_import(user, writ
         b"good2@example.com,A\n"
         b"bad\xff@example.com,A,B\n"
         b"\n"
-        b"good3@example.com,\"multi\nline\",B\n"
+        b'good3@example.com,"multi\nline",B\n'
         b",A,B\n"
         b"good4@example.com,A,B\n"
     )
@@ -131,7 +132,10 @@ def test_progress_counters_are_committed_per_chunk(user):
     assert [rows_read for rows_read, _ in seen] == [10, 20, 26]
     job.refresh_from_db()
     assert (job.status, job.rows_created, job.rows_rejected, job.percent) == (
-        "completed", 25, 1, 100.0,
+        "completed",
+        25,
+        1,
+        100.0,
     )
     assert Tag.objects.get(name="t").contact_count == 25
 

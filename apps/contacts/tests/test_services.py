@@ -156,9 +156,7 @@ def test_a_filter_on_another_owners_tag_is_refused(user, other_user, make_tag):
 def test_remove_counts_only_actual_members(user, make_contacts, make_tag):
     contacts = make_contacts(4)
     tag = make_tag(members=contacts[:3])
-    change = tag_remove_contacts(
-        tag=tag, selection=ContactSelection(ids=[c.pk for c in contacts])
-    )
+    change = tag_remove_contacts(tag=tag, selection=ContactSelection(ids=[c.pk for c in contacts]))
     tag.refresh_from_db()
     assert (change.matched, change.changed, tag.contact_count) == (4, 3, 0)
 

@@ -24,13 +24,14 @@ class Command(BaseCommand):
         parser.add_argument("file", help="path of the CSV file")
         parser.add_argument("--owner", required=True, help="username of the contacts' owner")
         parser.add_argument(
-            "--tag", action="append", default=[], dest="tags",
+            "--tag",
+            action="append",
+            default=[],
+            dest="tags",
             help="add every imported contact to this tag (created if missing); repeatable",
         )
         parser.add_argument("--report", help="write the rejected rows to this CSV file")
-        parser.add_argument(
-            "--no-progress", action="store_true", help="do not draw a progress bar"
-        )
+        parser.add_argument("--no-progress", action="store_true", help="do not draw a progress bar")
 
     def handle(self, *args, file, owner, tags, report, no_progress, **options):
         try:
@@ -44,7 +45,10 @@ class Command(BaseCommand):
             from tqdm import tqdm
 
             bar = tqdm(
-                total=os.path.getsize(file), unit="B", unit_scale=True, desc="import",
+                total=os.path.getsize(file),
+                unit="B",
+                unit_scale=True,
+                desc="import",
                 file=self.stderr._out,
             )
 
