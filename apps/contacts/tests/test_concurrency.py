@@ -98,3 +98,36 @@ def test_deleting_contacts_while_another_connection_tags_them_keeps_counts_exact
     tag = Tag.objects.get(pk=tag.pk)
     assert tag.contact_count == ContactTag.objects.filter(tag=tag).count()
     assert tag_consistency_report().ok
+
+
+def test_an_import_racing_a_concurrent_insert_of_the_same_address_merges_it(user):
+    """The import's plain INSERT meets a row another connection is inserting: it waits,
+    gets the unique violation, and falls back to the ON CONFLICT merge for that chunk."""
+    import io
+    import time
+
+    from apps.contacts.csv_import import run_import
+    from apps.contacts.models import Contact, ContactImport
+
+    inserted = threading.Event()
+
+    def other_connection():
+        from django.db import transaction
+
+        with transaction.atomic():
+            Contact.objects.create(owner=user, email="race@example.com", first_name="")
+            inserted.set()
+            time.sleep(0.5)  # still uncommitted while the import inserts
+
+    thread = threading.Thread(target=lambda: (other_connection(), connections.close_all()))
+    thread.start()
+    assert inserted.wait(10)
+    job = ContactImport.objects.create(owner=user, status="running", tag_names=["raced"])
+    content = b"email,first_name\nrace@example.com,Racer\nfresh@example.com,Fresh\n"
+    run_import(job, io.BytesIO(content))
+    thread.join(10)
+    job.refresh_from_db()
+    assert (job.status, job.rows_created, job.rows_updated) == ("completed", 1, 1)
+    assert Contact.objects.get(email="race@example.com").first_name == "Racer"
+    assert Tag.objects.get(name="raced").contact_count == 2
+    assert tag_consistency_report().ok
