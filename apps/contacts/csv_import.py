@@ -13,8 +13,9 @@ How a file flows (memory stays flat whatever its size):
    ``INSERT`` of the new addresses and an ``UPDATE`` of the existing ones whose values
    differ (falling back to ``INSERT … ON CONFLICT (owner_id, email) DO UPDATE`` if a
    concurrent writer inserts one of the addresses), the memberships of the requested
-   tags (counts included, see ``services``), the rejected rows, and the job's counters. What the counters say is
-   therefore exactly what is stored, and another connection sees the progress live.
+   tags (counts included, see ``services``), the rejected rows, and the job's counters.
+   What the counters say is therefore exactly what is stored, and another connection
+   sees the progress live.
 
 Parsing (Python) and merging (PostgreSQL) overlap: the producer thread parses the next
 chunk while the database works on the current one, so an import uses both cores.
