@@ -9,13 +9,11 @@ How a file flows (memory stays flat whatever its size):
    records and validates each (column count, UTF-8, e-mail address, field lengths).
    Good rows become PostgreSQL COPY text in chunks of :data:`CHUNK_ROWS`; bad rows are
    kept with their first line number and the reason.
-3. For each chunk, one transaction: COPY into a session-local temp table, a plain
-   ``INSERT`` of the new addresses and an ``UPDATE`` of the existing ones whose values
-   differ (falling back to ``INSERT … ON CONFLICT (owner_id, email) DO UPDATE`` if a
-   concurrent writer inserts one of the addresses), the memberships of the requested
-   tags (counts included, see ``services``), the rejected rows, and the job's counters.
-   What the counters say is therefore exactly what is stored, and another connection
-   sees the progress live.
+3. For each chunk, one transaction: COPY into a session-local temp table, one
+   ``INSERT … SELECT … ON CONFLICT (owner_id, email) DO UPDATE … WHERE <something
+   changed>`` merge, the memberships of the requested tags (counts included, see
+   ``services``), the rejected rows, and the job's counters. What the counters say is
+   therefore exactly what is stored, and another connection sees the progress live.
 
 Parsing (Python) and merging (PostgreSQL) overlap: the producer thread parses the next
 chunk while the database works on the current one, so an import uses both cores.
@@ -35,7 +33,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
-from django.db import IntegrityError, connection, transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from apps.contacts.emails import normalize_email
@@ -306,52 +304,6 @@ SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FR
 """
 
 
-# The usual path: new addresses with a plain INSERT (no speculative insertion: ~35%
-# less database CPU than ON CONFLICT for a fresh import), then the existing addresses
-# whose values differ. INSERT first, so a contact another connection adds meanwhile is
-# still updated by the second statement; the rows just inserted compare equal and are not
-# touched again. If a concurrent insert of the same address makes the INSERT violate the
-# unique key, the chunk falls back to _MERGE_SQL (see _merge_contacts).
-_INSERT_NEW_SQL = """
-INSERT INTO contacts_contact (owner_id, email, first_name, last_name, attributes,
-                              status, source, created_at, updated_at)
-SELECT %(owner)s, s.email, s.first_name, s.last_name, s.attributes, 'active', %(source)s,
-       now(), now()
-FROM ({source}) s
-WHERE NOT EXISTS (SELECT 1 FROM contacts_contact c
-                  WHERE c.owner_id = %(owner)s AND c.email = s.email)
-"""
-_UPDATE_CHANGED_SQL = """
-UPDATE contacts_contact c SET
-    first_name = COALESCE(NULLIF(s.first_name, ''), c.first_name),
-    last_name = COALESCE(NULLIF(s.last_name, ''), c.last_name),
-    attributes = c.attributes || s.attributes,
-    updated_at = now()
-FROM ({source}) s
-WHERE c.owner_id = %(owner)s AND c.email = s.email
-  AND (c.first_name, c.last_name, c.attributes) IS DISTINCT FROM (
-      COALESCE(NULLIF(s.first_name, ''), c.first_name),
-      COALESCE(NULLIF(s.last_name, ''), c.last_name),
-      c.attributes || s.attributes)
-"""
-
-
-def _merge_contacts(cursor, owner_id: int, source: str) -> tuple[int, int]:
-    """Merge the staged rows into the owner's contacts; returns (created, updated)."""
-    params = {"owner": owner_id, "source": "import"}
-    try:
-        with transaction.atomic():
-            cursor.execute(_INSERT_NEW_SQL.format(source=source), params)
-            created = cursor.rowcount
-            cursor.execute(_UPDATE_CHANGED_SQL.format(source=source), params)
-            return created, cursor.rowcount
-    except IntegrityError:
-        # Another connection inserted one of these addresses while we were inserting.
-        cursor.execute(_MERGE_SQL.format(source=source), params)
-        created, updated = cursor.fetchone()
-        return created, updated
-
-
 def _merge_chunk(job: ContactImport, chunk: Chunk, tag_ids: list[int]) -> None:
     """Store one chunk and its counters in one transaction."""
     created = updated = 0
@@ -373,7 +325,10 @@ def _merge_chunk(job: ContactImport, chunk: Chunk, tag_ids: list[int]) -> None:
             # file gives new ones; attributes are merged. Rows that would not change are
             # not written, so re-importing a file reports 0 created and 0 updated.
             source = _DEDUPLICATED_SOURCE_SQL if chunk.has_duplicates else _SOURCE_SQL
-            created, updated = _merge_contacts(cursor, job.owner_id, source)
+            cursor.execute(
+                _MERGE_SQL.format(source=source), {"owner": job.owner_id, "source": "import"}
+            )
+            created, updated = cursor.fetchone()
             if tag_ids:
                 tag_add_contact_ids(
                     tag_ids=tag_ids,

@@ -101,8 +101,8 @@ def test_deleting_contacts_while_another_connection_tags_them_keeps_counts_exact
 
 
 def test_an_import_racing_a_concurrent_insert_of_the_same_address_merges_it(user):
-    """The import's plain INSERT meets a row another connection is inserting: it waits,
-    gets the unique violation, and falls back to the ON CONFLICT merge for that chunk."""
+    """The import's INSERT … ON CONFLICT meets a row another connection is inserting: it
+    waits for that transaction, then updates the committed row instead of failing."""
     import io
     import time
 
