@@ -8,11 +8,12 @@ they run in the order of ``DEMO_APPS``.
 from __future__ import annotations
 
 import os
-from importlib import import_module
 
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 from django.db import transaction
+
+from apps.core.discovery import app_modules
 
 DEMO_APPS = ["config", "services", "contacts", "dispatch", "monitoring"]
 
@@ -39,16 +40,10 @@ class Command(BaseCommand):
         if created_user:
             user.set_password(password)
             user.save()
-        for app in DEMO_APPS:
-            try:
-                module = import_module(f"apps.{app}.demo")
-            except ModuleNotFoundError as exc:
-                if exc.name != f"apps.{app}.demo":
-                    raise
-                continue
+        for module in app_modules("demo", order=DEMO_APPS):
             summary = module.seed(operator=operator, user=user)
             if summary:
-                self.stdout.write(f"{app}: {summary}")
+                self.stdout.write(f"{module.__name__.split('.')[1]}: {summary}")
         state = "created" if created else "already there; password unchanged"
         self.stdout.write(
             self.style.SUCCESS(

@@ -9,28 +9,16 @@ declares but that carry the ``edm:`` prefix are removed.
 
 from __future__ import annotations
 
-from importlib import import_module
-
-from django.apps import apps
 from django.core.management.base import BaseCommand
 from django_q.models import Schedule
+
+from apps.core.discovery import app_modules
 
 PREFIX = "edm:"
 
 
 def declared_schedules() -> list[dict]:
-    found: list[dict] = []
-    for config in apps.get_app_configs():
-        if not config.name.startswith("apps."):
-            continue
-        try:
-            module = import_module(f"{config.name}.tasks")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"{config.name}.tasks":
-                raise
-            continue
-        found.extend(getattr(module, "SCHEDULES", []))
-    return found
+    return [spec for module in app_modules("tasks") for spec in getattr(module, "SCHEDULES", [])]
 
 
 class Command(BaseCommand):
