@@ -49,6 +49,8 @@ register(
         "Concurrent SMTP connections per dispatcher loop.", min=1, max=256),
     Key("queue.lease_seconds", "duration", 120,
         "How long an allocated subtask stays reserved by its dispatcher.", min=5),
+    Key("queue.throttle_delay", "duration", 30,
+        "How far a provider's 421/429 (slow down) pushes the service's next send.", min=0),
     Key("backoff.strategy", "enum", "exponential",
         "Delay between retries.",
         choices=("fixed", "linear", "exponential", "fibonacci", "custom")),
