@@ -6,6 +6,7 @@ aiosmtpd servers, and checks what the servers received.
 
 from __future__ import annotations
 
+import itertools
 import signal
 import time
 from collections import Counter, defaultdict
@@ -52,7 +53,7 @@ class Dispatchers:
         for process in self.processes:
             try:
                 process.wait(timeout=20)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 process.kill()
                 raise
         for process in self.processes:
@@ -90,7 +91,7 @@ def test_several_dispatchers_send_each_message_once_within_rate_and_quota(
         by_sender[message.mail_from].append(message.received_at)
     for service, rate in ((limited, 0.1), (quota, 0.05)):
         times = sorted(by_sender[service.from_email])
-        gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+        gaps = [b - a for a, b in itertools.pairwise(times)]
         assert times and min(gaps, default=rate) >= rate - 0.005, (service.name, gaps)
     assert len(by_sender[quota.from_email]) <= 7
     assert sum(len(by_sender[s.from_email]) for s in fast) > 100
