@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import binascii
 import functools
-import os
+import random
 import re
 import time
 import uuid
@@ -73,6 +73,8 @@ _NEWLINES = re.compile(r"\r\n?")
 # ASCII; NUL, other controls, DEL and 8-bit octets must be encoded.
 _SAFE_7BIT = bytes([0x09, 0x0A, *range(0x20, 0x7F)])
 QP_LINE = 76  # RFC 2045 6.7 (5): encoded lines are at most 76 characters.
+# Up to this many lines needing soft breaks, Python splits them faster than b2a_qp.
+_MAX_SOFT_BROKEN_LINES = 12
 _OCTETS = tuple(bytes((i,)) for i in range(256))
 _QP_ESCAPES = tuple(b"=%02X" % i for i in range(256))
 _TRAILING_BLANK = re.compile(rb"[ \t](\n|\Z)")
@@ -310,10 +312,9 @@ def _encode_body(body: str) -> tuple[str, bytes]:
     # bytes.translate deleting the safe octets leaves exactly the unsafe ones, in C.
     unsafe = data.translate(None, _SAFE_7BIT)
     lines = data.split(b"\n")
-    longest = max(map(len, lines))
-    if not unsafe and longest <= MAX_LINE:
+    if not unsafe and max(map(len, lines)) <= MAX_LINE:
         return "7bit", b"\r\n".join(lines)
-    if longest > QP_LINE:
+    if sum(len(line) > QP_LINE for line in lines) > _MAX_SOFT_BROKEN_LINES:
         return "quoted-printable", _b2a_qp(data)
     return "quoted-printable", _quoted_printable(data, set(unsafe))
 
@@ -321,10 +322,11 @@ def _encode_body(body: str) -> tuple[str, bytes]:
 def _quoted_printable(data: bytes, unsafe: set[int]) -> bytes:
     """RFC 2045 6.7 quoted-printable of LF-separated ``data``, lines joined by CRLF.
 
-    ``binascii.b2a_qp`` costs ~12 ns per octet here (a per-octet state machine). When no
-    encoded line needs a soft break — most text parts — the same output is made by a few
-    C-level passes instead: one ``bytes.replace`` per distinct unsafe octet (a Latin text
-    has two or three). Lines that grow past 76 once escaped go through ``b2a_qp``.
+    ``binascii.b2a_qp`` costs ~12 ns per octet here (a per-octet state machine). The
+    same output is made by a few C-level passes instead — one ``bytes.replace`` per
+    distinct unsafe octet (a Latin text has two or three) — plus soft line breaks in
+    Python (~1 µs a line) for the few lines longer than 76 once escaped; past
+    ``_MAX_SOFT_BROKEN_LINES`` of those, ``b2a_qp`` is the cheaper way.
     """
     escaped = data.replace(b"=", b"=3D") if b"=" in data else data
     for octet in unsafe:
@@ -334,7 +336,11 @@ def _quoted_printable(data: bytes, unsafe: set[int]) -> bytes:
         escaped = _TRAILING_BLANK.sub(_escape_blank, escaped)
     lines = escaped.split(b"\n")
     if max(map(len, lines)) > QP_LINE:
-        return _b2a_qp(data)
+        long_lines = [i for i, line in enumerate(lines) if len(line) > QP_LINE]
+        if len(long_lines) > _MAX_SOFT_BROKEN_LINES:
+            return _b2a_qp(data)
+        for i in long_lines:
+            lines[i] = _soft_break(lines[i])
     return b"\r\n".join(lines)
 
 
@@ -379,7 +385,9 @@ def _boundary(*parts: bytes) -> str:
     """A random boundary found in no part. "=_" never occurs in quoted-printable output,
     so only a 7bit part could contain it, and then only by a 2**-96 chance."""
     while True:
-        boundary = "=_" + os.urandom(12).hex()
+        # Not a secret and checked against the parts: the fast Mersenne Twister will do
+        # (the module's generator is reseeded in forked children).
+        boundary = f"=_{random.getrandbits(96):024x}"
         encoded = boundary.encode("ascii")
         if not any(encoded in part for part in parts):
             return boundary
