@@ -20,7 +20,7 @@ run, against one sink (``bench/sink.py``, a separate process):
     Baseline A': the same loop, rendering each message and building it with Django's
     ``EmailMultiAlternatives`` inside the clock — what a hand-written Django script
     reaches.
-``run_post_office(n, *, seed=1, sink, processes=2, threads=4, batch_size=1000,
+``run_post_office(n, *, seed=1, sink, processes=2, threads=4, batch_size=5000,
 log_level=1) -> dict``
     Baseline B, the peer: django-post-office 3.12.0 queues ``n`` emails
     (``mail.send_many``, timed apart as ``queue_seconds``) in its own database on the
@@ -364,7 +364,7 @@ def run_post_office(
     sink: Any,
     processes: int = 2,
     threads: int = 4,
-    batch_size: int = 1000,
+    batch_size: int = 5000,
     log_level: int = 1,
 ) -> dict[str, Any]:
     """Baseline B: queue ``make_recipients(n, seed)`` with django-post-office, then time

@@ -89,7 +89,7 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--po-processes", type=int, default=2)
     parser.add_argument("--po-threads", type=int, default=4)
-    parser.add_argument("--po-batch-size", type=int, default=1000)
+    parser.add_argument("--po-batch-size", type=int, default=5000)
     parser.add_argument("--skip-post-office", action="store_true")
     args = parser.parse_args()
     n = 2000 if args.smoke else args.n

@@ -31,7 +31,7 @@ EMAIL_HOST_PASSWORD = ""
 
 POST_OFFICE = {
     # Emails fetched per send_queued() round; each round is split across the processes.
-    "BATCH_SIZE": int(os.environ.get("PEER_BATCH_SIZE", "1000")),
+    "BATCH_SIZE": int(os.environ.get("PEER_BATCH_SIZE", "5000")),
     "THREADS_PER_PROCESS": int(os.environ.get("PEER_THREADS_PER_PROCESS", "4")),
     # 1: a Log row for failures only (2, the default, also writes one per sent email).
     "LOG_LEVEL": int(os.environ.get("PEER_LOG_LEVEL", "1")),
