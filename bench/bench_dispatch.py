@@ -337,10 +337,11 @@ def part_tick(args) -> dict:
     build_seconds = time.perf_counter() - started
     conf = dataclasses.replace(DispatchSettings.load(), batch_size=200, concurrency=200)
     samples = []
+    known_sending: set[int] = set()
     for _ in range(20 if args.smoke else 200):
         with transaction.atomic():
             began = time.perf_counter()
-            chunks = tick(conf, free=200)
+            chunks = tick(conf, free=200, known_sending=known_sending)
             samples.append(time.perf_counter() - began)
             claimed = sum(len(c.subtasks) for c in chunks)
             transaction.set_rollback(True)
@@ -349,7 +350,7 @@ def part_tick(args) -> dict:
     rounds = -(-owners // slots)
     served: set[int] = set()
     for _ in range(rounds):
-        for chunk in tick(conf, free=200):
+        for chunk in tick(conf, free=200, known_sending=known_sending):
             served.update(c.owner_id for c in chunk.subtasks)
         with connection.cursor() as cursor:  # make every service ready again (not timed)
             cursor.execute(
