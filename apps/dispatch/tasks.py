@@ -41,13 +41,12 @@ def dispatcher_loop(seconds: float = LOOP_SECONDS) -> str:
     if not dispatcher.acquire_slot():
         return "no free dispatcher slot"
     number = dispatcher.slot[0]
-    lost = False
     try:
         stats = dispatcher.run()
-        lost = dispatcher.stop.is_set() and dispatcher.slot is None and stats.ticks == 0
     finally:
-        # The slot is released by run(); the successor takes the first free one.
-        if not lost:
+        # The slot is released by run(); the successor takes the first free one. A loop
+        # whose slot was taken away (queue.dispatchers lowered) has no successor.
+        if not dispatcher.slot_lost:
             async_task(LOOP_FUNC, seconds, q_options={"task_name": f"dispatcher-{number}"})
     return f"slot {number}: {stats.ticks} ticks, {stats.claimed} claimed, {stats.sent} sent"
 

@@ -133,6 +133,7 @@ class Dispatcher:
         self.use_slot = use_slot
         self.stats = LoopStats()
         self.slot: tuple[int, str] | None = None
+        self.slot_lost = False
         self.templates = TemplateCache()
         self.wait_recorded: set[int] = set()
         self.known_sending: set[int] = set()
@@ -258,6 +259,7 @@ class Dispatcher:
         ):
             logger.info("dispatcher slot %s given up", self.slot[0])
             self.slot = None
+            self.slot_lost = True
             return False
         tasks_complete_finished()
         self.senders.close_idle()

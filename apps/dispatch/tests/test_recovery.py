@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from datetime import timedelta
 from io import StringIO
 
@@ -202,3 +203,26 @@ def test_schedules_are_declared():
     assert {"dispatch-watchdog", "dispatch-recover-stuck"} <= names
     assert all(entry["minutes"] >= 1 for entry in tasks.SCHEDULES)
     assert connection.vendor == "postgresql"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_loop_whose_slot_is_withdrawn_stops_without_successor(set_config):
+    from django_q.models import OrmQ
+
+    set_config(queue__dispatchers=2)
+
+    def withdraw():
+        set_config(queue__dispatchers=0)
+        connections.close_all()
+
+    stopper = threading.Timer(0.3, withdraw)
+    started = time.monotonic()
+    stopper.start()
+    try:
+        summary = tasks.dispatcher_loop(seconds=20)
+    finally:
+        stopper.cancel()
+        connections.close_all()
+    assert summary.startswith("slot 0:")
+    assert time.monotonic() - started < 5
+    assert OrmQ.objects.count() == 0
