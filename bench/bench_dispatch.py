@@ -80,15 +80,28 @@ def load_contacts(owner, rows, *, tag_name: str) -> int:
     with connection.cursor() as cursor:
         cursor.execute(
             "DELETE FROM contacts_contacttag WHERE contact_id IN "
-            "(SELECT id FROM contacts_contact WHERE owner_id = %s)", [owner.pk])
+            "(SELECT id FROM contacts_contact WHERE owner_id = %s)",
+            [owner.pk],
+        )
         cursor.execute("DELETE FROM contacts_contact WHERE owner_id = %s", [owner.pk])
         with cursor.cursor.copy(
             "COPY contacts_contact (owner_id, email, first_name, last_name, attributes, "
             "status, source, created_at, updated_at) FROM STDIN"
         ) as copy:
             for email, first_name, city in rows:
-                copy.write_row((owner.pk, email, first_name, "", json.dumps({"city": city}),
-                                "active", "bench", "now", "now"))
+                copy.write_row(
+                    (
+                        owner.pk,
+                        email,
+                        first_name,
+                        "",
+                        json.dumps({"city": city}),
+                        "active",
+                        "bench",
+                        "now",
+                        "now",
+                    )
+                )
         tag, _ = Tag.objects.get_or_create(owner=owner, name=tag_name)
         cursor.execute(
             "INSERT INTO contacts_contacttag (tag_id, contact_id, created_at) "
@@ -107,9 +120,17 @@ def make_pool(name: str, count: int, *, port: int, sending_rate: float = 0.0):
     pool, _ = Pool.objects.get_or_create(name=name)
     EmailService.objects.filter(pool=pool).delete()
     EmailService.objects.bulk_create(
-        EmailService(pool=pool, name=f"{name}-{i:04d}", kind="smtp", host="127.0.0.1",
-                     port=port, from_email=FROM_EMAIL, from_name=FROM_NAME,
-                     sending_rate=sending_rate, daily_quota=0)
+        EmailService(
+            pool=pool,
+            name=f"{name}-{i:04d}",
+            kind="smtp",
+            host="127.0.0.1",
+            port=port,
+            from_email=FROM_EMAIL,
+            from_name=FROM_NAME,
+            sending_rate=sending_rate,
+            daily_quota=0,
+        )
         for i in range(count)
     )
     return pool
@@ -132,12 +153,19 @@ def spawn_dispatchers(count: int) -> list[subprocess.Popen]:
     from django.db import connection
 
     settings = connection.settings_dict
-    url = (f"postgresql://{settings['USER'] or 'postgres'}@{settings['HOST']}:"
-           f"{settings['PORT']}/{settings['NAME']}")
+    url = (
+        f"postgresql://{settings['USER'] or 'postgres'}@{settings['HOST']}:"
+        f"{settings['PORT']}/{settings['NAME']}"
+    )
     env = dict(os.environ, DATABASE_URL=url, DEBUG="1", LOG_LEVEL="WARNING")
     processes = [
-        subprocess.Popen([sys.executable, str(ROOT / "manage.py"), "dispatch"], cwd=ROOT,
-                         env=env, stdout=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, str(ROOT / "manage.py"), "dispatch"],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         for _ in range(count)
     ]
     for process in processes:  # each prints one line once its loop is running
@@ -168,9 +196,13 @@ def run_edm(recipients, *, sink, owner, tag_id, pool, dispatchers: int) -> dict:
         pg_before = postgres_cpu_seconds()
         sink_before = sink.stats()
         task = services.task_create(
-            owner=owner, name="bench", subject=SUBJECT_TEMPLATE,
+            owner=owner,
+            name="bench",
+            subject=SUBJECT_TEMPLATE,
             body_text=TEXT_TEMPLATE,
-            body_html=HTML_TEMPLATE, include_tags=[tag_id], pool=pool,
+            body_html=HTML_TEMPLATE,
+            include_tags=[tag_id],
+            pool=pool,
         )
         started = time.time()
         services.task_queue(task=task)
@@ -194,8 +226,12 @@ def run_edm(recipients, *, sink, owner, tag_id, pool, dispatchers: int) -> dict:
         "dispatcher_cpu_s": round(sum(cpu_after) - sum(cpu_before), 2),
         "postgres_cpu_s": None if pg_before is None else round(pg_after - pg_before, 2),
         "sink_cpu_s": round(
-            stats["cpu_user_s"] + stats["cpu_system_s"]
-            - sink_before["cpu_user_s"] - sink_before["cpu_system_s"], 2),
+            stats["cpu_user_s"]
+            + stats["cpu_system_s"]
+            - sink_before["cpu_user_s"]
+            - sink_before["cpu_system_s"],
+            2,
+        ),
         "dispatcher_peak_rss_mb": round(rss),
         "verified": True,
     }
@@ -213,10 +249,14 @@ def part_throughput(args) -> dict:
     connections = args.dispatchers * args.concurrency
     recipients = make_recipients(n, args.seed)
     owner = bench_user("bench-throughput")
-    tag_id = load_contacts(owner, [(r.email, r.first_name, r.city) for r in recipients],
-                           tag_name="bench")
-    set_config(queue__dispatchers=args.dispatchers, queue__concurrency=args.concurrency,
-               queue__batch_size=args.batch_size)
+    tag_id = load_contacts(
+        owner, [(r.email, r.first_name, r.city) for r in recipients], tag_name="bench"
+    )
+    set_config(
+        queue__dispatchers=args.dispatchers,
+        queue__concurrency=args.concurrency,
+        queue__batch_size=args.batch_size,
+    )
     results: dict[str, list[dict]] = {"a": [], "edm": [], "post_office": []}
     with start_sink_process() as sink:
         pool = make_pool("bench-200", 200, port=sink.port)
@@ -224,32 +264,48 @@ def part_throughput(args) -> dict:
             a = run_baseline_a(recipients, sink=sink, connections=connections)
             print(f"run {run} A:   {a}", flush=True)
             results["a"].append(a)
-            edm = run_edm(recipients, sink=sink, owner=owner, tag_id=tag_id, pool=pool,
-                          dispatchers=args.dispatchers)
+            edm = run_edm(
+                recipients,
+                sink=sink,
+                owner=owner,
+                tag_id=tag_id,
+                pool=pool,
+                dispatchers=args.dispatchers,
+            )
             print(f"run {run} EDM: {edm}", flush=True)
             results["edm"].append(edm)
             if not args.skip_post_office:
                 b = run_post_office(n, seed=args.seed, sink=sink)
                 print(f"run {run} B:   {b}", flush=True)
                 results["post_office"].append(b)
-    figures: dict = {"recipients": n, "runs": runs, "services": 200,
-                     "dispatchers": args.dispatchers, "concurrency": args.concurrency,
-                     "smtp_connections": connections}
+    figures: dict = {
+        "recipients": n,
+        "runs": runs,
+        "services": 200,
+        "dispatchers": args.dispatchers,
+        "concurrency": args.concurrency,
+        "smtp_connections": connections,
+    }
     for name, rows in results.items():
         if rows:
             figures[f"{name}_msgs_per_s_runs"] = [row["msgs_per_s"] for row in rows]
             figures[f"{name}_msgs_per_s_median"] = round(
-                statistics.median(row["msgs_per_s"] for row in rows))
+                statistics.median(row["msgs_per_s"] for row in rows)
+            )
     edm = figures["edm_msgs_per_s_median"]
     figures["edm_over_a"] = round(edm / figures["a_msgs_per_s_median"], 2)
     if results["post_office"]:
         figures["edm_over_post_office"] = round(edm / figures["post_office_msgs_per_s_median"], 2)
     last = results["edm"][-1]
-    for key in ("materialize_seconds", "dispatcher_cpu_s", "postgres_cpu_s", "sink_cpu_s",
-                "dispatcher_peak_rss_mb"):
+    for key in (
+        "materialize_seconds",
+        "dispatcher_cpu_s",
+        "postgres_cpu_s",
+        "sink_cpu_s",
+        "dispatcher_peak_rss_mb",
+    ):
         figures[f"edm_{key}"] = last[key]
-    figures["all_verified"] = all(row.get("verified") for rows in results.values()
-                                  for row in rows)
+    figures["all_verified"] = all(row.get("verified") for rows in results.values() for row in rows)
     return figures
 
 
@@ -318,7 +374,9 @@ def drop_scale(pool) -> None:
         cursor.execute("DELETE FROM dispatch_taskqueue WHERE pool_id = %s", [pool.pk])
         cursor.execute(
             "DELETE FROM dispatch_subtask WHERE task_id IN "
-            "(SELECT id FROM dispatch_task WHERE pool_id = %s)", [pool.pk])
+            "(SELECT id FROM dispatch_task WHERE pool_id = %s)",
+            [pool.pk],
+        )
         cursor.execute("DELETE FROM dispatch_task WHERE pool_id = %s", [pool.pk])
         cursor.execute("DELETE FROM services_emailservice WHERE pool_id = %s", [pool.pk])
 
@@ -355,10 +413,14 @@ def part_tick(args) -> dict:
         with connection.cursor() as cursor:  # make every service ready again (not timed)
             cursor.execute(
                 "UPDATE services_emailservice SET next_available_at = now() - interval '1 s', "
-                "used_quota = 0 WHERE pool_id = %s", [pool.pk])
+                "used_quota = 0 WHERE pool_id = %s",
+                [pool.pk],
+            )
     drop_scale(pool)
     return {
-        "owners": owners, "services": services, "pending": owners * per_owner,
+        "owners": owners,
+        "services": services,
+        "pending": owners * per_owner,
         "build_seconds": round(build_seconds, 1),
         "tick_claimed": claimed,
         "tick_ms_p50": round(percentile(samples, 50) * 1000, 2),
@@ -384,7 +446,9 @@ def part_materialize_and_rss(args, *, do_rss: bool) -> dict:
     with connection.cursor() as cursor:
         cursor.execute(
             "DELETE FROM contacts_contacttag WHERE contact_id IN "
-            "(SELECT id FROM contacts_contact WHERE owner_id = %s)", [owner.pk])
+            "(SELECT id FROM contacts_contact WHERE owner_id = %s)",
+            [owner.pk],
+        )
         cursor.execute("DELETE FROM contacts_contact WHERE owner_id = %s", [owner.pk])
         cursor.execute(
             "INSERT INTO contacts_contact (owner_id, email, first_name, last_name, attributes,"
@@ -400,20 +464,28 @@ def part_materialize_and_rss(args, *, do_rss: bool) -> dict:
         cursor.execute(
             "INSERT INTO contacts_contacttag (tag_id, contact_id, created_at) "
             "SELECT %s, id, now() FROM contacts_contact WHERE owner_id = %s "
-            "ON CONFLICT DO NOTHING", [tag.pk, owner.pk])
+            "ON CONFLICT DO NOTHING",
+            [tag.pk, owner.pk],
+        )
         cursor.execute("VACUUM ANALYZE contacts_contact")
         cursor.execute("VACUUM ANALYZE contacts_contacttag")
     figures: dict = {"recipients": n}
     with start_sink_process() as sink:
         pool = make_pool("bench-million", 200, port=sink.port)
         task = services.task_create(
-            owner=owner, name="million", subject=SUBJECT_TEMPLATE, body_text=TEXT_TEMPLATE,
-            body_html=HTML_TEMPLATE, include_tags=[tag.pk], pool=pool,
+            owner=owner,
+            name="million",
+            subject=SUBJECT_TEMPLATE,
+            body_text=TEXT_TEMPLATE,
+            body_html=HTML_TEMPLATE,
+            include_tags=[tag.pk],
+            pool=pool,
         )
         started = time.perf_counter()
         services.task_queue(task=task)
         figures["materialize_seconds"] = round(time.perf_counter() - started, 2)
         print(f"materialized {n} in {figures['materialize_seconds']} s", flush=True)
+        figures.update(dlq_stats_time(task, count=n // 10))
         if do_rss:
             seconds = 8 if args.smoke else 30
             processes = spawn_dispatchers(1)
@@ -425,6 +497,35 @@ def part_materialize_and_rss(args, *, do_rss: bool) -> dict:
             services.task_cancel(task=task)
     drop_task(task)
     return figures
+
+
+def dlq_stats_time(task, *, count: int) -> dict:
+    """``dlq_stats()`` over ``count`` dead letters (a tenth of the task's subtasks)."""
+    from django.db import connection
+
+    from apps.dispatch.selectors import dlq_stats
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO dispatch_deadletter (subtask_id, task_id, owner_id, error_type, "
+            "error_message, history, status, reprocess_count, created_at, updated_at) "
+            "SELECT id, task_id, owner_id, 'smtp_' || (450 + id %% 5), 'deferred', '[]', "
+            "(ARRAY['pending', 'reprocessing', 'resolved', 'expired'])[1 + id %% 4], 0, "
+            "now(), now() FROM dispatch_subtask WHERE task_id = %s ORDER BY id LIMIT %s",
+            [task.pk, count],
+        )
+        cursor.execute("ANALYZE dispatch_deadletter")
+    samples = []
+    for _ in range(10):
+        began = time.perf_counter()
+        stats = dlq_stats()
+        samples.append(time.perf_counter() - began)
+    with connection.cursor() as cursor:
+        cursor.execute("DELETE FROM dispatch_deadletter WHERE task_id = %s", [task.pk])
+    return {
+        "dlq_entries": stats["total"],
+        "dlq_stats_ms_p50": round(statistics.median(samples) * 1000, 1),
+    }
 
 
 def db_time_per_message(dispatcher_class, *, seconds: float) -> dict:
@@ -459,8 +560,9 @@ def db_time_per_message(dispatcher_class, *, seconds: float) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="small sizes, one run")
-    parser.add_argument("--part", action="append",
-                        choices=["throughput", "tick", "materialize", "rss"])
+    parser.add_argument(
+        "--part", action="append", choices=["throughput", "tick", "materialize", "rss"]
+    )
     parser.add_argument("--n", type=int, default=100_000)
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--seed", type=int, default=1)
@@ -477,8 +579,12 @@ def main() -> int:
     if "tick" in parts:
         figures.update({f"scale_{k}": v for k, v in part_tick(args).items()})
     if "materialize" in parts or "rss" in parts:
-        figures.update({f"million_{k}": v for k, v in
-                        part_materialize_and_rss(args, do_rss="rss" in parts).items()})
+        figures.update(
+            {
+                f"million_{k}": v
+                for k, v in part_materialize_and_rss(args, do_rss="rss" in parts).items()
+            }
+        )
     report("dispatch_smoke" if args.smoke else "dispatch", figures)
     return 0
 

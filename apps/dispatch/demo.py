@@ -20,7 +20,8 @@ def seed(*, operator, user) -> str:
     if not tags:
         tags = list(
             Tag.objects.filter(owner=user, memberships__isnull=False)
-            .values_list("pk", flat=True).distinct()
+            .values_list("pk", flat=True)
+            .distinct()
         )
     if not tags:
         return "no tagged contacts for the demo user; no demo task"
@@ -36,8 +37,7 @@ def seed(*, operator, user) -> str:
             "\n"
         ),
         body_html=(
-            "<p>Hello {{ contact.first_name|default:'there' }},</p>"
-            "<p>This is EDM's demo task.</p>"
+            "<p>Hello {{ contact.first_name|default:'there' }},</p><p>This is EDM's demo task.</p>"
         ),
         include_tags=tags,
     )

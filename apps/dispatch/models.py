@@ -48,9 +48,7 @@ class Task(TimeStampedModel):
     body_text = models.TextField(blank=True)
     body_html = models.TextField(blank=True)
     from_name = models.CharField(max_length=150, blank=True)
-    pool = models.ForeignKey(
-        "services.Pool", on_delete=models.PROTECT, related_name="tasks"
-    )
+    pool = models.ForeignKey("services.Pool", on_delete=models.PROTECT, related_name="tasks")
     include_tags = models.ManyToManyField("contacts.Tag", blank=True, related_name="+")
     exclude_tags = models.ManyToManyField("contacts.Tag", blank=True, related_name="+")
     contacts = models.ManyToManyField("contacts.Contact", blank=True, related_name="+")
@@ -79,7 +77,9 @@ class Task(TimeStampedModel):
     @property
     def is_finished(self) -> bool:
         return self.status in {
-            self.Status.COMPLETED, self.Status.CANCELLED, self.Status.FAILED,
+            self.Status.COMPLETED,
+            self.Status.CANCELLED,
+            self.Status.FAILED,
         }
 
 
@@ -102,13 +102,18 @@ class SubTask(models.Model):
     )
     # Denormalized from the task for fair selection and owner-scoped reads.
     owner = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+",
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        related_name="+",
         db_index=False,
     )
     # No constraint: deleting a contact must not rewrite or block a task's history.
     contact = models.ForeignKey(
-        "contacts.Contact", on_delete=models.DO_NOTHING, related_name="+",
-        db_index=False, db_constraint=False,
+        "contacts.Contact",
+        on_delete=models.DO_NOTHING,
+        related_name="+",
+        db_index=False,
+        db_constraint=False,
     )
     to_email = models.CharField(max_length=254)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
@@ -118,8 +123,12 @@ class SubTask(models.Model):
     next_attempt_at = models.DateTimeField(db_default=Now())
     lease_expires_at = models.DateTimeField(null=True, blank=True)
     service = models.ForeignKey(
-        "services.EmailService", null=True, blank=True, on_delete=models.SET_NULL,
-        related_name="+", db_index=False,
+        "services.EmailService",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        db_index=False,
     )
     message_id = models.CharField(max_length=255)
     last_error = models.TextField(blank=True, default="")
@@ -156,7 +165,9 @@ class OwnerQueue(models.Model):
 
     pool = models.ForeignKey("services.Pool", on_delete=models.CASCADE, related_name="+")
     owner = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+",
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        related_name="+",
         db_index=False,
     )
     served = models.BigIntegerField(default=0)
@@ -168,11 +179,13 @@ class OwnerQueue(models.Model):
         ]
         indexes = [
             models.Index(
-                fields=["pool", "served"], name="ownerqueue_served_idx",
+                fields=["pool", "served"],
+                name="ownerqueue_served_idx",
                 condition=Q(ready_at__isnull=False),
             ),
             models.Index(
-                fields=["pool", "ready_at"], name="ownerqueue_ready_idx",
+                fields=["pool", "ready_at"],
+                name="ownerqueue_ready_idx",
                 condition=Q(ready_at__isnull=False),
             ),
         ]
@@ -186,7 +199,9 @@ class TaskQueue(models.Model):
 
     task = models.OneToOneField(Task, on_delete=models.CASCADE, primary_key=True, related_name="+")
     owner = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+",
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        related_name="+",
         db_index=False,
     )
     pool = models.ForeignKey("services.Pool", on_delete=models.CASCADE, related_name="+")
@@ -198,7 +213,8 @@ class TaskQueue(models.Model):
     class Meta:
         indexes = [
             models.Index(
-                fields=["owner", "pool", "-priority", "served"], name="taskqueue_pick_idx",
+                fields=["owner", "pool", "-priority", "served"],
+                name="taskqueue_pick_idx",
                 condition=Q(ready_at__isnull=False),
             ),
         ]
@@ -236,7 +252,9 @@ class DeadLetter(models.Model):
     )
     task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="dead_letters")
     owner = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+",
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        related_name="+",
         db_index=False,
     )
     error_type = models.CharField(max_length=64)

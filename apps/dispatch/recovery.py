@@ -35,8 +35,9 @@ def recover_stuck(*, stuck_threshold: float | None = None) -> dict:
     from apps.config.selectors import config_get
 
     conf = DispatchSettings.load()
-    threshold = float(stuck_threshold if stuck_threshold is not None
-                      else config_get("recovery.stuck_threshold"))
+    threshold = float(
+        stuck_threshold if stuck_threshold is not None else config_get("recovery.stuck_threshold")
+    )
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [RECOVERY_LOCK_KEY])
         if not cursor.fetchone()[0]:
@@ -97,8 +98,7 @@ def recover_stuck(*, stuck_threshold: float | None = None) -> dict:
         )
         stuck = cursor.fetchall()
         for task_id, owner_id, pool_id, priority in stuck:
-            queues.lane_open(task_id=task_id, owner_id=owner_id, pool_id=pool_id,
-                             priority=priority)
+            queues.lane_open(task_id=task_id, owner_id=owner_id, pool_id=pool_id, priority=priority)
             queues.notify_new_work(task_id=task_id)
     completed = tasks_complete_finished()
     result = {
@@ -116,6 +116,10 @@ def recover_stuck(*, stuck_threshold: float | None = None) -> dict:
     if stuck:
         logger.warning("re-queued stuck tasks: %s", ", ".join(str(r[0]) for r in stuck))
     if released or ambiguous:
-        logger.warning("recovered %s allocated and %s in-flight subtasks (%s unknown)",
-                       len(released), len(ambiguous), unknown)
+        logger.warning(
+            "recovered %s allocated and %s in-flight subtasks (%s unknown)",
+            len(released),
+            len(ambiguous),
+            unknown,
+        )
     return result

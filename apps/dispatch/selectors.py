@@ -7,7 +7,14 @@ from django.db import connection
 from apps.dispatch.models import SubTask, Task
 
 PROGRESS_KEYS = (
-    "pending", "allocated", "sending", "sent", "failed", "dead", "skipped", "cancelled",
+    "pending",
+    "allocated",
+    "sending",
+    "sent",
+    "failed",
+    "dead",
+    "skipped",
+    "cancelled",
     "unknown",
 )
 
@@ -56,7 +63,7 @@ def dlq_stats(*, owner=None) -> dict:
             params,
         )
         by_status = dict(cursor.fetchall())
-        open_where = ("AND owner_id = %s" if owner is not None else "")
+        open_where = "AND owner_id = %s" if owner is not None else ""
         cursor.execute(
             "SELECT error_type, count(*) FROM dispatch_deadletter "
             f"WHERE status IN ('pending', 'reprocessing') {open_where} "

@@ -110,10 +110,12 @@ def task_create(
     task_validate_templates(subject=subject, body_text=body_text, body_html=body_html)
     if not -100 <= int(priority) <= 100:
         raise ValidationError({"priority": ["priority must be between -100 and 100"]})
-    include = _owned(Tag, _ids(include_tags, field="include_tags"), owner=owner,
-                     field="include_tags")
-    exclude = _owned(Tag, _ids(exclude_tags, field="exclude_tags"), owner=owner,
-                     field="exclude_tags")
+    include = _owned(
+        Tag, _ids(include_tags, field="include_tags"), owner=owner, field="include_tags"
+    )
+    exclude = _owned(
+        Tag, _ids(exclude_tags, field="exclude_tags"), owner=owner, field="exclude_tags"
+    )
     explicit = _owned(Contact, _ids(contacts, field="contacts"), owner=owner, field="contacts")
     if not include and not explicit:
         raise ValidationError({"include_tags": ["give tags to include or contacts"]})
@@ -183,9 +185,15 @@ def _materialize(task: Task, *, first_attempt_at) -> tuple[int, int]:
             ) r
             """,
             {
-                "task": task.pk, "owner": task.owner_id, "at": first_attempt_at,
-                "prefix": prefix, "domain": domain, "seq": sequence,
-                "explicit": explicit, "include": include, "exclude": exclude,
+                "task": task.pk,
+                "owner": task.owner_id,
+                "at": first_attempt_at,
+                "prefix": prefix,
+                "domain": domain,
+                "seq": sequence,
+                "explicit": explicit,
+                "include": include,
+                "exclude": exclude,
             },
         )
         total = cursor.rowcount
@@ -240,12 +248,21 @@ def task_queue(*, task: Task | int) -> Task:
         locked.completed_at = now
     else:
         locked.status = Task.Status.SCHEDULED if scheduled else Task.Status.QUEUED
-    locked.save(update_fields=[
-        "total", "queued_at", "status", "completed_at", "message_id_domain", "updated_at",
-    ])
+    locked.save(
+        update_fields=[
+            "total",
+            "queued_at",
+            "status",
+            "completed_at",
+            "message_id_domain",
+            "updated_at",
+        ]
+    )
     if pending:
         queues.lane_open(
-            task_id=locked.pk, owner_id=locked.owner_id, pool_id=locked.pool_id,
+            task_id=locked.pk,
+            owner_id=locked.owner_id,
+            pool_id=locked.pool_id,
             priority=locked.priority,
         )
         queues.notify_new_work(task_id=locked.pk)
@@ -282,7 +299,9 @@ def task_resume(*, task: Task | int) -> Task:
     locked.status = Task.Status.SCHEDULED if scheduled else Task.Status.QUEUED
     locked.save(update_fields=["status", "updated_at"])
     queues.lane_open(
-        task_id=locked.pk, owner_id=locked.owner_id, pool_id=locked.pool_id,
+        task_id=locked.pk,
+        owner_id=locked.owner_id,
+        pool_id=locked.pool_id,
         priority=locked.priority,
     )
     queues.notify_new_work(task_id=locked.pk)
@@ -374,8 +393,9 @@ def dead_letter_reprocess(*, dead_letter_id: int, owner=None) -> DeadLetter:
         entries = entries.filter(owner=owner)
     entry = entries.filter(pk=dead_letter_id).first()
     if entry is None:
-        raise ApplicationError(f"dead letter {dead_letter_id} does not exist", field="id",
-                               code="not_found")
+        raise ApplicationError(
+            f"dead letter {dead_letter_id} does not exist", field="id", code="not_found"
+        )
     if entry.status not in (DeadLetter.Status.PENDING, DeadLetter.Status.EXPIRED):
         raise ApplicationError(f"dead letter {entry.pk} is {entry.status}", field="status")
     if entry.task.status in (Task.Status.CANCELLED, Task.Status.FAILED):
@@ -450,8 +470,10 @@ def subtask_requeue_unknown(
         subtasks = subtasks.filter(pk__in=list(subtask_ids))
     task_ids = list(subtasks.values_list("task_id", flat=True).distinct())
     count = subtasks.update(
-        status=SubTask.Status.PENDING, next_attempt_at=timezone.now(),
-        lease_expires_at=None, service=None,
+        status=SubTask.Status.PENDING,
+        next_attempt_at=timezone.now(),
+        lease_expires_at=None,
+        service=None,
     )
     _reopen(task_ids)
     return count

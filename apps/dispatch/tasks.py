@@ -26,12 +26,24 @@ LOOP_SECONDS = 240.0
 LOOP_FUNC = "apps.dispatch.tasks.dispatcher_loop"
 
 SCHEDULES = [
-    {"name": "dispatch-watchdog", "func": "apps.dispatch.tasks.dispatch_watchdog",
-     "schedule_type": "I", "minutes": 1},
-    {"name": "dispatch-recover-stuck", "func": "apps.dispatch.tasks.recover_stuck_tasks",
-     "schedule_type": "I", "minutes": 1},
-    {"name": "dispatch-dlq-maintenance", "func": "apps.dispatch.tasks.dlq_maintenance",
-     "schedule_type": "I", "minutes": 5},
+    {
+        "name": "dispatch-watchdog",
+        "func": "apps.dispatch.tasks.dispatch_watchdog",
+        "schedule_type": "I",
+        "minutes": 1,
+    },
+    {
+        "name": "dispatch-recover-stuck",
+        "func": "apps.dispatch.tasks.recover_stuck_tasks",
+        "schedule_type": "I",
+        "minutes": 1,
+    },
+    {
+        "name": "dispatch-dlq-maintenance",
+        "func": "apps.dispatch.tasks.dlq_maintenance",
+        "schedule_type": "I",
+        "minutes": 5,
+    },
 ]
 
 
@@ -61,8 +73,9 @@ def dispatch_watchdog() -> str:
     for _ in range(missing):
         async_task(LOOP_FUNC, LOOP_SECONDS)
     if missing:
-        logger.info("watchdog started %s dispatcher loop(s) (%s live, %s wanted)",
-                    missing, live, wanted)
+        logger.info(
+            "watchdog started %s dispatcher loop(s) (%s live, %s wanted)", missing, live, wanted
+        )
     return f"{live} live, {wanted} wanted, {missing} started"
 
 

@@ -65,9 +65,9 @@ class CompiledTask:
     from_name: str
 
     @classmethod
-    def compile(cls, *, subject: str, body_text: str, body_html: str, from_name: str = "") -> (
-        CompiledTask
-    ):
+    def compile(
+        cls, *, subject: str, body_text: str, body_html: str, from_name: str = ""
+    ) -> CompiledTask:
         return cls(
             subject=_compile("subject", subject, debug=False),
             text=_compile("body_text", body_text or "", debug=False),

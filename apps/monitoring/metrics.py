@@ -16,9 +16,7 @@ DISPATCH_MESSAGES = Counter(
     "(sent, retry, requeued, failed, dead, cancelled, lost, service_fault).",
     ["outcome"],
 )
-DISPATCH_CLAIMED = Counter(
-    "edm_dispatch_claimed_total", "Subtasks claimed by dispatcher ticks."
-)
+DISPATCH_CLAIMED = Counter("edm_dispatch_claimed_total", "Subtasks claimed by dispatcher ticks.")
 DISPATCH_TICK_SECONDS = Histogram(
     "edm_dispatch_tick_seconds",
     "Duration of one tick's reserve + fair pick transaction.",

@@ -17,7 +17,9 @@ class TaskWaitMetric(models.Model):
         "dispatch.Task", on_delete=models.CASCADE, primary_key=True, related_name="wait_metric"
     )
     owner = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+",
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        related_name="+",
     )
     queued_at = models.DateTimeField()
     first_sent_at = models.DateTimeField()

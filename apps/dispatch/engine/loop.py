@@ -96,22 +96,28 @@ class _SenderPool:
         self.in_flight -= len(reports)
         return reports
 
-    def shutdown(self) -> None:
+    def shutdown(self) -> list:
+        """Wait for the chunks in flight; stop the threads; return the last reports."""
+        reports = []
         while self.in_flight > 0:
-            self.collect(1.0)
+            reports += self.collect(1.0)
         self.in_flight = 0
         for _ in self.threads:
             self.jobs.put(None)
         for thread in self.threads:
             thread.join(timeout=10)
+        return reports
 
 
 def _listen_connection() -> psycopg.Connection | None:
     """A separate autocommit connection that LISTENs for new work (``None`` if it cannot
     be opened: the loop then only polls, at most a second late)."""
     params = connection.get_connection_params()
-    wanted = {key: params[key] for key in ("dbname", "user", "password", "host", "port")
-              if params.get(key)}
+    wanted = {
+        key: params[key]
+        for key in ("dbname", "user", "password", "host", "port")
+        if params.get(key)
+    }
     try:
         listener = psycopg.connect(autocommit=True, **wanted)
         listener.execute(f"LISTEN {NOTIFY_CHANNEL}")
@@ -125,8 +131,14 @@ class Dispatcher:
     """One dispatcher loop. ``run()`` returns when ``stop`` is set, ``seconds`` elapsed,
     its slot was lost, or (``once``) after the first tick's chunks are done."""
 
-    def __init__(self, *, stop: threading.Event | None = None, seconds: float | None = None,
-                 once: bool = False, use_slot: bool = True) -> None:
+    def __init__(
+        self,
+        *,
+        stop: threading.Event | None = None,
+        seconds: float | None = None,
+        once: bool = False,
+        use_slot: bool = True,
+    ) -> None:
         self.stop = stop or threading.Event()
         self.seconds = seconds
         self.once = once
@@ -144,9 +156,14 @@ class Dispatcher:
         self._next_completion_check = 0.0
 
     def _run_chunk(self, chunk: Chunk):
-        return run_chunk(chunk, conf=self.conf, senders=self.senders,
-                         templates=self.templates, stop=self.stop,
-                         wait_recorded=self.wait_recorded)
+        return run_chunk(
+            chunk,
+            conf=self.conf,
+            senders=self.senders,
+            templates=self.templates,
+            stop=self.stop,
+            wait_recorded=self.wait_recorded,
+        )
 
     def acquire_slot(self) -> bool:
         if not self.use_slot:
@@ -200,8 +217,9 @@ class Dispatcher:
                     next_tick = time.monotonic()
         finally:
             self.stop.set()  # sender threads stop before their next message
-            self.pool.shutdown()
-            self.stats.sent += 0
+            for report in self.pool.shutdown():
+                if report is not None:
+                    self.stats.sent += len(report.sent)
             self.senders.close_all()
             if listener is not None:
                 listener.close()

@@ -70,10 +70,16 @@ def mark_sending(*, prev: Claimed | None, next_: Claimed | None) -> tuple[bool, 
     if prev is None and next_ is None:
         return False, False
     with _raw_cursor() as cursor:
-        cursor.execute(_MARK, {
-            "prev": prev.id if prev else -1, "prev_token": prev.token if prev else -1,
-            "next": next_.id if next_ else -1, "token": next_.token if next_ else -1,
-        }, prepare=True)
+        cursor.execute(
+            _MARK,
+            {
+                "prev": prev.id if prev else -1,
+                "prev_token": prev.token if prev else -1,
+                "next": next_.id if next_ else -1,
+                "token": next_.token if next_ else -1,
+            },
+            prepare=True,
+        )
         done = {row[0] for row in cursor.fetchall()}
     prev_ok = prev is not None and prev.id in done
     if prev is not None and not prev_ok:
@@ -82,15 +88,27 @@ def mark_sending(*, prev: Claimed | None, next_: Claimed | None) -> tuple[bool, 
 
 
 def _history_entry(exc: SendError, service: ReservedService, attempt: int) -> str:
-    return json.dumps([{
-        "attempt": attempt, "at": time.time(), "service": service.id, "kind": exc.kind,
-        "error_class": exc.error_class, "error": exc.message[:500],
-    }])
+    return json.dumps(
+        [
+            {
+                "attempt": attempt,
+                "at": time.time(),
+                "service": service.id,
+                "kind": exc.kind,
+                "error_class": exc.error_class,
+                "error": exc.message[:500],
+            }
+        ]
+    )
 
 
 @transaction.atomic
 def record_failure(
-    claimed: Claimed, exc: SendError, *, service: ReservedService, conf: DispatchSettings,
+    claimed: Claimed,
+    exc: SendError,
+    *,
+    service: ReservedService,
+    conf: DispatchSettings,
 ) -> str:
     """Record one failed attempt of ``claimed`` (which is ``sending`` under its token).
 
@@ -140,9 +158,14 @@ def record_failure(
             RETURNING s.status, s.task_id, s.owner_id, s.contact_id, s.history, s.created_at
             """,
             {
-                "outcome": outcome, "refund": refund, "delay": delay,
-                "max_age": conf.dlq_max_age, "error": exc.message[:2000],
-                "error_class": error_class, "history": history, "id": claimed.id,
+                "outcome": outcome,
+                "refund": refund,
+                "delay": delay,
+                "max_age": conf.dlq_max_age,
+                "error": exc.message[:2000],
+                "error_class": error_class,
+                "history": history,
+                "id": claimed.id,
                 "token": claimed.token,
             },
         )
@@ -162,8 +185,14 @@ def record_failure(
                     error_message = EXCLUDED.error_message, history = EXCLUDED.history,
                     status = 'pending', updated_at = now(), resolved_at = NULL
                 """,
-                [claimed.id, task_id, owner_id, error_class, exc.message[:2000],
-                 full_history if isinstance(full_history, str) else json.dumps(full_history)],
+                [
+                    claimed.id,
+                    task_id,
+                    owner_id,
+                    error_class,
+                    exc.message[:2000],
+                    full_history if isinstance(full_history, str) else json.dumps(full_history),
+                ],
             )
         elif status == "failed" and error_class != "render_error":
             # A permanent refusal of the recipient: the contact bounced. Only an active
@@ -196,8 +225,13 @@ class ChunkReport:
 
 
 @transaction.atomic
-def finish_chunk(service: ReservedService, report: ChunkReport, *,
-                 conf: DispatchSettings, wait_recorded: set[int]) -> None:
+def finish_chunk(
+    service: ReservedService,
+    report: ChunkReport,
+    *,
+    conf: DispatchSettings,
+    wait_recorded: set[int],
+) -> None:
     """Close a chunk in one transaction (see the module docstring)."""
     with connection.cursor() as cursor:
         if report.last_sent is not None:
@@ -225,8 +259,9 @@ def finish_chunk(service: ReservedService, report: ChunkReport, *,
             )
 
 
-def _service_after_chunk(cursor, service: ReservedService, report: ChunkReport,
-                         conf: DispatchSettings) -> None:
+def _service_after_chunk(
+    cursor, service: ReservedService, report: ChunkReport, conf: DispatchSettings
+) -> None:
     sent = len(report.sent)
     unused = max(0, service.slots - report.attempted)
     fault = report.fault
@@ -262,10 +297,18 @@ def _service_after_chunk(cursor, service: ReservedService, report: ChunkReport,
         RETURNING consecutive_failures, is_enabled
         """,
         {
-            "attempted": report.attempted, "faulted": fault is not None,
-            "old_next": service.old_next, "push": push, "unused": unused, "sent": sent,
-            "failed": report.failed, "ratio": ratio, "latency": latency, "alpha": ALPHA,
-            "is_fault": is_fault, "id": service.id,
+            "attempted": report.attempted,
+            "faulted": fault is not None,
+            "old_next": service.old_next,
+            "push": push,
+            "unused": unused,
+            "sent": sent,
+            "failed": report.failed,
+            "ratio": ratio,
+            "latency": latency,
+            "alpha": ALPHA,
+            "is_fault": is_fault,
+            "id": service.id,
         },
     )
     row = cursor.fetchone()
@@ -278,8 +321,7 @@ def _service_after_chunk(cursor, service: ReservedService, report: ChunkReport,
         )
         logger.warning("email service %s disabled: %s", service.id, reason)
     elif is_fault:
-        logger.warning("email service %s cooled down for %ss: %s", service.id, push,
-                       fault.message)
+        logger.warning("email service %s cooled down for %ss: %s", service.id, push, fault.message)
 
 
 def _first_sends(cursor, report: ChunkReport, wait_recorded: set[int]) -> None:

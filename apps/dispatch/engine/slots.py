@@ -42,8 +42,13 @@ def slot_acquire(*, limit: int, ttl: float = SLOT_TTL_SECONDS) -> tuple[int, str
                 WHERE dispatch_dispatcherslot.expires_at <= now()
                 RETURNING number
                 """,
-                {"limit": limit, "holder": holder, "host": socket.gethostname()[:255],
-                 "pid": os.getpid(), "ttl": ttl},
+                {
+                    "limit": limit,
+                    "holder": holder,
+                    "host": socket.gethostname()[:255],
+                    "pid": os.getpid(),
+                    "ttl": ttl,
+                },
             )
             row = cursor.fetchone()
             if row is not None:
@@ -58,8 +63,7 @@ def slot_acquire(*, limit: int, ttl: float = SLOT_TTL_SECONDS) -> tuple[int, str
     return None
 
 
-def slot_heartbeat(number: int, holder: str, *, limit: int,
-                   ttl: float = SLOT_TTL_SECONDS) -> bool:
+def slot_heartbeat(number: int, holder: str, *, limit: int, ttl: float = SLOT_TTL_SECONDS) -> bool:
     """Renew the lease; ``False`` when the slot was lost or is no longer allowed
     (``queue.dispatchers`` lowered): the loop must stop."""
     if number >= limit:

@@ -59,8 +59,14 @@ class ReservedService:
 
     @property
     def fingerprint(self) -> tuple:
-        return (self.kind, self.host, self.port, self.security, self.username,
-                self.password_encrypted)
+        return (
+            self.kind,
+            self.host,
+            self.port,
+            self.security,
+            self.username,
+            self.password_encrypted,
+        )
 
 
 @dataclass
@@ -210,9 +216,9 @@ def _share(slots: int, owners: int) -> list[int]:
     return [base + (1 if index < extra else 0) for index in range(owners)]
 
 
-def tick(conf: DispatchSettings, *, free: int, known_sending: set[int] | None = None) -> (
-    list[Chunk]
-):
+def tick(
+    conf: DispatchSettings, *, free: int, known_sending: set[int] | None = None
+) -> list[Chunk]:
     """Reserve up to ``free`` services and claim their slots' worth of subtasks fairly.
 
     Returns the chunks to send (one per service that got work), committed: the services
@@ -224,10 +230,15 @@ def tick(conf: DispatchSettings, *, free: int, known_sending: set[int] | None = 
         return []
     cap = max(1, conf.batch_size // max(1, conf.concurrency))
     with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute(_RESERVE, {
-            "services": min(free, conf.batch_size), "horizon": CHUNK_SECONDS, "cap": cap,
-            "hold": conf.lease_seconds,
-        })
+        cursor.execute(
+            _RESERVE,
+            {
+                "services": min(free, conf.batch_size),
+                "horizon": CHUNK_SECONDS,
+                "cap": cap,
+                "hold": conf.lease_seconds,
+            },
+        )
         services = [ReservedService(*row) for row in cursor.fetchall()]
         if not services:
             return []
@@ -278,27 +289,42 @@ def tick(conf: DispatchSettings, *, free: int, known_sending: set[int] | None = 
 
         chunks: dict[int, Chunk] = {}
         if ids:
-            cursor.execute(_CLAIM, {
-                "ids": ids, "services": service_ids, "lease": conf.lease_seconds,
-                "served_tasks": sorted(got),
-            })
+            cursor.execute(
+                _CLAIM,
+                {
+                    "ids": ids,
+                    "services": service_ids,
+                    "lease": conf.lease_seconds,
+                    "served_tasks": sorted(got),
+                },
+            )
             by_id = {service.id: service for service in services}
             for row in cursor.fetchall():
                 service_id = row[9]
                 chunk = chunks.setdefault(service_id, Chunk(service=by_id[service_id]))
-                chunk.subtasks.append(Claimed(
-                    id=row[0], task_id=row[1], owner_id=row[2], token=row[3], to_email=row[4],
-                    message_id=row[5], attempts=row[6], created_at=row[7],
-                    had_failures=row[8], contact=_contact(row[10:14]),
-                ))
+                chunk.subtasks.append(
+                    Claimed(
+                        id=row[0],
+                        task_id=row[1],
+                        owner_id=row[2],
+                        token=row[3],
+                        to_email=row[4],
+                        message_id=row[5],
+                        attempts=row[6],
+                        created_at=row[7],
+                        had_failures=row[8],
+                        contact=_contact(row[10:14]),
+                    )
+                )
             for chunk in chunks.values():
                 chunk.subtasks.sort(key=lambda claimed: claimed.id)
 
         # Lanes that ran dry (fewer ready rows than their share) are recomputed; every
         # lane touched here was locked by this transaction's pick, so a writer adding
         # work to one of them is waiting for us and re-applies its rows after we commit.
-        dry_tasks = [task_id for task_id, quota in zip(tasks, quotas, strict=True)
-                     if got[task_id] < quota]
+        dry_tasks = [
+            task_id for task_id, quota in zip(tasks, quotas, strict=True) if got[task_id] < quota
+        ]
         if dry_tasks:
             queues.lanes_refresh(task_ids=dry_tasks)
         if dry_owners:
@@ -337,10 +363,15 @@ def _give_back(cursor, services: list[ReservedService], chunks: dict[int, Chunk]
             rows.append((service.id, service.slots - used, used, service.old_next))
     if not rows:
         return
-    cursor.execute(_GIVE_BACK, {
-        "ids": [row[0] for row in rows], "unused": [row[1] for row in rows],
-        "used": [row[2] for row in rows], "old": [row[3] for row in rows],
-    })
+    cursor.execute(
+        _GIVE_BACK,
+        {
+            "ids": [row[0] for row in rows],
+            "unused": [row[1] for row in rows],
+            "used": [row[2] for row in rows],
+            "old": [row[3] for row in rows],
+        },
+    )
     for service in services:
         if service.id in chunks:
             service.slots = len(chunks[service.id].subtasks)

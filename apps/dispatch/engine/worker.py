@@ -69,15 +69,21 @@ class SenderCache:
             else:
                 return entry.sender
         model = EmailService(
-            pk=service.id, kind=service.kind, host=service.host, port=service.port,
-            security=service.security, username=service.username,
+            pk=service.id,
+            kind=service.kind,
+            host=service.host,
+            port=service.port,
+            security=service.security,
+            username=service.username,
             password_encrypted=service.password_encrypted,
         )
         sender = sender_for(model, timeout=self.timeout)
         sender.open()
         with self.lock:
             self.entries[service.id] = _CachedSender(
-                sender=sender, fingerprint=service.fingerprint, last_used=time.monotonic(),
+                sender=sender,
+                fingerprint=service.fingerprint,
+                last_used=time.monotonic(),
                 busy=True,
             )
         return sender
@@ -98,8 +104,11 @@ class SenderCache:
     def close_idle(self, *, older_than: float = CLOSE_IDLE_AFTER) -> None:
         now = time.monotonic()
         with self.lock:
-            idle = [key for key, entry in self.entries.items()
-                    if not entry.busy and now - entry.last_used > older_than]
+            idle = [
+                key
+                for key, entry in self.entries.items()
+                if not entry.busy and now - entry.last_used > older_than
+            ]
             closing = [self.entries.pop(key) for key in idle]
         for entry in closing:
             _close(entry.sender)
@@ -136,9 +145,11 @@ class TemplateCache:
         compiled = self._compiled.get(task_id)
         if compiled is not None:
             return compiled
-        row = Task.objects.filter(pk=task_id).values(
-            "subject", "body_text", "body_html", "from_name"
-        ).get()
+        row = (
+            Task.objects.filter(pk=task_id)
+            .values("subject", "body_text", "body_html", "from_name")
+            .get()
+        )
         compiled = CompiledTask.compile(**row)
         with self._lock:
             self._compiled[task_id] = compiled
@@ -151,15 +162,26 @@ def _render(claimed: Claimed, service: ReservedService, templates: TemplateCache
     contact = claimed.contact
     to_name = f"{contact['first_name']} {contact['last_name']}".strip()
     return build_message(
-        from_email=service.from_email, from_name=compiled.from_name or service.from_name,
-        to=claimed.to_email, to_name=to_name, subject=subject, text=text, html=html,
+        from_email=service.from_email,
+        from_name=compiled.from_name or service.from_name,
+        to=claimed.to_email,
+        to_name=to_name,
+        subject=subject,
+        text=text,
+        html=html,
         message_id=claimed.message_id,
     )
 
 
-def run_chunk(chunk: Chunk, *, conf: DispatchSettings, senders: SenderCache,
-              templates: TemplateCache, stop: threading.Event,
-              wait_recorded: set[int]) -> outcomes.ChunkReport:
+def run_chunk(
+    chunk: Chunk,
+    *,
+    conf: DispatchSettings,
+    senders: SenderCache,
+    templates: TemplateCache,
+    stop: threading.Event,
+    wait_recorded: set[int],
+) -> outcomes.ChunkReport:
     """Send a chunk and record every outcome; never raises for a send failure."""
     service = chunk.service
     report = outcomes.ChunkReport(task_ids={claimed.task_id for claimed in chunk.subtasks})
@@ -201,8 +223,9 @@ def run_chunk(chunk: Chunk, *, conf: DispatchSettings, senders: SenderCache,
             report.attempted += 1
             started = time.monotonic()
             try:
-                sender.send(from_addr=service.from_email, to_addrs=[claimed.to_email],
-                            message=message)
+                sender.send(
+                    from_addr=service.from_email, to_addrs=[claimed.to_email], message=message
+                )
             except SendError as exc:
                 last_done = time.monotonic()
                 broken = exc.kind in (SendError.SERVICE, SendError.THROTTLED) or (
@@ -232,8 +255,13 @@ def run_chunk(chunk: Chunk, *, conf: DispatchSettings, senders: SenderCache,
     return report
 
 
-def _record_render_error(claimed: Claimed, service: ReservedService, exc: Exception,
-                         report: outcomes.ChunkReport, conf: DispatchSettings) -> None:
+def _record_render_error(
+    claimed: Claimed,
+    service: ReservedService,
+    exc: Exception,
+    report: outcomes.ChunkReport,
+    conf: DispatchSettings,
+) -> None:
     """A message that cannot be built (bad address, template failing for this contact)
     is a permanent failure of that recipient, never put on the wire."""
     logger.warning("subtask %s cannot be rendered: %s", claimed.id, exc)

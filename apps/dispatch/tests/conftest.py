@@ -19,13 +19,26 @@ def pool(db):
 def make_service(pool):
     counter = iter(range(1, 10**6))
 
-    def make(*, port: int, name: str | None = None, sending_rate: float = 0.0,
-             daily_quota: int = 0, target_pool=None, **extra) -> EmailService:
+    def make(
+        *,
+        port: int,
+        name: str | None = None,
+        sending_rate: float = 0.0,
+        daily_quota: int = 0,
+        target_pool=None,
+        **extra,
+    ) -> EmailService:
         number = next(counter)
         return EmailService.objects.create(
-            pool=target_pool or pool, name=name or f"service-{number}", kind="smtp",
-            host="127.0.0.1", port=port, from_email=f"sender{number}@example.com",
-            sending_rate=sending_rate, daily_quota=daily_quota, **extra,
+            pool=target_pool or pool,
+            name=name or f"service-{number}",
+            kind="smtp",
+            host="127.0.0.1",
+            port=port,
+            from_email=f"sender{number}@example.com",
+            sending_rate=sending_rate,
+            daily_quota=daily_quota,
+            **extra,
         )
 
     return make
@@ -33,11 +46,17 @@ def make_service(pool):
 
 @pytest.fixture
 def make_contacts():
-    def make(owner, count: int, *, tag: str | None = "list", prefix: str = "c",
-             status: str = "active") -> list[Contact]:
+    def make(
+        owner, count: int, *, tag: str | None = "list", prefix: str = "c", status: str = "active"
+    ) -> list[Contact]:
         contacts = Contact.objects.bulk_create(
-            Contact(owner=owner, email=f"{prefix}{i}@{owner.username}.test",
-                    first_name=f"Name{i}", attributes={"city": f"City{i}"}, status=status)
+            Contact(
+                owner=owner,
+                email=f"{prefix}{i}@{owner.username}.test",
+                first_name=f"Name{i}",
+                attributes={"city": f"City{i}"},
+                status=status,
+            )
             for i in range(count)
         )
         if tag:

@@ -74,8 +74,13 @@ class ThreadedDispatcher:
         self.stop()
 
 
-def wait_until(predicate: Callable[[], bool], *, timeout: float = 20.0,
-               interval: float = 0.05, message: str = "condition") -> None:
+def wait_until(
+    predicate: Callable[[], bool],
+    *,
+    timeout: float = 20.0,
+    interval: float = 0.05,
+    message: str = "condition",
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
@@ -112,5 +117,9 @@ def spawn_dispatcher(*args: str) -> subprocess.Popen:
     env = dict(os.environ, DATABASE_URL=database_url(), DEBUG="1", LOG_LEVEL="WARNING")
     return subprocess.Popen(
         [sys.executable, str(ROOT / "manage.py"), "dispatch", *args],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )

@@ -69,7 +69,10 @@ def start_refusing_auth():
         port = sock.getsockname()[1]
     handler = SinkHandler()
     controller = _QuietController(
-        handler, hostname="127.0.0.1", port=port, auth_require_tls=False,
+        handler,
+        hostname="127.0.0.1",
+        port=port,
+        auth_require_tls=False,
         authenticator=lambda *args: AuthResult(success=False, handled=False),
     )
     controller.start()

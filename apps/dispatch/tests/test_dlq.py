@@ -16,7 +16,10 @@ def dead_task(user, pool, make_contacts):
     """A completed task of ``user`` whose 3 subtasks are dead letters (two error types)."""
     make_contacts(user, 3)
     task = services.task_create(
-        owner=user, name="t", subject="s", body_text="b",
+        owner=user,
+        name="t",
+        subject="s",
+        body_text="b",
         include_tags=[Tag.objects.get(owner=user).pk],
     )
     services.task_queue(task=task)
@@ -25,9 +28,12 @@ def dead_task(user, pool, make_contacts):
         subtask.attempts = 6
         subtask.save()
         DeadLetter.objects.create(
-            subtask=subtask, task=task, owner=user,
+            subtask=subtask,
+            task=task,
+            owner=user,
             error_type="smtp_451" if index < 2 else "transient",
-            error_message="try later", history=[{"attempt": 1, "error": "451"}],
+            error_message="try later",
+            history=[{"attempt": 1, "error": "451"}],
         )
     services.tasks_complete_finished()
     task.refresh_from_db()

@@ -23,8 +23,9 @@ def conserved(progress: dict) -> None:
     assert parts == progress["total"], progress
 
 
-def test_a_task_is_sent_once_per_recipient_personalized(user, make_contacts, make_service,
-                                                        smtp_sink, set_config):
+def test_a_task_is_sent_once_per_recipient_personalized(
+    user, make_contacts, make_service, smtp_sink, set_config
+):
     set_config(queue__concurrency=4, queue__batch_size=20)
     make_contacts(user, 30)
     make_service(port=smtp_sink.port)
@@ -33,8 +34,11 @@ def test_a_task_is_sent_once_per_recipient_personalized(user, make_contacts, mak
 
     with ThreadedDispatcher():
         progress = wait_done(task, check=conserved)
-        wait_until(lambda: Task.objects.get(pk=task.pk).status == "completed", timeout=3,
-                   message="the task to complete")
+        wait_until(
+            lambda: Task.objects.get(pk=task.pk).status == "completed",
+            timeout=3,
+            message="the task to complete",
+        )
 
     assert progress["sent"] == 30
     messages = smtp_sink.handler.messages
@@ -56,8 +60,9 @@ def test_a_task_is_sent_once_per_recipient_personalized(user, make_contacts, mak
     assert sum(EmailService.objects.values_list("total_sent", flat=True)) == 30
 
 
-def test_a_permanent_refusal_fails_and_bounces_the_contact(user, make_contacts, make_service,
-                                                           smtp_sink, set_config):
+def test_a_permanent_refusal_fails_and_bounces_the_contact(
+    user, make_contacts, make_service, smtp_sink, set_config
+):
     contacts = make_contacts(user, 3)
     smtp_sink.handler.reject[contacts[1].email] = "550 5.1.1 no such user"
     make_service(port=smtp_sink.port)
@@ -73,11 +78,12 @@ def test_a_permanent_refusal_fails_and_bounces_the_contact(user, make_contacts, 
     assert EmailService.objects.get().total_failed == 1
 
 
-def test_a_deferral_is_retried_with_back_off_then_dead_lettered(user, make_contacts,
-                                                                make_service, smtp_sink,
-                                                                set_config):
-    set_config(backoff__strategy="fixed", backoff__initial=0.2, backoff__jitter=0,
-               backoff__max_retries=2)
+def test_a_deferral_is_retried_with_back_off_then_dead_lettered(
+    user, make_contacts, make_service, smtp_sink, set_config
+):
+    set_config(
+        backoff__strategy="fixed", backoff__initial=0.2, backoff__jitter=0, backoff__max_retries=2
+    )
     contacts = make_contacts(user, 2)
     smtp_sink.handler.reject[contacts[0].email] = "450 4.2.1 mailbox busy"
     make_service(port=smtp_sink.port)
@@ -95,10 +101,10 @@ def test_a_deferral_is_retried_with_back_off_then_dead_lettered(user, make_conta
     assert letter.error_type == "smtp_450" and len(letter.history) == 3
 
 
-def test_back_off_spaces_the_attempts(user, make_contacts, make_service, smtp_sink,
-                                      set_config):
-    set_config(backoff__strategy="fixed", backoff__initial=0.3, backoff__jitter=0,
-               backoff__max_retries=1)
+def test_back_off_spaces_the_attempts(user, make_contacts, make_service, smtp_sink, set_config):
+    set_config(
+        backoff__strategy="fixed", backoff__initial=0.3, backoff__jitter=0, backoff__max_retries=1
+    )
     contacts = make_contacts(user, 1)
     smtp_sink.handler.reject[contacts[0].email] = "451 4.3.0 try again"
     make_service(port=smtp_sink.port)
@@ -110,7 +116,8 @@ def test_back_off_spaces_the_attempts(user, make_contacts, make_service, smtp_si
 
 
 def test_a_connection_dropped_at_the_end_of_data_is_retried_once_delivered(
-        user, make_contacts, make_service, set_config):
+    user, make_contacts, make_service, set_config
+):
     from apps.dispatch.tests.smtp import DroppingHandler, start
 
     set_config(backoff__strategy="fixed", backoff__initial=0.1, backoff__jitter=0)
@@ -131,7 +138,8 @@ def test_a_connection_dropped_at_the_end_of_data_is_retried_once_delivered(
 
 
 def test_refused_auth_cools_the_service_down_without_charging_the_message(
-        user, make_contacts, make_service, smtp_sink, set_config):
+    user, make_contacts, make_service, smtp_sink, set_config
+):
     from apps.dispatch.tests.smtp import start_refusing_auth
 
     set_config(recovery__service_cooldown=300, recovery__service_failure_limit=2)
@@ -143,8 +151,10 @@ def test_refused_auth_cools_the_service_down_without_charging_the_message(
         bad.save()
         task = queue_task(user)
         with ThreadedDispatcher():
-            wait_until(lambda: EmailService.objects.get(pk=bad.pk).consecutive_failures >= 1,
-                       message="the fault to be recorded")
+            wait_until(
+                lambda: EmailService.objects.get(pk=bad.pk).consecutive_failures >= 1,
+                message="the fault to be recorded",
+            )
             progress = task_progress(task)
             assert progress["pending"] + progress["allocated"] == 5
             assert not SubTask.objects.filter(task=task, attempts__gt=0).exists()
@@ -170,8 +180,10 @@ def test_repeated_faults_disable_the_service(user, make_contacts, make_service, 
         bad = make_service(port=refusing.port, username="edm")
         task = queue_task(user)
         with ThreadedDispatcher():
-            wait_until(lambda: not EmailService.objects.get(pk=bad.pk).is_enabled,
-                       message="the service to be disabled")
+            wait_until(
+                lambda: not EmailService.objects.get(pk=bad.pk).is_enabled,
+                message="the service to be disabled",
+            )
     finally:
         refusing.stop()
     bad.refresh_from_db()
@@ -181,7 +193,8 @@ def test_repeated_faults_disable_the_service(user, make_contacts, make_service, 
 
 
 def test_a_throttled_service_is_pushed_back_and_the_message_not_charged(
-        user, make_contacts, make_service, smtp_sink, set_config):
+    user, make_contacts, make_service, smtp_sink, set_config
+):
     from apps.dispatch.tests.smtp import ThrottlingHandler, start
 
     set_config(queue__throttle_delay=300)

@@ -61,7 +61,8 @@ class Dispatchers:
 
 
 def test_several_dispatchers_send_each_message_once_within_rate_and_quota(
-        user, make_contacts, make_service, set_config):
+    user, make_contacts, make_service, set_config
+):
     set_config(queue__dispatchers=3, queue__concurrency=4, queue__batch_size=40)
     make_contacts(user, 160)
     sink = start(SlowHandler(delay=0.002))
@@ -100,10 +101,10 @@ def test_several_dispatchers_send_each_message_once_within_rate_and_quota(
     assert all(m.headers["Message-ID"] == ids[m.rcpt_tos[0]] for m in received)
 
 
-def test_sigkill_of_a_dispatcher_loses_nothing(user, make_contacts, make_service,
-                                               set_config):
-    set_config(queue__dispatchers=3, queue__concurrency=2, queue__batch_size=8,
-               queue__lease_seconds=5)
+def test_sigkill_of_a_dispatcher_loses_nothing(user, make_contacts, make_service, set_config):
+    set_config(
+        queue__dispatchers=3, queue__concurrency=2, queue__batch_size=8, queue__lease_seconds=5
+    )
     make_contacts(user, 150)
     sink = start(SlowHandler(delay=0.03))
     try:
@@ -111,8 +112,9 @@ def test_sigkill_of_a_dispatcher_loses_nothing(user, make_contacts, make_service
             make_service(port=sink.port, name=f"s{i}")
         task = queue_task(user)
         with Dispatchers(3) as group:
-            wait_until(lambda: task_progress(task)["sent"] >= 20, timeout=30,
-                       message="sending to start")
+            wait_until(
+                lambda: task_progress(task)["sent"] >= 20, timeout=30, message="sending to start"
+            )
             victim = group.processes[0]
             victim.send_signal(signal.SIGKILL)
             victim.wait(timeout=10)
@@ -133,15 +135,15 @@ def test_sigkill_of_a_dispatcher_loses_nothing(user, make_contacts, make_service
     assert progress["sent"] + progress["unknown"] == 150
     received = Counter(m.rcpt_tos[0] for m in sink.handler.messages)
     assert max(received.values()) == 1, "a message was sent twice"
-    sent = set(SubTask.objects.filter(task=task, status="sent").values_list("to_email",
-                                                                            flat=True))
+    sent = set(SubTask.objects.filter(task=task, status="sent").values_list("to_email", flat=True))
     assert sent <= set(received)
     unknown = SubTask.objects.filter(task=task, status="unknown")
     assert all(s.error_class == "ambiguous" for s in unknown)
 
 
 def test_a_small_task_starts_within_two_seconds_while_a_big_one_runs(
-        user, other_user, make_contacts, make_service, set_config):
+    user, other_user, make_contacts, make_service, set_config
+):
     set_config(queue__concurrency=4, queue__batch_size=16)
     make_contacts(user, 3000)
     make_contacts(other_user, 10)
@@ -166,8 +168,9 @@ def test_a_small_task_starts_within_two_seconds_while_a_big_one_runs(
     assert finished - queued <= 5.0
 
 
-def test_a_scheduled_task_starts_within_a_second_of_its_time(user, make_contacts,
-                                                             make_service, smtp_sink):
+def test_a_scheduled_task_starts_within_a_second_of_its_time(
+    user, make_contacts, make_service, smtp_sink
+):
     make_contacts(user, 3)
     make_service(port=smtp_sink.port)
     with ThreadedDispatcher():
@@ -201,8 +204,9 @@ def test_pause_and_cancel_while_sending(user, make_contacts, make_service, set_c
             assert paused["allocated"] == 0 and paused["pending"] > 0
 
             services.task_resume(task=task)
-            wait_until(lambda: task_progress(task)["sent"] >= paused["sent"] + 10,
-                       message="resumed")
+            wait_until(
+                lambda: task_progress(task)["sent"] >= paused["sent"] + 10, message="resumed"
+            )
             services.task_cancel(task=task)
             wait_until(lambda: task_progress(task)["sending"] == 0, message="in-flight")
             cancelled = task_progress(task)
@@ -218,8 +222,9 @@ def test_pause_and_cancel_while_sending(user, make_contacts, make_service, set_c
     assert task.status == Task.Status.CANCELLED
 
 
-def test_a_django_q2_cluster_runs_loops_with_successors(user, make_contacts, make_service,
-                                                        smtp_sink, set_config):
+def test_a_django_q2_cluster_runs_loops_with_successors(
+    user, make_contacts, make_service, smtp_sink, set_config
+):
     import os
     import subprocess
     import sys
@@ -233,18 +238,29 @@ def test_a_django_q2_cluster_runs_loops_with_successors(user, make_contacts, mak
     make_contacts(user, 5)
     make_service(port=smtp_sink.port)
     async_task("apps.dispatch.tasks.dispatcher_loop", 1.5)
-    env = dict(os.environ, DATABASE_URL=database_url(), DEBUG="1", LOG_LEVEL="WARNING",
-               EDM_Q_WORKERS="2")
-    cluster = subprocess.Popen([sys.executable, str(ROOT / "manage.py"), "qcluster"],
-                               cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+    env = dict(
+        os.environ, DATABASE_URL=database_url(), DEBUG="1", LOG_LEVEL="WARNING", EDM_Q_WORKERS="2"
+    )
+    cluster = subprocess.Popen(
+        [sys.executable, str(ROOT / "manage.py"), "qcluster"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
-        wait_until(lambda: Success.objects.filter(func__endswith="dispatcher_loop").exists(),
-                   timeout=30, message="a first loop to finish")
+        wait_until(
+            lambda: Success.objects.filter(func__endswith="dispatcher_loop").exists(),
+            timeout=30,
+            message="a first loop to finish",
+        )
         task = queue_task(user)  # the successor loop sends it
         wait_done(task, timeout=30, check=conserved)
-        wait_until(lambda: Success.objects.filter(func__endswith="dispatcher_loop").count() >= 2,
-                   timeout=30, message="the successor loop")
+        wait_until(
+            lambda: Success.objects.filter(func__endswith="dispatcher_loop").count() >= 2,
+            timeout=30,
+            message="the successor loop",
+        )
     finally:
         cluster.send_signal(signal.SIGTERM)
         try:

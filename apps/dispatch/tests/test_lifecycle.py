@@ -54,17 +54,18 @@ def test_task_create_rejects_bad_templates(user, pool, make_contacts, fields, fi
     assert not Task.objects.exists()
 
 
-def test_task_create_refuses_another_users_tags_and_contacts(user, other_user, pool,
-                                                             make_contacts):
+def test_task_create_refuses_another_users_tags_and_contacts(user, other_user, pool, make_contacts):
     make_contacts(user, 1)
     theirs = make_contacts(other_user, 1, tag="theirs")
     their_tag = Tag.objects.get(owner=other_user)
     with pytest.raises(ValidationError, match="include_tags"):
-        services.task_create(owner=user, name="x", subject="s", body_text="b",
-                             include_tags=[their_tag.pk])
+        services.task_create(
+            owner=user, name="x", subject="s", body_text="b", include_tags=[their_tag.pk]
+        )
     with pytest.raises(ValidationError, match="contacts"):
-        services.task_create(owner=user, name="x", subject="s", body_text="b",
-                             contacts=[theirs[0].pk])
+        services.task_create(
+            owner=user, name="x", subject="s", body_text="b", contacts=[theirs[0].pk]
+        )
 
 
 def test_task_create_refuses_a_pool_not_open_to_the_user(user, make_contacts):
@@ -90,8 +91,9 @@ def test_queue_materializes_included_minus_excluded_plus_explicit(user, pool, ma
     extra = make_contacts(user, 1, tag=None, prefix="x")
     del excluded
 
-    task = make_task(user, exclude_tags=[Tag.objects.get(owner=user, name="blocked").pk],
-                     contacts=[extra[0].pk])
+    task = make_task(
+        user, exclude_tags=[Tag.objects.get(owner=user, name="blocked").pk], contacts=[extra[0].pk]
+    )
     services.task_queue(task=task)
 
     task.refresh_from_db()
@@ -201,14 +203,17 @@ def test_requeue_unknown_sends_again_with_the_same_message_id(user, pool, make_c
     assert services.subtask_requeue_unknown(owner=user, task_id=task.pk) == 2
     task.refresh_from_db()
     assert task.status == Task.Status.QUEUED
-    assert dict(SubTask.objects.filter(task=task, status="pending")
-                .values_list("pk", "message_id")) == before
+    assert (
+        dict(SubTask.objects.filter(task=task, status="pending").values_list("pk", "message_id"))
+        == before
+    )
     assert TaskQueue.objects.get(task=task).ready_at is not None
 
 
 def test_compiled_templates_render_per_contact_and_escape_html_only():
     compiled = CompiledTask.compile(
-        subject="Hi {{ contact.first_name }}\n", body_text="{{ contact.attributes.x }}",
+        subject="Hi {{ contact.first_name }}\n",
+        body_text="{{ contact.attributes.x }}",
         body_html="<b>{{ contact.attributes.x }}</b>",
     )
     subject, text, html = compiled.render({"first_name": "Ann", "attributes": {"x": "<&>"}})

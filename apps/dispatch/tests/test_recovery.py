@@ -144,8 +144,9 @@ def test_a_loop_without_a_free_slot_returns_at_once(db, set_config):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_q2_loop_runs_then_enqueues_its_successor(user, make_contacts, make_service,
-                                                    smtp_sink, set_config):
+def test_a_q2_loop_runs_then_enqueues_its_successor(
+    user, make_contacts, make_service, smtp_sink, set_config
+):
     from django_q.models import OrmQ
 
     set_config(queue__dispatchers=1)
@@ -159,8 +160,9 @@ def test_a_q2_loop_runs_then_enqueues_its_successor(user, make_contacts, make_se
 
 
 @pytest.mark.django_db(transaction=True)
-def test_dispatch_command_once_sends_and_stops(user, make_contacts, make_service, smtp_sink,
-                                               set_config):
+def test_dispatch_command_once_sends_and_stops(
+    user, make_contacts, make_service, smtp_sink, set_config
+):
     set_config(queue__batch_size=10, queue__concurrency=1)
     make_contacts(user, 3)
     make_service(port=smtp_sink.port)
@@ -185,10 +187,16 @@ def test_dlq_auto_reprocess_and_retention(task, user, set_config):
     first, second = _subtasks(task)[:2]
     old = timezone.now() - timedelta(days=40)
     SubTask.objects.filter(pk__in=[first.pk, second.pk]).update(status="dead")
-    DeadLetter.objects.create(subtask=first, task=task, owner=user, error_type="x",
-                              updated_at=timezone.now() - timedelta(hours=1))
-    DeadLetter.objects.create(subtask=second, task=task, owner=user, error_type="x",
-                              status="resolved", updated_at=old)
+    DeadLetter.objects.create(
+        subtask=first,
+        task=task,
+        owner=user,
+        error_type="x",
+        updated_at=timezone.now() - timedelta(hours=1),
+    )
+    DeadLetter.objects.create(
+        subtask=second, task=task, owner=user, error_type="x", status="resolved", updated_at=old
+    )
     assert dead_letters_auto_reprocess() == 0, "off by default"
     set_config(dlq__auto_reprocess_after=60)
     assert dead_letters_auto_reprocess() == 1

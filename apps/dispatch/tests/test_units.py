@@ -21,8 +21,12 @@ from apps.services.senders import SendError
 @pytest.fixture
 def conf(db) -> DispatchSettings:
     return dataclasses.replace(
-        DispatchSettings.load(), backoff_initial=10, backoff_multiplier=2,
-        backoff_max_delay=1000, backoff_jitter=0, backoff_custom_delays=(5, 50),
+        DispatchSettings.load(),
+        backoff_initial=10,
+        backoff_multiplier=2,
+        backoff_max_delay=1000,
+        backoff_jitter=0,
+        backoff_custom_delays=(5, 50),
     )
 
 
@@ -56,9 +60,19 @@ def test_fair_shares_add_up():
 
 def _service(port: int) -> ReservedService:
     return ReservedService(
-        id=1, pool_id=1, slots=1, old_next=None, sending_rate=0, kind="smtp",
-        host="127.0.0.1", port=port, security="none", username="", password_encrypted="",
-        from_email="a@example.com", from_name="",
+        id=1,
+        pool_id=1,
+        slots=1,
+        old_next=None,
+        sending_rate=0,
+        kind="smtp",
+        host="127.0.0.1",
+        port=port,
+        security="none",
+        username="",
+        password_encrypted="",
+        from_email="a@example.com",
+        from_name="",
     )
 
 
@@ -85,8 +99,9 @@ def test_the_sender_cache_reuses_checks_and_replaces_connections(smtp_sink, monk
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_message_that_cannot_be_built_fails_without_bouncing(user, make_contacts,
-                                                               make_service, smtp_sink):
+def test_a_message_that_cannot_be_built_fails_without_bouncing(
+    user, make_contacts, make_service, smtp_sink
+):
     contacts = make_contacts(user, 2)
     type(contacts[0]).objects.filter(pk=contacts[0].pk).update(email="bad address@x.test")
     make_service(port=smtp_sink.port)
@@ -101,8 +116,9 @@ def test_a_message_that_cannot_be_built_fails_without_bouncing(user, make_contac
 
 
 @pytest.mark.django_db(transaction=True)
-def test_immediate_error_types_go_straight_to_the_dlq(user, make_contacts, make_service,
-                                                      smtp_sink, set_config):
+def test_immediate_error_types_go_straight_to_the_dlq(
+    user, make_contacts, make_service, smtp_sink, set_config
+):
     set_config(dlq__immediate_error_types=["smtp_452"])
     contacts = make_contacts(user, 2)
     smtp_sink.handler.reject[contacts[0].email] = "452 4.2.2 mailbox full"
@@ -117,8 +133,9 @@ def test_immediate_error_types_go_straight_to_the_dlq(user, make_contacts, make_
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_reprocessed_dead_letter_is_resolved_when_sent(user, make_contacts, make_service,
-                                                         smtp_sink, set_config):
+def test_a_reprocessed_dead_letter_is_resolved_when_sent(
+    user, make_contacts, make_service, smtp_sink, set_config
+):
     from apps.dispatch import services
 
     set_config(dlq__immediate_error_types=["smtp_452"])

@@ -21,10 +21,15 @@ class Command(BaseCommand):
     help = "Run one dispatcher loop in the foreground (Ctrl-C or SIGTERM stops it)."
 
     def add_arguments(self, parser):
-        parser.add_argument("--seconds", type=float, default=None,
-                            help="stop after this many seconds (default: run until stopped)")
-        parser.add_argument("--once", action="store_true",
-                            help="run one tick, send what it claimed, then stop")
+        parser.add_argument(
+            "--seconds",
+            type=float,
+            default=None,
+            help="stop after this many seconds (default: run until stopped)",
+        )
+        parser.add_argument(
+            "--once", action="store_true", help="run one tick, send what it claimed, then stop"
+        )
 
     def handle(self, *args, seconds, once, **options):
         if seconds is not None and seconds <= 0:
@@ -42,6 +47,5 @@ class Command(BaseCommand):
         self.stdout.flush()
         stats = dispatcher.run()
         self.stdout.write(
-            f"dispatcher stopped: {stats.ticks} ticks, {stats.claimed} claimed, "
-            f"{stats.sent} sent"
+            f"dispatcher stopped: {stats.ticks} ticks, {stats.claimed} claimed, {stats.sent} sent"
         )
