@@ -158,12 +158,16 @@ class SubTask(models.Model):
 class OwnerQueue(models.Model):
     """One lane per (pool, owner) with queued work: the central round-robin queue.
 
-    ``served`` is stamped from a sequence each time the owner is served, so "least
-    recently served first" is an index read. ``ready_at`` is the earliest moment this
-    owner may have ready work in the pool (``NULL`` when it has none).
+    ``served`` is a round number stamped from a sequence each time the owner is served:
+    "least recently served first" is ``ORDER BY served``, never a ranking of the pending
+    set. ``ready_at`` is the earliest moment this owner may have ready work in the pool
+    (``NULL`` when it has none). Neither column is indexed, so the stamps a tick writes
+    are HOT updates (no index entry per stamp; the table is small: one row per owner).
     """
 
-    pool = models.ForeignKey("services.Pool", on_delete=models.CASCADE, related_name="+")
+    pool = models.ForeignKey(
+        "services.Pool", on_delete=models.CASCADE, related_name="+", db_index=False
+    )
     owner = models.ForeignKey(
         settings.AUTH_USER_MODEL,
         on_delete=models.CASCADE,
@@ -177,25 +181,16 @@ class OwnerQueue(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["pool", "owner"], name="ownerqueue_pool_owner_uniq"),
         ]
-        indexes = [
-            models.Index(
-                fields=["pool", "served"],
-                name="ownerqueue_served_idx",
-                condition=Q(ready_at__isnull=False),
-            ),
-            models.Index(
-                fields=["pool", "ready_at"],
-                name="ownerqueue_ready_idx",
-                condition=Q(ready_at__isnull=False),
-            ),
-        ]
 
     def __str__(self) -> str:
         return f"lane of owner {self.owner_id} in pool {self.pool_id}"
 
 
 class TaskQueue(models.Model):
-    """One row per task the dispatcher may serve (queued, scheduled or sending)."""
+    """One row per task the dispatcher may serve (queued, scheduled or sending).
+
+    Indexed by (owner, pool) only, so stamping ``served`` / ``ready_at`` is a HOT update.
+    """
 
     task = models.OneToOneField(Task, on_delete=models.CASCADE, primary_key=True, related_name="+")
     owner = models.ForeignKey(
@@ -204,7 +199,9 @@ class TaskQueue(models.Model):
         related_name="+",
         db_index=False,
     )
-    pool = models.ForeignKey("services.Pool", on_delete=models.CASCADE, related_name="+")
+    pool = models.ForeignKey(
+        "services.Pool", on_delete=models.CASCADE, related_name="+", db_index=False
+    )
     priority = models.SmallIntegerField(default=0)
     served = models.BigIntegerField(default=0)
     served_at = models.DateTimeField(null=True, blank=True)
@@ -212,11 +209,7 @@ class TaskQueue(models.Model):
 
     class Meta:
         indexes = [
-            models.Index(
-                fields=["owner", "pool", "-priority", "served"],
-                name="taskqueue_pick_idx",
-                condition=Q(ready_at__isnull=False),
-            ),
+            models.Index(fields=["owner", "pool"], name="taskqueue_owner_pool_idx"),
         ]
 
     def __str__(self) -> str:

@@ -10,9 +10,10 @@ Statements (one transaction, database clock only, no statement ever waits for a 
    the only one sending through it; when its chunk ends it sets ``next_available_at =
    now() + sending_rate`` (after the last message was accepted), which is what makes "never
    twice within ``sending_rate``" hold across dispatchers and crashes.
-2. **Pick owners** per pool: the least recently served lanes (``served`` round numbers
-   stamped at write time, an index read), and for each its best task lane (priority
-   first, then least recently served).
+2. **Pick owners** per pool: the least recently served lanes (``ORDER BY served``: round
+   numbers stamped at write time on a table of one row per owner, never a ranking of the
+   pending set), and for each its best task lane (priority first, then least recently
+   served).
 3. **Claim** up to a fair share of subtasks per owner from the ready queue of the chosen
    task (partial index, ``SKIP LOCKED``): ``allocated``, service assigned, a fresh attempt
    token, a lease.
