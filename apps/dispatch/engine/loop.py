@@ -1,0 +1,302 @@
+"""The dispatcher loop: tick, hand chunks to sender threads, sleep until work is ready.
+
+* The main thread runs ticks (short transactions) and housekeeping; sender threads send
+  chunks and record outcomes on their own connections; no thread holds a transaction
+  while a message is on the wire.
+* Between ticks the loop sleeps until the next moment anything becomes ready (at most
+  1 s), or until a ``NOTIFY`` on :data:`apps.dispatch.queues.NOTIFY_CHANNEL` (sent once
+  per queued task) or a finished chunk wakes it.
+* Configuration is re-read every second, so changes apply without a restart.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+
+import psycopg
+from django.db import connection, connections
+
+from apps.dispatch.conf import DispatchSettings
+from apps.dispatch.engine import slots as slot_lib
+from apps.dispatch.engine.tick import Chunk, next_ready_in, tick
+from apps.dispatch.engine.worker import SenderCache, TemplateCache, run_chunk
+from apps.dispatch.queues import NOTIFY_CHANNEL
+from apps.monitoring import metrics
+
+logger = logging.getLogger("edm.dispatch")
+
+MAX_SLEEP = 1.0
+# Waits are cut into pieces this long so that a stop request is seen quickly.
+STOP_CHECK = 0.2
+MIN_SLEEP = 0.01
+HOUSEKEEPING_EVERY = 1.0
+
+
+@dataclass
+class LoopStats:
+    ticks: int = 0
+    claimed: int = 0
+    sent: int = 0
+    chunks: int = 0
+    tick_seconds: list[float] = field(default_factory=list)
+
+
+class _SenderPool:
+    """Sender threads fed from a queue; each closes its database connection on exit."""
+
+    def __init__(self, run) -> None:
+        self._run = run
+        self.jobs: queue.Queue = queue.Queue()
+        self.done: queue.Queue = queue.Queue()
+        self.threads: list[threading.Thread] = []
+        self.in_flight = 0
+
+    def submit(self, chunk: Chunk, *, size: int) -> None:
+        while len(self.threads) < size:
+            thread = threading.Thread(
+                target=self._work, name=f"edm-sender-{len(self.threads)}", daemon=True
+            )
+            thread.start()
+            self.threads.append(thread)
+        self.in_flight += 1
+        self.jobs.put(chunk)
+
+    def _work(self) -> None:
+        try:
+            while True:
+                chunk = self.jobs.get()
+                if chunk is None:
+                    return
+                try:
+                    report = self._run(chunk)
+                except Exception:
+                    logger.exception("chunk of service %s failed", chunk.service.id)
+                    report = None
+                    connections["default"].close()
+                self.done.put(report)
+        finally:
+            connections.close_all()
+
+    def collect(self, timeout: float) -> list:
+        """Reports of finished chunks, waiting up to ``timeout`` for the first."""
+        reports = []
+        try:
+            reports.append(self.done.get(timeout=max(0.0, timeout)))
+        except queue.Empty:
+            return reports
+        while True:
+            try:
+                reports.append(self.done.get_nowait())
+            except queue.Empty:
+                break
+        self.in_flight -= len(reports)
+        return reports
+
+    def shutdown(self) -> list:
+        """Wait for the chunks in flight; stop the threads; return the last reports."""
+        reports = []
+        while self.in_flight > 0:
+            reports += self.collect(1.0)
+        self.in_flight = 0
+        for _ in self.threads:
+            self.jobs.put(None)
+        for thread in self.threads:
+            thread.join(timeout=10)
+        return reports
+
+
+def _listen_connection() -> psycopg.Connection | None:
+    """A separate autocommit connection that LISTENs for new work (``None`` if it cannot
+    be opened: the loop then only polls, at most a second late)."""
+    params = connection.get_connection_params()
+    wanted = {
+        key: params[key]
+        for key in ("dbname", "user", "password", "host", "port")
+        if params.get(key)
+    }
+    try:
+        listener = psycopg.connect(autocommit=True, **wanted)
+        listener.execute(f"LISTEN {NOTIFY_CHANNEL}")
+    except psycopg.Error:
+        logger.warning("cannot LISTEN for new work; polling instead", exc_info=True)
+        return None
+    return listener
+
+
+class Dispatcher:
+    """One dispatcher loop. ``run()`` returns when ``stop`` is set, ``seconds`` elapsed,
+    its slot was lost, or (``once``) after the first tick's chunks are done."""
+
+    def __init__(
+        self,
+        *,
+        stop: threading.Event | None = None,
+        seconds: float | None = None,
+        once: bool = False,
+        use_slot: bool = True,
+    ) -> None:
+        self.stop = stop or threading.Event()
+        self.seconds = seconds
+        self.once = once
+        self.use_slot = use_slot
+        self.stats = LoopStats()
+        self.slot: tuple[int, str] | None = None
+        self.slot_lost = False
+        self.templates = TemplateCache()
+        self.wait_recorded: set[int] = set()
+        self.known_sending: set[int] = set()
+        self.touched_tasks: set[int] = set()
+        self.conf = DispatchSettings.load()
+        self.senders = SenderCache(timeout=self.conf.smtp_timeout)
+        self.pool = _SenderPool(self._run_chunk)
+        self._next_completion_check = 0.0
+
+    def _run_chunk(self, chunk: Chunk):
+        return run_chunk(
+            chunk,
+            conf=self.conf,
+            senders=self.senders,
+            templates=self.templates,
+            stop=self.stop,
+            wait_recorded=self.wait_recorded,
+        )
+
+    def acquire_slot(self) -> bool:
+        if not self.use_slot:
+            return True
+        self.slot = slot_lib.slot_acquire(limit=self.conf.dispatchers)
+        return self.slot is not None
+
+    def run(self) -> LoopStats:
+        if self.slot is None and not self.acquire_slot():
+            logger.info("no free dispatcher slot (queue.dispatchers=%s)", self.conf.dispatchers)
+            return self.stats
+        deadline = None if self.seconds is None else time.monotonic() + self.seconds
+        listener = _listen_connection()
+        next_tick = 0.0
+        next_housekeeping = 0.0
+        try:
+            while not self.stop.is_set():
+                now = time.monotonic()
+                if deadline is not None and now >= deadline:
+                    break
+                if now >= next_housekeeping:
+                    if not self._housekeeping():
+                        break
+                    next_housekeeping = now + HOUSEKEEPING_EVERY
+                free = self.conf.concurrency - self.pool.in_flight
+                if free > 0 and now >= next_tick:
+                    claimed = self._tick(free)
+                    if claimed:
+                        next_tick = now
+                    else:
+                        next_tick = now + self._sleep_for()
+                    if self.once and not self.pool.in_flight:
+                        break
+                now = time.monotonic()
+                free = self.conf.concurrency - self.pool.in_flight
+                # Block until a chunk finishes when every sender is busy; otherwise until
+                # the next tick is due. Never spin: a due tick runs on the next iteration.
+                wait = STOP_CHECK if free <= 0 else min(max(0.0, next_tick - now), STOP_CHECK)
+                if deadline is not None:
+                    wait = min(wait, max(0.0, deadline - now))
+                if self.pool.in_flight:
+                    reports = self.pool.collect(wait)
+                    if reports:
+                        next_tick = min(next_tick, time.monotonic())
+                        self._collected(reports)
+                        if self.once and not self.pool.in_flight:
+                            break
+                    if self._drain(listener, 0.0):
+                        next_tick = time.monotonic()
+                elif wait > 0 and self._drain(listener, wait):
+                    next_tick = time.monotonic()
+        finally:
+            self.stop.set()  # sender threads stop before their next message
+            for report in self.pool.shutdown():
+                if report is not None:
+                    self.stats.sent += len(report.sent)
+            self.senders.close_all()
+            if listener is not None:
+                listener.close()
+            if self.slot is not None:
+                slot_lib.slot_release(*self.slot)
+                self.slot = None
+        return self.stats
+
+    def _collected(self, reports: list) -> None:
+        self.stats.chunks += len(reports)
+        for report in reports:
+            if report is not None:
+                self.stats.sent += len(report.sent)
+                self.touched_tasks.update(report.task_ids)
+        now = time.monotonic()
+        if self.touched_tasks and now >= self._next_completion_check:
+            # A task whose last messages were just recorded completes now rather than at
+            # the next housekeeping (at most every 0.2 s, only the tasks just served).
+            from apps.dispatch.services import tasks_complete_finished
+
+            tasks_complete_finished(task_ids=self.touched_tasks)
+            self.touched_tasks.clear()
+            self._next_completion_check = now + 0.2
+
+    def _tick(self, free: int) -> int:
+        started = time.perf_counter()
+        chunks = tick(self.conf, free=free, known_sending=self.known_sending)
+        elapsed = time.perf_counter() - started
+        metrics.DISPATCH_TICK_SECONDS.observe(elapsed)
+        self.stats.ticks += 1
+        if len(self.stats.tick_seconds) < 100_000:
+            self.stats.tick_seconds.append(elapsed)
+        claimed = sum(len(chunk.subtasks) for chunk in chunks)
+        self.stats.claimed += claimed
+        if claimed:
+            metrics.DISPATCH_CLAIMED.inc(claimed)
+        for chunk in chunks:
+            self.pool.submit(chunk, size=self.conf.concurrency)
+        return claimed
+
+    def _sleep_for(self) -> float:
+        ready_in = next_ready_in()
+        if ready_in is None:
+            return MAX_SLEEP
+        return min(MAX_SLEEP, max(MIN_SLEEP, ready_in))
+
+    def _housekeeping(self) -> bool:
+        """Re-read configuration, renew the slot, finish tasks; ``False``: stop the loop."""
+        from apps.dispatch.services import tasks_complete_finished
+
+        self.conf = DispatchSettings.load()
+        self.senders.timeout = self.conf.smtp_timeout
+        if self.slot is not None and not slot_lib.slot_heartbeat(
+            *self.slot, limit=self.conf.dispatchers
+        ):
+            logger.info("dispatcher slot %s given up", self.slot[0])
+            self.slot = None
+            self.slot_lost = True
+            return False
+        tasks_complete_finished()
+        self.senders.close_idle()
+        return True
+
+    def _drain(self, listener: psycopg.Connection | None, timeout: float) -> bool:
+        """Wait up to ``timeout`` for notifications; drain them all; True if any came."""
+        if listener is None:
+            if timeout > 0:
+                self.stop.wait(timeout)
+            return False
+        got = False
+        try:
+            for _ in listener.notifies(timeout=timeout, stop_after=1):
+                got = True
+            if got:  # debounce: everything already queued counts as one wake-up
+                for _ in listener.notifies(timeout=0.0):
+                    pass
+        except psycopg.Error:
+            logger.warning("lost the LISTEN connection; polling instead", exc_info=True)
+            return False
+        return got

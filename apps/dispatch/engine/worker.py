@@ -1,0 +1,287 @@
+"""Sending one chunk: one service, its connection, its messages in a row.
+
+Runs in a sender thread with its own database connection and no open transaction while
+a message is on the wire. Rate: the next message starts ``sending_rate`` seconds after the
+previous one was accepted, so two messages of a service never reach the server closer
+than that.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+
+from django.db import connection
+
+from apps.dispatch.conf import DispatchSettings
+from apps.dispatch.engine import outcomes
+from apps.dispatch.engine.tick import Chunk, Claimed, ReservedService
+from apps.dispatch.mime import build_message
+from apps.dispatch.models import Task
+from apps.dispatch.templates import CompiledTask
+from apps.monitoring import metrics
+from apps.services.models import EmailService
+from apps.services.senders import SendError, sender_for
+
+logger = logging.getLogger("edm.dispatch")
+
+# A cached connection idle for longer than this is checked with NOOP before reuse.
+CHECK_IDLE_AFTER = 2.0
+# Cached connections idle for longer than this are closed by the loop's housekeeping.
+CLOSE_IDLE_AFTER = 60.0
+
+
+@dataclass
+class _CachedSender:
+    sender: object
+    fingerprint: tuple
+    last_used: float
+    busy: bool = False
+
+
+@dataclass
+class SenderCache:
+    """Open connections kept per service across chunks (one chunk per service at a time:
+    the reservation holds the service)."""
+
+    timeout: float = 30.0
+    entries: dict[int, _CachedSender] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def acquire(self, service: ReservedService):
+        """An open sender for ``service``; raises SendError when it cannot connect."""
+        with self.lock:
+            entry = self.entries.get(service.id)
+            if entry is not None and entry.fingerprint != service.fingerprint:
+                self.entries.pop(service.id)
+                _close(entry.sender)
+                entry = None
+            if entry is not None:
+                entry.busy = True
+        if entry is not None:
+            if time.monotonic() - entry.last_used > CHECK_IDLE_AFTER and not _alive(entry):
+                _close(entry.sender)
+                entry = None
+                with self.lock:
+                    self.entries.pop(service.id, None)
+            else:
+                return entry.sender
+        model = EmailService(
+            pk=service.id,
+            kind=service.kind,
+            host=service.host,
+            port=service.port,
+            security=service.security,
+            username=service.username,
+            password_encrypted=service.password_encrypted,
+        )
+        sender = sender_for(model, timeout=self.timeout)
+        sender.open()
+        with self.lock:
+            self.entries[service.id] = _CachedSender(
+                sender=sender,
+                fingerprint=service.fingerprint,
+                last_used=time.monotonic(),
+                busy=True,
+            )
+        return sender
+
+    def release(self, service_id: int, *, broken: bool = False) -> None:
+        with self.lock:
+            entry = self.entries.get(service_id)
+            if entry is None:
+                return
+            if broken:
+                self.entries.pop(service_id)
+            else:
+                entry.busy = False
+                entry.last_used = time.monotonic()
+        if broken:
+            _close(entry.sender)
+
+    def close_idle(self, *, older_than: float = CLOSE_IDLE_AFTER) -> None:
+        now = time.monotonic()
+        with self.lock:
+            idle = [
+                key
+                for key, entry in self.entries.items()
+                if not entry.busy and now - entry.last_used > older_than
+            ]
+            closing = [self.entries.pop(key) for key in idle]
+        for entry in closing:
+            _close(entry.sender)
+
+    def close_all(self) -> None:
+        self.close_idle(older_than=-1)
+
+
+def _alive(entry: _CachedSender) -> bool:
+    smtp = getattr(entry.sender, "connection", None)
+    if smtp is None:
+        return True  # not an SMTP sender (console/file), or it reconnects lazily
+    try:
+        return smtp.noop()[0] == 250
+    except Exception:  # noqa: BLE001 - any failure means: open a new connection
+        return False
+
+
+def _close(sender) -> None:
+    try:
+        sender.close()
+    except Exception:
+        logger.debug("closing a sender failed", exc_info=True)
+
+
+class TemplateCache:
+    """Each task's templates compiled once per dispatcher loop."""
+
+    def __init__(self) -> None:
+        self._compiled: dict[int, CompiledTask] = {}
+        self._lock = threading.Lock()
+
+    def get(self, task_id: int) -> CompiledTask:
+        compiled = self._compiled.get(task_id)
+        if compiled is not None:
+            return compiled
+        row = (
+            Task.objects.filter(pk=task_id)
+            .values("subject", "body_text", "body_html", "from_name")
+            .get()
+        )
+        compiled = CompiledTask.compile(**row)
+        with self._lock:
+            self._compiled[task_id] = compiled
+        return compiled
+
+
+def _render(claimed: Claimed, service: ReservedService, templates: TemplateCache) -> bytes:
+    compiled = templates.get(claimed.task_id)
+    subject, text, html = compiled.render(claimed.contact)
+    contact = claimed.contact
+    to_name = f"{contact['first_name']} {contact['last_name']}".strip()
+    return build_message(
+        from_email=service.from_email,
+        from_name=compiled.from_name or service.from_name,
+        to=claimed.to_email,
+        to_name=to_name,
+        subject=subject,
+        text=text,
+        html=html,
+        message_id=claimed.message_id,
+    )
+
+
+def run_chunk(
+    chunk: Chunk,
+    *,
+    conf: DispatchSettings,
+    senders: SenderCache,
+    templates: TemplateCache,
+    stop: threading.Event,
+    wait_recorded: set[int],
+) -> outcomes.ChunkReport:
+    """Send a chunk and record every outcome; never raises for a send failure."""
+    service = chunk.service
+    report = outcomes.ChunkReport(task_ids={claimed.task_id for claimed in chunk.subtasks})
+    pending = list(chunk.subtasks)
+    if not getattr(connection, "_edm_prepared", False):
+        outcomes.prepare_connection()
+        connection._edm_prepared = True
+    try:
+        sender = senders.acquire(service)
+    except SendError as exc:
+        report.fault = exc
+        report.unattempted = pending
+        outcomes.finish_chunk(service, report, conf=conf, wait_recorded=wait_recorded)
+        metrics.DISPATCH_MESSAGES.labels(outcome="service_fault").inc()
+        return report
+    broken = False
+    first_sent_at = None
+    last_done = 0.0
+    try:
+        while pending:
+            claimed = pending[0]
+            if stop.is_set():
+                break
+            if service.sending_rate > 0 and last_done:
+                wait = last_done + service.sending_rate - time.monotonic()
+                if wait > 0 and stop.wait(wait):
+                    break
+            try:
+                message = _render(claimed, service, templates)
+            except Exception as exc:  # noqa: BLE001 - a template/address error is the task's
+                pending.pop(0)
+                _record_render_error(claimed, service, exc, report, conf)
+                continue
+            _, marked = outcomes.mark_sending(prev=report.last_sent, next_=claimed)
+            report.last_sent = None
+            pending.pop(0)
+            if not marked:
+                continue  # paused, cancelled or lease lost since the claim
+            report.attempted += 1
+            started = time.monotonic()
+            try:
+                sender.send(
+                    from_addr=service.from_email, to_addrs=[claimed.to_email], message=message
+                )
+            except SendError as exc:
+                last_done = time.monotonic()
+                broken = exc.kind in (SendError.SERVICE, SendError.THROTTLED) or (
+                    getattr(sender, "connection", True) is None
+                )
+                result = outcomes.record_failure(claimed, exc, service=service, conf=conf)
+                metrics.DISPATCH_MESSAGES.labels(outcome=result).inc()
+                if result in ("failed", "dead", "retry"):
+                    report.failed += 1
+                if exc.kind in (SendError.SERVICE, SendError.THROTTLED):
+                    report.fault = exc
+                    break
+                continue
+            last_done = time.monotonic()
+            report.latencies.append(last_done - started)
+            report.sent.append(claimed)
+            report.last_sent = claimed
+            metrics.DISPATCH_MESSAGES.labels(outcome="sent").inc()
+            if first_sent_at is None:
+                first_sent_at = last_done
+    finally:
+        report.unattempted = pending
+        if first_sent_at is not None:
+            report.first_sent_ago = time.monotonic() - first_sent_at
+        senders.release(service.id, broken=broken)
+        outcomes.finish_chunk(service, report, conf=conf, wait_recorded=wait_recorded)
+    return report
+
+
+def _record_render_error(
+    claimed: Claimed,
+    service: ReservedService,
+    exc: Exception,
+    report: outcomes.ChunkReport,
+    conf: DispatchSettings,
+) -> None:
+    """A message that cannot be built (bad address, template failing for this contact)
+    is a permanent failure of that recipient, never put on the wire."""
+    logger.warning("subtask %s cannot be rendered: %s", claimed.id, exc)
+    _, marked = outcomes.mark_sending(prev=report.last_sent, next_=claimed)
+    report.last_sent = None
+    if not marked:
+        return
+    error = SendError(f"cannot build the message: {exc}", kind=SendError.PERMANENT)
+    error.code = None
+    result = outcomes.record_failure(claimed, _RenderError(error), service=service, conf=conf)
+    report.failed += 1
+    metrics.DISPATCH_MESSAGES.labels(outcome=result).inc()
+
+
+class _RenderError(SendError):
+    """A permanent failure labelled ``render_error`` (the contact is not bounced)."""
+
+    def __init__(self, error: SendError) -> None:
+        super().__init__(error.message, kind=SendError.PERMANENT)
+
+    @property
+    def error_class(self) -> str:
+        return "render_error"

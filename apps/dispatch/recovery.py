@@ -1,0 +1,125 @@
+"""Stuck-work recovery, by leases (never by bare age).
+
+* ``allocated`` with an expired lease: never on the wire → back to ``pending``.
+* ``sending`` with an expired lease: the dispatcher died while the message was on the
+  wire; SMTP cannot tell whether the final "." was accepted → ``unknown`` (or ``pending``,
+  same Message-ID, when ``recovery.resend_ambiguous`` is on).
+* A live task with ready work whose lane was not served for ``recovery.stuck_threshold``
+  (or has no lane) is re-queued (its lanes rebuilt, the dispatchers woken) and reported.
+
+A singleton: the whole run holds ``pg_try_advisory_xact_lock`` — transaction-scoped, so
+it is released at commit and works behind a pooler in transaction mode. A second run
+started meanwhile on any node returns at once.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from django.db import connection, transaction
+
+from apps.dispatch import queues
+from apps.dispatch.conf import DispatchSettings
+from apps.dispatch.services import tasks_complete_finished
+from apps.monitoring import metrics
+
+logger = logging.getLogger("edm.dispatch")
+
+# An arbitrary constant naming "the recovery job" among advisory locks.
+RECOVERY_LOCK_KEY = 0x45444D_5245  # "EDM" "RE"
+
+
+def recover_stuck(*, stuck_threshold: float | None = None) -> dict:
+    """Run one recovery pass; return what it did (``{"skipped": True}`` when another
+    pass holds the lock)."""
+    from apps.config.selectors import config_get
+
+    conf = DispatchSettings.load()
+    threshold = float(
+        stuck_threshold if stuck_threshold is not None else config_get("recovery.stuck_threshold")
+    )
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [RECOVERY_LOCK_KEY])
+        if not cursor.fetchone()[0]:
+            return {"skipped": True}
+        cursor.execute(
+            """
+            UPDATE dispatch_subtask s SET
+                status = CASE WHEN t.status IN ('cancelled', 'failed') THEN 'cancelled'
+                              ELSE 'pending' END,
+                service_id = NULL, lease_expires_at = NULL
+            FROM dispatch_task t
+            WHERE t.id = s.task_id AND s.status = 'allocated' AND s.lease_expires_at < now()
+              AND s.task_id IN (SELECT id FROM dispatch_task
+                                WHERE status IN ('scheduled', 'queued', 'sending', 'paused')
+                                   OR completed_at > now() - interval '1 day')
+            RETURNING s.task_id
+            """
+        )
+        released = [row[0] for row in cursor.fetchall()]
+        cursor.execute(
+            """
+            UPDATE dispatch_subtask s SET
+                status = CASE WHEN %s AND t.status NOT IN ('cancelled', 'failed')
+                              THEN 'pending' ELSE 'unknown' END,
+                lease_expires_at = NULL, next_attempt_at = now(),
+                error_class = 'ambiguous',
+                last_error = 'the dispatcher stopped while the message was on the wire',
+                history = s.history || jsonb_build_array(jsonb_build_object(
+                    'attempt', s.attempts, 'service', s.service_id, 'kind', 'ambiguous',
+                    'error', 'dispatcher lost while sending'))
+            FROM dispatch_task t
+            WHERE t.id = s.task_id AND s.status = 'sending' AND s.lease_expires_at < now()
+              AND s.task_id IN (SELECT id FROM dispatch_task
+                                WHERE status IN ('scheduled', 'queued', 'sending', 'paused')
+                                   OR completed_at > now() - interval '1 day')
+            RETURNING s.task_id, s.status
+            """,
+            [conf.resend_ambiguous],
+        )
+        ambiguous = cursor.fetchall()
+        resent = [task_id for task_id, status in ambiguous if status == "pending"]
+        unknown = len(ambiguous) - len(resent)
+        if released or resent:
+            queues.lanes_refresh(task_ids=released + resent)
+
+        cursor.execute(
+            """
+            SELECT t.id, t.owner_id, t.pool_id, t.priority FROM dispatch_task t
+            LEFT JOIN dispatch_taskqueue q ON q.task_id = t.id
+            WHERE t.status IN ('scheduled', 'queued', 'sending')
+              AND (q.task_id IS NULL OR q.ready_at IS NULL
+                   OR COALESCE(q.served_at, t.queued_at)
+                      < now() - make_interval(secs => %s))
+              AND EXISTS (SELECT 1 FROM dispatch_subtask s WHERE s.task_id = t.id
+                          AND s.status = 'pending' AND s.next_attempt_at <= now())
+            """,
+            [threshold],
+        )
+        stuck = cursor.fetchall()
+        for task_id, owner_id, pool_id, priority in stuck:
+            queues.lane_open(task_id=task_id, owner_id=owner_id, pool_id=pool_id, priority=priority)
+            queues.notify_new_work(task_id=task_id)
+    completed = tasks_complete_finished()
+    result = {
+        "skipped": False,
+        "released": len(released),
+        "unknown": unknown,
+        "resent": len(resent),
+        "requeued_tasks": [row[0] for row in stuck],
+        "completed_tasks": completed,
+    }
+    if released:
+        metrics.DISPATCH_RECOVERED.labels(to="pending").inc(len(released) + len(resent))
+    if unknown:
+        metrics.DISPATCH_RECOVERED.labels(to="unknown").inc(unknown)
+    if stuck:
+        logger.warning("re-queued stuck tasks: %s", ", ".join(str(r[0]) for r in stuck))
+    if released or ambiguous:
+        logger.warning(
+            "recovered %s allocated and %s in-flight subtasks (%s unknown)",
+            len(released),
+            len(ambiguous),
+            unknown,
+        )
+    return result

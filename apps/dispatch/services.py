@@ -1,0 +1,479 @@
+"""Task lifecycle and dead-letter services (writes).
+
+Every function runs in one transaction and either does all of its work or none. Lock
+order (see :mod:`apps.dispatch.queues`): task row → subtask rows → lanes.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Iterable
+from datetime import datetime
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import connection, transaction
+from django.utils import timezone
+
+from apps.contacts.models import Contact, Tag
+from apps.core.errors import ApplicationError
+from apps.dispatch import queues
+from apps.dispatch.models import DeadLetter, SubTask, Task
+from apps.dispatch.selectors import dlq_stats, task_progress
+from apps.dispatch.templates import task_validate_templates
+from apps.services.models import Pool
+
+__all__ = [
+    "dead_letter_reprocess",
+    "dead_letters_reprocess_all",
+    "dlq_stats",
+    "subtask_requeue_unknown",
+    "task_cancel",
+    "task_create",
+    "task_pause",
+    "task_progress",
+    "task_queue",
+    "task_resume",
+    "task_validate_templates",
+    "tasks_complete_finished",
+]
+
+logger = logging.getLogger("edm.dispatch")
+
+LIVE = (Task.Status.SCHEDULED, Task.Status.QUEUED, Task.Status.SENDING)
+
+
+def _ids(values: Iterable, *, field: str) -> list[int]:
+    ids = []
+    for value in values or ():
+        pk = getattr(value, "pk", value)
+        try:
+            ids.append(int(pk))
+        except (TypeError, ValueError):
+            raise ValidationError({field: [f"{value!r} is not an id"]}) from None
+    return sorted(set(ids))
+
+
+def _owned(model, ids: list[int], *, owner, field: str) -> list[int]:
+    found = set(model.objects.filter(owner=owner, pk__in=ids).values_list("pk", flat=True))
+    missing = [pk for pk in ids if pk not in found]
+    if missing:
+        raise ValidationError({field: [f"unknown id(s): {', '.join(map(str, missing))}"]})
+    return ids
+
+
+def pool_for(*, owner, pool: Pool | int | None) -> Pool:
+    """The pool a task of ``owner`` sends through: ``pool`` or the default one.
+
+    Raises ``ValidationError`` on ``pool`` when it does not exist or is not open to ``owner``.
+    """
+    if pool is None:
+        found = Pool.objects.filter(name=Pool.DEFAULT_NAME).first()
+        if found is None:
+            raise ValidationError({"pool": ["no pool given and no default pool exists"]})
+        pool = found
+    elif not isinstance(pool, Pool):
+        found = Pool.objects.filter(pk=pool).first()
+        if found is None:
+            raise ValidationError({"pool": [f"unknown pool {pool}"]})
+        pool = found
+    if not pool.is_shared and not pool.owners.filter(pk=owner.pk).exists():
+        raise ValidationError({"pool": [f"pool {pool.name!r} is not open to this user"]})
+    return pool
+
+
+@transaction.atomic
+def task_create(
+    *,
+    owner,
+    name: str,
+    subject: str,
+    body_text: str = "",
+    body_html: str = "",
+    from_name: str = "",
+    include_tags: Iterable = (),
+    exclude_tags: Iterable = (),
+    contacts: Iterable = (),
+    pool: Pool | int | None = None,
+    priority: int = 0,
+    scheduled_at: datetime | None = None,
+) -> Task:
+    """Create a draft task after validating templates, recipients and pool.
+
+    Raises ``ValidationError`` naming the field: a template that does not parse (with its
+    line), tags/contacts that are not the owner's, no recipients at all, a pool that is
+    not open to the owner, a priority out of range.
+    """
+    if not (name or "").strip():
+        raise ValidationError({"name": ["the name may not be empty"]})
+    task_validate_templates(subject=subject, body_text=body_text, body_html=body_html)
+    if not -100 <= int(priority) <= 100:
+        raise ValidationError({"priority": ["priority must be between -100 and 100"]})
+    include = _owned(
+        Tag, _ids(include_tags, field="include_tags"), owner=owner, field="include_tags"
+    )
+    exclude = _owned(
+        Tag, _ids(exclude_tags, field="exclude_tags"), owner=owner, field="exclude_tags"
+    )
+    explicit = _owned(Contact, _ids(contacts, field="contacts"), owner=owner, field="contacts")
+    if not include and not explicit:
+        raise ValidationError({"include_tags": ["give tags to include or contacts"]})
+    task = Task.objects.create(
+        owner=owner,
+        name=name.strip(),
+        subject=subject,
+        body_text=body_text or "",
+        body_html=body_html or "",
+        from_name=from_name or "",
+        pool=pool_for(owner=owner, pool=pool),
+        priority=int(priority),
+        scheduled_at=scheduled_at,
+    )
+    task.include_tags.set(include)
+    task.exclude_tags.set(exclude)
+    task.contacts.set(explicit)
+    return task
+
+
+def _message_id_domain(task: Task) -> str:
+    configured = getattr(settings, "EDM_MESSAGE_ID_DOMAIN", "")
+    if configured:
+        return configured
+    from_email = (
+        task.pool.services.order_by("pk").values_list("from_email", flat=True).first() or ""
+    )
+    domain = from_email.rpartition("@")[2].strip().lower()
+    return domain if domain and all(c.isalnum() or c in ".-" for c in domain) else "edm.localhost"
+
+
+def _materialize(task: Task, *, first_attempt_at) -> tuple[int, int]:
+    """Insert one subtask per distinct recipient, inside PostgreSQL; return (total, pending).
+
+    Recipients: contacts in an included tag and in no excluded tag, plus the explicit
+    contacts. Contacts that are not ``active`` are inserted ``skipped``. Each Message-ID is
+    fixed here from the subtask id and a per-task random prefix.
+    """
+    include = list(task.include_tags.values_list("pk", flat=True))
+    exclude = list(task.exclude_tags.values_list("pk", flat=True))
+    explicit = list(task.contacts.values_list("pk", flat=True))
+    domain = _message_id_domain(task)
+    prefix = f"{task.pk}.{secrets.token_hex(6)}"
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_get_serial_sequence('dispatch_subtask', 'id')")
+        sequence = cursor.fetchone()[0]
+        cursor.execute(
+            """
+            INSERT INTO dispatch_subtask (
+                id, task_id, owner_id, contact_id, to_email, status, attempts, attempt_token,
+                next_attempt_at, message_id, last_error, error_class, history, created_at)
+            SELECT r.id, %(task)s, %(owner)s, r.contact_id, r.email,
+                   CASE WHEN r.status = 'active' THEN 'pending' ELSE 'skipped' END,
+                   0, 0, %(at)s, '<' || %(prefix)s || '.' || r.id || '@' || %(domain)s || '>',
+                   '', '', '[]'::jsonb, now()
+            FROM (
+                SELECT nextval(%(seq)s::regclass) AS id, c.id AS contact_id, c.email, c.status
+                FROM contacts_contact c
+                WHERE c.owner_id = %(owner)s
+                  AND (c.id = ANY(%(explicit)s) OR (
+                        EXISTS (SELECT 1 FROM contacts_contacttag i
+                                WHERE i.contact_id = c.id AND i.tag_id = ANY(%(include)s))
+                        AND NOT EXISTS (SELECT 1 FROM contacts_contacttag x
+                                        WHERE x.contact_id = c.id AND x.tag_id = ANY(%(exclude)s))
+                  ))
+                ORDER BY c.id
+            ) r
+            """,
+            {
+                "task": task.pk,
+                "owner": task.owner_id,
+                "at": first_attempt_at,
+                "prefix": prefix,
+                "domain": domain,
+                "seq": sequence,
+                "explicit": explicit,
+                "include": include,
+                "exclude": exclude,
+            },
+        )
+        total = cursor.rowcount
+        cursor.execute(
+            "SELECT count(*) FROM dispatch_subtask WHERE task_id = %s AND status = 'pending'",
+            [task.pk],
+        )
+        pending = cursor.fetchone()[0]
+    task.message_id_domain = domain
+    return total, pending
+
+
+def _locked(task: Task | int) -> Task:
+    pk = getattr(task, "pk", task)
+    try:
+        return Task.objects.select_for_update(no_key=True).select_related("pool").get(pk=pk)
+    except Task.DoesNotExist:
+        raise ApplicationError(f"task {pk} does not exist", field="task") from None
+
+
+def _refresh_caller(original: Task | int, locked: Task) -> Task:
+    if isinstance(original, Task):
+        original.refresh_from_db()
+        return original
+    return locked
+
+
+@transaction.atomic
+def task_queue(*, task: Task | int) -> Task:
+    """Materialize a draft task's recipients and hand it to the dispatchers.
+
+    The task becomes ``scheduled`` when ``scheduled_at`` lies in the future (its subtasks
+    wait until then), else ``queued``; ``completed`` at once when every recipient is
+    skipped. Raises ``ApplicationError`` unless the task is a draft, or when no contact
+    matches its recipients.
+    """
+    locked = _locked(task)
+    if locked.status != Task.Status.DRAFT:
+        raise ApplicationError(
+            f"only a draft task can be queued (this one is {locked.status})", field="status"
+        )
+    now = timezone.now()
+    scheduled = locked.scheduled_at is not None and locked.scheduled_at > now
+    first_attempt_at = locked.scheduled_at if scheduled else now
+    total, pending = _materialize(locked, first_attempt_at=first_attempt_at)
+    if total == 0:
+        raise ApplicationError("no contact matches this task's recipients", field="recipients")
+    locked.total = total
+    locked.queued_at = now
+    if pending == 0:
+        locked.status = Task.Status.COMPLETED
+        locked.completed_at = now
+    else:
+        locked.status = Task.Status.SCHEDULED if scheduled else Task.Status.QUEUED
+    locked.save(
+        update_fields=[
+            "total",
+            "queued_at",
+            "status",
+            "completed_at",
+            "message_id_domain",
+            "updated_at",
+        ]
+    )
+    if pending:
+        queues.lane_open(
+            task_id=locked.pk,
+            owner_id=locked.owner_id,
+            pool_id=locked.pool_id,
+            priority=locked.priority,
+        )
+        queues.notify_new_work(task_id=locked.pk)
+    logger.info("task %s queued: %s recipients, %s to send", locked.pk, total, pending)
+    return _refresh_caller(task, locked)
+
+
+@transaction.atomic
+def task_pause(*, task: Task | int) -> Task:
+    """Stop handing out the task's subtasks. Subtasks already claimed but not yet on the
+    wire go back to pending (their dispatcher's fenced update then skips them); messages
+    on the wire finish and are recorded. Raises ``ApplicationError`` unless the task is
+    scheduled, queued or sending."""
+    locked = _locked(task)
+    if locked.status not in LIVE:
+        raise ApplicationError(f"a {locked.status} task cannot be paused", field="status")
+    SubTask.objects.filter(task_id=locked.pk, status=SubTask.Status.ALLOCATED).update(
+        status=SubTask.Status.PENDING, lease_expires_at=None, service=None
+    )
+    queues.lane_close(task_id=locked.pk)
+    locked.status = Task.Status.PAUSED
+    locked.save(update_fields=["status", "updated_at"])
+    return _refresh_caller(task, locked)
+
+
+@transaction.atomic
+def task_resume(*, task: Task | int) -> Task:
+    """Hand a paused task back to the dispatchers (``scheduled`` if its time is still to
+    come, else ``queued``). Raises ``ApplicationError`` unless the task is paused."""
+    locked = _locked(task)
+    if locked.status != Task.Status.PAUSED:
+        raise ApplicationError(f"a {locked.status} task cannot be resumed", field="status")
+    scheduled = locked.scheduled_at is not None and locked.scheduled_at > timezone.now()
+    locked.status = Task.Status.SCHEDULED if scheduled else Task.Status.QUEUED
+    locked.save(update_fields=["status", "updated_at"])
+    queues.lane_open(
+        task_id=locked.pk,
+        owner_id=locked.owner_id,
+        pool_id=locked.pool_id,
+        priority=locked.priority,
+    )
+    queues.notify_new_work(task_id=locked.pk)
+    tasks_complete_finished(task_ids=[locked.pk])
+    return _refresh_caller(task, locked)
+
+
+@transaction.atomic
+def task_cancel(*, task: Task | int) -> Task:
+    """Cancel a task: its pending and claimed-but-unsent subtasks become ``cancelled``;
+    messages already on the wire finish and are recorded. Raises ``ApplicationError`` for
+    a task that is already completed, cancelled or failed."""
+    locked = _locked(task)
+    if locked.is_finished:
+        raise ApplicationError(f"a {locked.status} task cannot be cancelled", field="status")
+    SubTask.objects.filter(
+        task_id=locked.pk, status__in=[SubTask.Status.PENDING, SubTask.Status.ALLOCATED]
+    ).update(status=SubTask.Status.CANCELLED, lease_expires_at=None)
+    queues.lane_close(task_id=locked.pk)
+    locked.status = Task.Status.CANCELLED
+    locked.completed_at = timezone.now()
+    locked.save(update_fields=["status", "completed_at", "updated_at"])
+    return _refresh_caller(task, locked)
+
+
+def tasks_complete_finished(*, task_ids: Iterable[int] | None = None) -> list[int]:
+    """Mark live tasks with nothing left to send (no pending, allocated or sending
+    subtask) ``completed`` and close their lanes; return their ids.
+
+    Without ``task_ids`` every live task is checked (the dispatcher's housekeeping).
+    Rows locked by someone else are skipped and picked up on the next call.
+    """
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(
+            """
+            UPDATE dispatch_task t SET status = 'completed', completed_at = now(),
+                   updated_at = now()
+            WHERE t.id IN (
+                SELECT id FROM dispatch_task
+                WHERE status IN ('scheduled', 'queued', 'sending')
+                  AND (%(all)s OR id = ANY(%(ids)s))
+                FOR NO KEY UPDATE SKIP LOCKED
+            )
+              AND NOT EXISTS (
+                SELECT 1 FROM dispatch_subtask s
+                WHERE s.task_id = t.id AND s.status IN ('pending', 'allocated', 'sending')
+            )
+            RETURNING t.id
+            """,
+            {"all": task_ids is None, "ids": sorted(set(task_ids or ()))},
+        )
+        done = [row[0] for row in cursor.fetchall()]
+        for task_id in done:
+            queues.lane_close(task_id=task_id)
+    if done:
+        logger.info("tasks completed: %s", ", ".join(map(str, done)))
+    return done
+
+
+def _reopen(task_ids: Iterable[int]) -> int:
+    """After subtasks of these tasks became pending again: bring finished tasks back to
+    ``queued``, refresh the lanes of live ones and wake the dispatchers. Returns how many
+    tasks were reopened or refreshed."""
+    task_ids = sorted(set(task_ids))
+    if not task_ids:
+        return 0
+    Task.objects.filter(pk__in=task_ids, status=Task.Status.COMPLETED).update(
+        status=Task.Status.QUEUED, completed_at=None, updated_at=timezone.now()
+    )
+    live = Task.objects.filter(pk__in=task_ids, status__in=LIVE).values_list(
+        "pk", "owner_id", "pool_id", "priority"
+    )
+    for pk, owner_id, pool_id, priority in live:
+        queues.lane_open(task_id=pk, owner_id=owner_id, pool_id=pool_id, priority=priority)
+        queues.notify_new_work(task_id=pk)
+    return len(task_ids)
+
+
+@transaction.atomic
+def dead_letter_reprocess(*, dead_letter_id: int, owner=None) -> DeadLetter:
+    """Send a dead-lettered message again (same Message-ID, attempts start over).
+
+    With ``owner`` the entry must belong to that user (else it does not exist). Raises
+    ``ApplicationError`` when the entry does not exist, is not ``pending`` or ``expired``,
+    or its task was cancelled.
+    """
+    entries = DeadLetter.objects.select_for_update().select_related("task")
+    if owner is not None:
+        entries = entries.filter(owner=owner)
+    entry = entries.filter(pk=dead_letter_id).first()
+    if entry is None:
+        raise ApplicationError(
+            f"dead letter {dead_letter_id} does not exist", field="id", code="not_found"
+        )
+    if entry.status not in (DeadLetter.Status.PENDING, DeadLetter.Status.EXPIRED):
+        raise ApplicationError(f"dead letter {entry.pk} is {entry.status}", field="status")
+    if entry.task.status in (Task.Status.CANCELLED, Task.Status.FAILED):
+        raise ApplicationError(f"task {entry.task_id} is {entry.task.status}", field="task")
+    count = _reprocess(DeadLetter.objects.filter(pk=entry.pk))
+    if not count:
+        raise ApplicationError(f"subtask of dead letter {entry.pk} is not dead", field="status")
+    entry.refresh_from_db()
+    return entry
+
+
+@transaction.atomic
+def dead_letters_reprocess_all(
+    *, owner=None, task_id: int | None = None, error_type: str | None = None
+) -> int:
+    """Reprocess every ``pending`` dead letter matching the filters; return how many."""
+    entries = DeadLetter.objects.filter(status=DeadLetter.Status.PENDING).exclude(
+        task__status__in=[Task.Status.CANCELLED, Task.Status.FAILED]
+    )
+    if owner is not None:
+        entries = entries.filter(owner=owner)
+    if task_id is not None:
+        entries = entries.filter(task_id=task_id)
+    if error_type:
+        entries = entries.filter(error_type=error_type)
+    return _reprocess(entries)
+
+
+def _reprocess(entries) -> int:
+    ids = list(entries.values_list("pk", flat=True))
+    if not ids:
+        return 0
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            WITH d AS (
+                UPDATE dispatch_deadletter SET status = 'reprocessing',
+                       reprocess_count = reprocess_count + 1, updated_at = now()
+                WHERE id = ANY(%s) AND status IN ('pending', 'expired')
+                RETURNING subtask_id
+            )
+            UPDATE dispatch_subtask s SET status = 'pending', attempts = 0,
+                   next_attempt_at = now(), lease_expires_at = NULL, service_id = NULL
+            FROM d WHERE s.id = d.subtask_id AND s.status = 'dead'
+            RETURNING s.task_id
+            """,
+            [ids],
+        )
+        task_ids = [row[0] for row in cursor.fetchall()]
+    _reopen(task_ids)
+    return len(task_ids)
+
+
+@transaction.atomic
+def subtask_requeue_unknown(
+    *, owner=None, task_id: int | None = None, subtask_ids: Iterable[int] | None = None
+) -> int:
+    """Send ``unknown`` subtasks again, with their same Message-ID; return how many.
+
+    ``unknown`` means a dispatcher died while the message was on the wire: it may or may
+    not have been delivered. Only an operator (or ``recovery.resend_ambiguous``) decides
+    to resend. Subtasks of cancelled tasks are left alone.
+    """
+    subtasks = SubTask.objects.filter(status=SubTask.Status.UNKNOWN).exclude(
+        task__status__in=[Task.Status.CANCELLED, Task.Status.FAILED]
+    )
+    if owner is not None:
+        subtasks = subtasks.filter(owner=owner)
+    if task_id is not None:
+        subtasks = subtasks.filter(task_id=task_id)
+    if subtask_ids is not None:
+        subtasks = subtasks.filter(pk__in=list(subtask_ids))
+    task_ids = list(subtasks.values_list("task_id", flat=True).distinct())
+    count = subtasks.update(
+        status=SubTask.Status.PENDING,
+        next_attempt_at=timezone.now(),
+        lease_expires_at=None,
+        service=None,
+    )
+    _reopen(task_ids)
+    return count

@@ -1,0 +1,125 @@
+"""Helpers of the dispatch tests: run dispatchers, wait for outcomes, read sinks."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from django.db import connection, connections
+
+from apps.contacts.models import Tag
+from apps.dispatch import services
+from apps.dispatch.engine.loop import Dispatcher
+from apps.dispatch.models import Task
+from apps.dispatch.selectors import task_progress
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def queue_task(owner, *, tag: str = "list", **extra) -> Task:
+    fields = {
+        "name": "Newsletter",
+        "subject": "Hello {{ contact.first_name }}",
+        "body_text": "Hi {{ contact.first_name }} from {{ contact.attributes.city }}",
+        "body_html": "<p>Hi {{ contact.first_name }}</p>",
+        "include_tags": [Tag.objects.get(owner=owner, name=tag).pk],
+    }
+    fields.update(extra)
+    task = services.task_create(owner=owner, **fields)
+    return services.task_queue(task=task)
+
+
+class ThreadedDispatcher:
+    """A dispatcher loop in a thread (its own database connections)."""
+
+    def __init__(self, **kwargs) -> None:
+        self.dispatcher = None
+        self.kwargs = {"use_slot": False, **kwargs}
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        try:
+            self.dispatcher = Dispatcher(**self.kwargs)
+            self.dispatcher.run()
+        except BaseException as exc:  # noqa: BLE001 - reported by stop()
+            self.error = exc
+        finally:
+            connections.close_all()
+
+    def start(self) -> ThreadedDispatcher:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        deadline = time.monotonic() + 5
+        while self.dispatcher is None and self.thread.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if self.dispatcher is not None:
+            self.dispatcher.stop.set()
+        self.thread.join(timeout=30)
+        assert not self.thread.is_alive(), "dispatcher did not stop"
+        if self.error:
+            raise self.error
+
+    def __enter__(self) -> ThreadedDispatcher:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def wait_until(
+    predicate: Callable[[], bool],
+    *,
+    timeout: float = 20.0,
+    interval: float = 0.05,
+    message: str = "condition",
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {message}")
+
+
+def wait_done(task: Task, *, timeout: float = 30.0, check: Callable | None = None) -> dict:
+    """Wait until the task has nothing pending/allocated/sending; return its progress.
+    ``check(progress)`` runs on every sample (conservation checks)."""
+    result: dict = {}
+
+    def done() -> bool:
+        progress = task_progress(task)
+        if check:
+            check(progress)
+        result.update(progress)
+        return progress["pending"] + progress["allocated"] + progress["sending"] == 0
+
+    wait_until(done, timeout=timeout, message=f"task {task.pk} to finish")
+    return result
+
+
+def database_url() -> str:
+    settings = connection.settings_dict
+    user = settings["USER"] or "postgres"
+    password = f":{settings['PASSWORD']}" if settings["PASSWORD"] else ""
+    return f"postgresql://{user}{password}@{settings['HOST']}:{settings['PORT']}/{settings['NAME']}"
+
+
+def spawn_dispatcher(*args: str) -> subprocess.Popen:
+    """``manage.py dispatch`` as a real subprocess against the test database."""
+    env = dict(os.environ, DATABASE_URL=database_url(), DEBUG="1", LOG_LEVEL="WARNING")
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "manage.py"), "dispatch", *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
