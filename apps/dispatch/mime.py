@@ -112,8 +112,10 @@ def build_message(
     ``from_email``/``to`` are ASCII addr-specs (an internationalized domain must be
     given in its IDNA ``xn--`` form); ``message_id`` is ``<local@domain>``; ``date`` is a
     Unix time (now by default); ``headers`` are extra headers written in order after the
-    standard ones (e.g. ``List-Unsubscribe``). Display names are stripped of surrounding
-    blanks; bodies' line ends become CRLF. Raises ``ValueError`` on a CR/LF in any
+    standard ones (e.g. ``List-Unsubscribe``), as unstructured text: plain ASCII is
+    folded at spaces, anything else (or a space-free run too long for one line) is
+    encoded. Display names are stripped of surrounding blanks; bodies' line ends become
+    CRLF. Raises ``ValueError`` on a CR/LF in any
     header value, a malformed address or Message-ID, or a bad or reserved header name.
     """
     lines = [
