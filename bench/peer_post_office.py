@@ -94,7 +94,7 @@ def queue(n: int, seed: int) -> dict:
             [
                 {
                     "sender": sender,
-                    "recipients": [recipient.email],
+                    "recipients": [f"{recipient.first_name} <{recipient.email}>"],
                     "template": TEMPLATE_NAME,
                     "context": recipient.context(),
                 }

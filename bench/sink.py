@@ -13,9 +13,9 @@ Usage::
         assert check["ok"], check
         print(sink.stats())                      # counts, first/last receive time, CPU
 
-``stats(detail=True)`` adds the per-recipient counts and the receive times per envelope
-sender and per client connection (``record_times=True``), for checks of rate limits per
-service. ``reset()`` clears everything between runs. AUTH (PLAIN/LOGIN) is offered
+``stats(detail=True)`` adds the per-recipient counts and the receive times per sender
+(the SMTP login if the client logged in, else the envelope sender) and per client
+connection (``record_times=True``), for checks of rate limits per service. ``reset()`` clears everything between runs. AUTH (PLAIN/LOGIN) is offered
 without TLS and any credentials are accepted, so senders configured with a login work.
 """
 
@@ -167,13 +167,18 @@ def _fast_data_server_class():
 def _accept_any_login(server, session, envelope, mechanism, auth_data):
     from aiosmtpd.smtp import AuthResult
 
-    return AuthResult(success=True)
+    # Kept on the session (aiosmtpd does so): the login names the sending service.
+    return AuthResult(success=True, auth_data=auth_data)
 
 
 def _serve(conn, host: str, port: int, record_times: bool) -> None:
     """Child process: run aiosmtpd in a thread, answer commands from the parent."""
+    import logging
+
     from aiosmtpd.controller import Controller
 
+    # aiosmtpd 1.4 logs a warning about its own use of Session.login_data on each AUTH.
+    logging.getLogger("mail.log").setLevel(logging.ERROR)
     server_class = _fast_data_server_class()
 
     class SinkController(Controller):
@@ -288,7 +293,8 @@ def start_sink_process(
 ) -> SinkProcess:
     """Start the sink in a new process listening on ``host:port`` (a free port when 0)
     and return once it accepts connections. ``record_times`` keeps every receive time
-    per envelope sender and per client connection (for ``stats(detail=True)``)."""
+    per sender (login, else envelope sender) and per client connection (for
+    ``stats(detail=True)``)."""
     context = multiprocessing.get_context("spawn")
     parent_conn, child_conn = context.Pipe()
     process = context.Process(

