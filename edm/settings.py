@@ -162,6 +162,12 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # Several models have a "status" field with different choices: name each enum.
+    "ENUM_NAME_OVERRIDES": {
+        "TaskStatusEnum": "apps.dispatch.models.Task.Status",
+        "SubTaskStatusEnum": "apps.dispatch.models.SubTask.Status",
+        "DeadLetterStatusEnum": "apps.dispatch.models.DeadLetter.Status",
+    },
 }
 
 # --- Metrics ---------------------------------------------------------------------------
