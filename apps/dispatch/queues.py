@@ -18,13 +18,18 @@ NOTIFY_CHANNEL = "edm_dispatch"
 
 
 def lane_open(*, task_id: int, owner_id: int, pool_id: int, priority: int) -> None:
-    """Create (or reset) the task's lane and refresh it and its owner's lane."""
+    """Create (or reset) the task's lane and refresh it and its owner's lane.
+
+    ``served_at`` (the recovery's "last progress" mark) starts anew.
+    """
     with connection.cursor() as cursor:
         cursor.execute(
             """
-            INSERT INTO dispatch_taskqueue (task_id, owner_id, pool_id, priority, served)
-            VALUES (%s, %s, %s, %s, 0)
-            ON CONFLICT (task_id) DO UPDATE SET priority = EXCLUDED.priority
+            INSERT INTO dispatch_taskqueue (task_id, owner_id, pool_id, priority, served,
+                                            served_at)
+            VALUES (%s, %s, %s, %s, 0, now())
+            ON CONFLICT (task_id) DO UPDATE SET priority = EXCLUDED.priority,
+                served_at = now()
             """,
             [task_id, owner_id, pool_id, priority],
         )

@@ -201,7 +201,7 @@ def _materialize(task: Task, *, first_attempt_at) -> tuple[int, int]:
 def _locked(task: Task | int) -> Task:
     pk = getattr(task, "pk", task)
     try:
-        return Task.objects.select_for_update().select_related("pool").get(pk=pk)
+        return Task.objects.select_for_update(no_key=True).select_related("pool").get(pk=pk)
     except Task.DoesNotExist:
         raise ApplicationError(f"task {pk} does not exist", field="task") from None
 
@@ -324,7 +324,7 @@ def tasks_complete_finished(*, task_ids: Iterable[int] | None = None) -> list[in
                 SELECT id FROM dispatch_task
                 WHERE status IN ('scheduled', 'queued', 'sending')
                   AND (%(all)s OR id = ANY(%(ids)s))
-                FOR UPDATE SKIP LOCKED
+                FOR NO KEY UPDATE SKIP LOCKED
             )
               AND NOT EXISTS (
                 SELECT 1 FROM dispatch_subtask s

@@ -30,6 +30,8 @@ from apps.monitoring import metrics
 logger = logging.getLogger("edm.dispatch")
 
 MAX_SLEEP = 1.0
+# Waits are cut into pieces this long so that a stop request is seen quickly.
+STOP_CHECK = 0.2
 MIN_SLEEP = 0.01
 HOUSEKEEPING_EVERY = 1.0
 
@@ -190,7 +192,7 @@ class Dispatcher:
                                 break
                     if self._drain(listener, 0.0):
                         next_tick = time.monotonic()
-                elif wait > 0 and self._drain(listener, wait):
+                elif wait > 0 and self._drain(listener, min(wait, STOP_CHECK)):
                     next_tick = time.monotonic()
         finally:
             self.stop.set()  # sender threads stop before their next message

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -73,7 +74,7 @@ def mark_sending(*, prev: Claimed | None, next_: Claimed | None) -> tuple[bool, 
 
 def _history_entry(exc: SendError, service: ReservedService, attempt: int) -> str:
     return json.dumps([{
-        "attempt": attempt, "service": service.id, "kind": exc.kind,
+        "attempt": attempt, "at": time.time(), "service": service.id, "kind": exc.kind,
         "error_class": exc.error_class, "error": exc.message[:500],
     }])
 

@@ -2,7 +2,7 @@
 
 Statements (one transaction, database clock only, no statement ever waits for a lock):
 
-1. **Reserve** services whose pool has a ready owner lane: ``FOR UPDATE SKIP LOCKED``,
+1. **Reserve** services whose pool has a ready owner lane: ``SKIP LOCKED``,
    earliest ``next_available_at`` first (then success rate, response time). Each gets a
    number of *slots* (1 s worth at its ``sending_rate``, capped by the batch and by the
    quota left for today; ``used_quota`` restarts when ``quota_day`` is not today) and is
@@ -18,6 +18,10 @@ Statements (one transaction, database clock only, no statement ever waits for a 
    token, a lease.
 4. **Stamp** the owners and tasks served; recompute the lanes that ran dry (rows we hold).
 5. **Give back** slots nobody needed (quota and ``next_available_at`` restored).
+
+Row locks are ``FOR NO KEY UPDATE``: they do not block the ``KEY SHARE`` locks that
+foreign-key checks take (a dead letter or a wait metric inserted for a task or subtask
+this tick holds), which keeps lock waits one-directional.
 """
 
 from __future__ import annotations
@@ -93,7 +97,7 @@ WITH candidates AS (
                   WHERE q.pool_id = s.pool_id AND q.ready_at <= now())
     ORDER BY s.next_available_at, s.success_rate DESC, s.avg_response_time, s.id
     LIMIT %(services)s
-    FOR UPDATE OF s SKIP LOCKED
+    FOR NO KEY UPDATE OF s SKIP LOCKED
 ), sized AS (
     SELECT c.id, c.old_next, c.used, LEAST(
         CASE WHEN s.sending_rate > 0
@@ -121,7 +125,7 @@ CROSS JOIN LATERAL (
     WHERE q.pool_id = p.pool_id AND q.ready_at IS NOT NULL AND q.ready_at <= now()
     ORDER BY q.served
     LIMIT p.n
-    FOR UPDATE SKIP LOCKED
+    FOR NO KEY UPDATE SKIP LOCKED
 ) o
 LEFT JOIN LATERAL (
     SELECT tq.task_id FROM dispatch_taskqueue tq
@@ -129,7 +133,7 @@ LEFT JOIN LATERAL (
       AND tq.ready_at IS NOT NULL AND tq.ready_at <= now()
     ORDER BY tq.priority DESC, tq.served
     LIMIT 1
-    FOR UPDATE SKIP LOCKED
+    FOR NO KEY UPDATE SKIP LOCKED
 ) t ON true
 """
 
@@ -141,7 +145,7 @@ CROSS JOIN LATERAL (
     WHERE s.task_id = w.task_id AND s.status = 'pending' AND s.next_attempt_at <= now()
     ORDER BY s.next_attempt_at, s.id
     LIMIT w.n
-    FOR UPDATE SKIP LOCKED
+    FOR NO KEY UPDATE SKIP LOCKED
 ) x
 """
 
@@ -286,7 +290,7 @@ def _mark_tasks_sending(cursor, task_ids: set[int], known: set[int] | None) -> N
         UPDATE dispatch_task SET status = 'sending', started_at = COALESCE(started_at, now()),
                updated_at = now()
         WHERE id IN (SELECT id FROM dispatch_task WHERE id = ANY(%s)
-                     AND status IN ('queued', 'scheduled') FOR UPDATE SKIP LOCKED)
+                     AND status IN ('queued', 'scheduled') FOR NO KEY UPDATE SKIP LOCKED)
         """,
         [new],
     )

@@ -6,9 +6,11 @@ import email
 from collections import Counter
 
 import pytest
+from django.utils import timezone
 
 from apps.contacts.models import Contact
 from apps.dispatch.models import DeadLetter, SubTask, Task
+from apps.dispatch.selectors import task_progress
 from apps.dispatch.tests.helpers import ThreadedDispatcher, queue_task, wait_done, wait_until
 from apps.monitoring.models import TaskWaitMetric
 from apps.services.models import EmailService
@@ -91,3 +93,111 @@ def test_a_deferral_is_retried_with_back_off_then_dead_lettered(user, make_conta
     assert times == [1, 2, 3]
     letter = DeadLetter.objects.get(subtask=dead)
     assert letter.error_type == "smtp_450" and len(letter.history) == 3
+
+
+def test_back_off_spaces_the_attempts(user, make_contacts, make_service, smtp_sink,
+                                      set_config):
+    set_config(backoff__strategy="fixed", backoff__initial=0.3, backoff__jitter=0,
+               backoff__max_retries=1)
+    contacts = make_contacts(user, 1)
+    smtp_sink.handler.reject[contacts[0].email] = "451 4.3.0 try again"
+    make_service(port=smtp_sink.port)
+    task = queue_task(user)
+    with ThreadedDispatcher():
+        wait_done(task)
+    times = [entry["at"] for entry in SubTask.objects.get(task=task).history]
+    assert len(times) == 2 and times[1] - times[0] >= 0.3
+
+
+def test_a_connection_dropped_at_the_end_of_data_is_retried_once_delivered(
+        user, make_contacts, make_service, set_config):
+    from apps.dispatch.tests.smtp import DroppingHandler, start
+
+    set_config(backoff__strategy="fixed", backoff__initial=0.1, backoff__jitter=0)
+    contacts = make_contacts(user, 4)
+    sink = start(DroppingHandler(drop={contacts[2].email}))
+    try:
+        make_service(port=sink.port)
+        task = queue_task(user)
+        with ThreadedDispatcher():
+            progress = wait_done(task, check=conserved)
+    finally:
+        sink.stop()
+    assert progress["sent"] == 4
+    assert sink.handler.dropped == {contacts[2].email: 1}
+    assert Counter(m.rcpt_tos[0] for m in sink.handler.messages)[contacts[2].email] == 1
+    retried = SubTask.objects.get(task=task, to_email=contacts[2].email)
+    assert retried.attempts == 2 and retried.history[0]["kind"] == "transient"
+
+
+def test_refused_auth_cools_the_service_down_without_charging_the_message(
+        user, make_contacts, make_service, smtp_sink, set_config):
+    from apps.dispatch.tests.smtp import start_refusing_auth
+
+    set_config(recovery__service_cooldown=300, recovery__service_failure_limit=2)
+    make_contacts(user, 5)
+    refusing = start_refusing_auth()
+    try:
+        bad = make_service(port=refusing.port, username="edm", name="bad")
+        bad.password = "wrong"
+        bad.save()
+        task = queue_task(user)
+        with ThreadedDispatcher():
+            wait_until(lambda: EmailService.objects.get(pk=bad.pk).consecutive_failures >= 1,
+                       message="the fault to be recorded")
+            progress = task_progress(task)
+            assert progress["pending"] + progress["allocated"] == 5
+            assert not SubTask.objects.filter(task=task, attempts__gt=0).exists()
+            make_service(port=smtp_sink.port, name="good")
+            progress = wait_done(task, check=conserved)
+    finally:
+        refusing.stop()
+    assert progress["sent"] == 5
+    bad.refresh_from_db()
+    assert bad.consecutive_failures == 1 and bad.is_enabled
+    assert (bad.next_available_at - timezone.now()).total_seconds() > 200
+    assert bad.total_sent == 0 and not SubTask.objects.filter(attempts__gt=1).exists()
+    assert len(smtp_sink.handler.messages) == 5
+
+
+def test_repeated_faults_disable_the_service(user, make_contacts, make_service, set_config):
+    from apps.dispatch.tests.smtp import start_refusing_auth
+
+    set_config(recovery__service_cooldown=0, recovery__service_failure_limit=2)
+    make_contacts(user, 2)
+    refusing = start_refusing_auth()
+    try:
+        bad = make_service(port=refusing.port, username="edm")
+        task = queue_task(user)
+        with ThreadedDispatcher():
+            wait_until(lambda: not EmailService.objects.get(pk=bad.pk).is_enabled,
+                       message="the service to be disabled")
+    finally:
+        refusing.stop()
+    bad.refresh_from_db()
+    assert bad.consecutive_failures == 2
+    assert "consecutive faults" in bad.disabled_reason and "authentication" in bad.disabled_reason
+    assert task_progress(task)["pending"] == 2
+
+
+def test_a_throttled_service_is_pushed_back_and_the_message_not_charged(
+        user, make_contacts, make_service, smtp_sink, set_config):
+    from apps.dispatch.tests.smtp import ThrottlingHandler, start
+
+    set_config(queue__throttle_delay=300)
+    make_contacts(user, 3)
+    throttling = start(ThrottlingHandler(times=1))
+    try:
+        slow = make_service(port=throttling.port, name="throttled")
+        task = queue_task(user)
+        with ThreadedDispatcher():
+            wait_until(lambda: throttling.handler.throttled == 1, message="a 421")
+            make_service(port=smtp_sink.port, name="other")
+            progress = wait_done(task, check=conserved)
+    finally:
+        throttling.stop()
+    assert progress["sent"] == 3
+    slow.refresh_from_db()
+    assert (slow.next_available_at - timezone.now()).total_seconds() > 200
+    assert slow.consecutive_failures == 0
+    assert not SubTask.objects.filter(task=task, attempts__gt=1).exists()

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import binascii
 import email
 import email.header
 import email.policy
@@ -354,3 +355,23 @@ def test_message_is_intact_after_a_real_smtp_exchange(smtp_sink):
     assert message["Subject"] == "Zoé 😀 .dot"
     assert body_of(message, "plain") == text
     assert body_of(message, "html") == html
+
+
+def test_quoted_printable_bodies_decode_exactly_and_keep_lines_within_76():
+    rng = random.Random(7)
+    alphabet = "ab =\t.é€😀\x00\x1b\x7f=="
+    for _ in range(200):
+        # Few long lines are soft-broken in Python, many go through binascii: test both.
+        text = "\n".join(
+            "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 300)))
+            for _ in range(rng.choice((1, 4, 30)))
+        )
+        raw = build(text=text, html="")
+        encoded = raw.split(b"\r\n\r\n", 1)[1]
+        if b"Content-Transfer-Encoding: 7bit" in raw:
+            assert encoded.decode("ascii").replace("\r\n", "\n") == text
+            continue
+        assert all(len(line) <= 76 for line in encoded.split(b"\r\n"))
+        assert not re.search(rb"[ \t]\r\n|[ \t]$", encoded)  # no blank ends a line
+        decoded = binascii.a2b_qp(encoded).replace(b"\r\n", b"\n")
+        assert decoded.decode("utf-8") == text

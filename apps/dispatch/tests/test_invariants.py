@@ -1,0 +1,218 @@
+"""DESIGN.md's dispatch invariants, with several real dispatcher processes at once.
+
+Each test runs ``manage.py dispatch`` subprocesses against the test database and real
+aiosmtpd servers, and checks what the servers received.
+"""
+
+from __future__ import annotations
+
+import itertools
+import signal
+import time
+from collections import Counter, defaultdict
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from apps.dispatch import services
+from apps.dispatch.models import SubTask, Task
+from apps.dispatch.recovery import recover_stuck
+from apps.dispatch.selectors import task_progress
+from apps.dispatch.tests.helpers import (
+    ThreadedDispatcher,
+    queue_task,
+    spawn_dispatcher,
+    wait_done,
+    wait_until,
+)
+from apps.dispatch.tests.smtp import SlowHandler, start
+from apps.monitoring.models import TaskWaitMetric
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+
+
+def conserved(progress: dict) -> None:
+    parts = sum(value for key, value in progress.items() if key != "total")
+    assert parts == progress["total"], progress
+
+
+class Dispatchers:
+    """Several ``manage.py dispatch`` processes; stopped (SIGTERM) on exit."""
+
+    def __init__(self, count: int, *args: str) -> None:
+        self.processes = [spawn_dispatcher(*args) for _ in range(count)]
+
+    def __enter__(self) -> Dispatchers:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in self.processes:
+            try:
+                process.wait(timeout=20)
+            except Exception:
+                process.kill()
+                raise
+        for process in self.processes:
+            assert process.returncode in (0, -signal.SIGKILL), process.stderr.read()
+
+
+def test_several_dispatchers_send_each_message_once_within_rate_and_quota(
+        user, make_contacts, make_service, set_config):
+    set_config(queue__dispatchers=3, queue__concurrency=4, queue__batch_size=40)
+    make_contacts(user, 160)
+    sink = start(SlowHandler(delay=0.002))
+    try:
+        fast = [make_service(port=sink.port, name=f"fast{i}") for i in range(3)]
+        limited = make_service(port=sink.port, name="limited", sending_rate=0.1)
+        quota = make_service(port=sink.port, name="quota", sending_rate=0.05, daily_quota=7)
+        task = queue_task(user)
+        samples = []
+
+        def check(progress):
+            conserved(progress)
+            samples.append(progress)
+
+        with Dispatchers(3):
+            progress = wait_done(task, timeout=60, check=check)
+    finally:
+        sink.stop()
+
+    assert progress["sent"] == 160 and len(samples) > 3
+    received = sink.handler.messages
+    assert Counter(m.rcpt_tos[0] for m in received) == Counter(
+        SubTask.objects.filter(task=task).values_list("to_email", flat=True)
+    )
+    by_sender = defaultdict(list)
+    for message in received:
+        by_sender[message.mail_from].append(message.received_at)
+    for service, rate in ((limited, 0.1), (quota, 0.05)):
+        times = sorted(by_sender[service.from_email])
+        gaps = [b - a for a, b in itertools.pairwise(times)]
+        assert times and min(gaps, default=rate) >= rate - 0.005, (service.name, gaps)
+    assert len(by_sender[quota.from_email]) <= 7
+    assert sum(len(by_sender[s.from_email]) for s in fast) > 100
+    # Every attempt carries the subtask's own Message-ID.
+    ids = dict(SubTask.objects.filter(task=task).values_list("to_email", "message_id"))
+    assert all(m.headers["Message-ID"] == ids[m.rcpt_tos[0]] for m in received)
+
+
+def test_sigkill_of_a_dispatcher_loses_nothing(user, make_contacts, make_service,
+                                               set_config):
+    set_config(queue__dispatchers=3, queue__concurrency=2, queue__batch_size=8,
+               queue__lease_seconds=5)
+    make_contacts(user, 150)
+    sink = start(SlowHandler(delay=0.03))
+    try:
+        for i in range(4):
+            make_service(port=sink.port, name=f"s{i}")
+        task = queue_task(user)
+        with Dispatchers(3) as group:
+            wait_until(lambda: task_progress(task)["sent"] >= 20, timeout=30,
+                       message="sending to start")
+            victim = group.processes[0]
+            victim.send_signal(signal.SIGKILL)
+            victim.wait(timeout=10)
+
+            def settled():
+                recover_stuck()
+                progress = task_progress(task)
+                conserved(progress)
+                return progress["pending"] + progress["allocated"] + progress["sending"] == 0
+
+            wait_until(settled, timeout=60, interval=0.3, message="the others to finish")
+        progress = task_progress(task)
+    finally:
+        sink.stop()
+
+    # At most one message per open connection of the killed process was on the wire.
+    assert progress["unknown"] <= 2
+    assert progress["sent"] + progress["unknown"] == 150
+    received = Counter(m.rcpt_tos[0] for m in sink.handler.messages)
+    assert max(received.values()) == 1, "a message was sent twice"
+    sent = set(SubTask.objects.filter(task=task, status="sent").values_list("to_email",
+                                                                            flat=True))
+    assert sent <= set(received)
+    unknown = SubTask.objects.filter(task=task, status="unknown")
+    assert all(s.error_class == "ambiguous" for s in unknown)
+
+
+def test_a_small_task_starts_within_two_seconds_while_a_big_one_runs(
+        user, other_user, make_contacts, make_service, set_config):
+    set_config(queue__concurrency=4, queue__batch_size=16)
+    make_contacts(user, 3000)
+    make_contacts(other_user, 10)
+    sink = start(SlowHandler(delay=0.005))
+    try:
+        for i in range(4):
+            make_service(port=sink.port, name=f"s{i}")
+        big = queue_task(user)
+        with ThreadedDispatcher():
+            wait_until(lambda: task_progress(big)["sent"] >= 50, message="the big task")
+            small = queue_task(other_user)
+            queued = time.time()
+            progress = wait_done(small, timeout=10)
+            finished = time.time()
+            big_progress = task_progress(big)
+    finally:
+        sink.stop()
+    assert progress["sent"] == 10
+    assert big_progress["pending"] > 0, "the big task must still be running"
+    first = TaskWaitMetric.objects.get(task=small)
+    assert first.wait_seconds <= 2.0
+    assert finished - queued <= 5.0
+
+
+def test_a_scheduled_task_starts_within_a_second_of_its_time(user, make_contacts,
+                                                             make_service, smtp_sink):
+    make_contacts(user, 3)
+    make_service(port=smtp_sink.port)
+    with ThreadedDispatcher():
+        time.sleep(0.3)  # the loop is idle, sleeping
+        when = timezone.now() + timedelta(seconds=2)
+        task = queue_task(user, scheduled_at=when)
+        assert task.status == Task.Status.SCHEDULED
+        time.sleep(1.0)
+        assert not smtp_sink.handler.messages
+        wait_done(task, timeout=10)
+    first = min(m.received_at for m in smtp_sink.handler.messages)
+    assert abs(first - when.timestamp()) <= 1.0
+
+
+def test_pause_and_cancel_while_sending(user, make_contacts, make_service, set_config):
+    set_config(queue__concurrency=2, queue__batch_size=4)
+    make_contacts(user, 120)
+    sink = start(SlowHandler(delay=0.01))
+    try:
+        make_service(port=sink.port)
+        make_service(port=sink.port)
+        task = queue_task(user)
+        with ThreadedDispatcher():
+            wait_until(lambda: task_progress(task)["sent"] >= 10, message="sending")
+            services.task_pause(task=task)
+            wait_until(lambda: task_progress(task)["sending"] == 0, message="in-flight")
+            paused = task_progress(task)
+            conserved(paused)
+            time.sleep(0.5)
+            assert task_progress(task) == paused, "nothing moves while paused"
+            assert paused["allocated"] == 0 and paused["pending"] > 0
+
+            services.task_resume(task=task)
+            wait_until(lambda: task_progress(task)["sent"] >= paused["sent"] + 10,
+                       message="resumed")
+            services.task_cancel(task=task)
+            wait_until(lambda: task_progress(task)["sending"] == 0, message="in-flight")
+            cancelled = task_progress(task)
+            time.sleep(0.5)
+            assert task_progress(task) == cancelled
+    finally:
+        sink.stop()
+    conserved(cancelled)
+    assert cancelled["pending"] == cancelled["allocated"] == 0
+    assert cancelled["cancelled"] > 0 and cancelled["sent"] + cancelled["cancelled"] == 120
+    assert len(sink.handler.messages) == cancelled["sent"]
+    task.refresh_from_db()
+    assert task.status == Task.Status.CANCELLED

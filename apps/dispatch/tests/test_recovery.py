@@ -1,0 +1,204 @@
+"""Stuck-work recovery, dispatcher slots, the q2 entry points and the commands."""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+from io import StringIO
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from django.db import connection, connections
+from django.utils import timezone
+
+from apps.dispatch import tasks
+from apps.dispatch.dlq import dead_letters_auto_reprocess, dead_letters_cleanup
+from apps.dispatch.engine import slots
+from apps.dispatch.models import DeadLetter, DispatcherSlot, SubTask, TaskQueue
+from apps.dispatch.recovery import RECOVERY_LOCK_KEY, recover_stuck
+from apps.dispatch.selectors import task_progress
+from apps.dispatch.tests.helpers import queue_task
+
+
+@pytest.fixture
+def task(user, pool, make_contacts):
+    make_contacts(user, 4)
+    return queue_task(user)
+
+
+def _subtasks(task):
+    return list(SubTask.objects.filter(task=task).order_by("id"))
+
+
+def test_expired_leases_go_back_or_become_unknown(task, set_config):
+    past = timezone.now() - timedelta(seconds=5)
+    future = timezone.now() + timedelta(seconds=60)
+    a, b, c, d = _subtasks(task)
+    SubTask.objects.filter(pk=a.pk).update(status="allocated", lease_expires_at=past)
+    SubTask.objects.filter(pk=b.pk).update(status="sending", lease_expires_at=past, attempts=1)
+    SubTask.objects.filter(pk=c.pk).update(status="sending", lease_expires_at=future)
+    TaskQueue.objects.filter(task=task).update(ready_at=None)
+
+    result = recover_stuck()
+
+    assert (result["released"], result["unknown"], result["resent"]) == (1, 1, 0)
+    statuses = {s.pk: s.status for s in _subtasks(task)}
+    assert statuses == {a.pk: "pending", b.pk: "unknown", c.pk: "sending", d.pk: "pending"}
+    assert SubTask.objects.get(pk=b.pk).error_class == "ambiguous"
+    assert TaskQueue.objects.get(task=task).ready_at is not None
+
+
+def test_resend_ambiguous_sends_unknown_messages_again(task, set_config):
+    set_config(recovery__resend_ambiguous=True)
+    first = _subtasks(task)[0]
+    SubTask.objects.filter(pk=first.pk).update(
+        status="sending", lease_expires_at=timezone.now() - timedelta(seconds=1)
+    )
+    result = recover_stuck()
+    assert result["resent"] == 1 and result["unknown"] == 0
+    again = SubTask.objects.get(pk=first.pk)
+    assert again.status == "pending" and again.message_id == first.message_id
+
+
+def test_a_task_that_stopped_moving_is_requeued_and_reported(task):
+    SubTask.objects.filter(task=task).update(next_attempt_at=timezone.now() - timedelta(hours=1))
+    TaskQueue.objects.filter(task=task).update(
+        ready_at=None, served_at=timezone.now() - timedelta(hours=2)
+    )
+    result = recover_stuck(stuck_threshold=60)
+    assert result["requeued_tasks"] == [task.pk]
+    assert TaskQueue.objects.get(task=task).ready_at is not None
+    assert recover_stuck(stuck_threshold=60)["requeued_tasks"] == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_recovery_is_a_singleton(user, pool, make_contacts):
+    held = threading.Event()
+    release = threading.Event()
+
+    def hold_lock():
+        with connections["default"].cursor() as cursor:
+            cursor.execute("BEGIN")
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [RECOVERY_LOCK_KEY])
+            held.set()
+            release.wait(10)
+            cursor.execute("COMMIT")
+        connections.close_all()
+
+    thread = threading.Thread(target=hold_lock)
+    thread.start()
+    try:
+        assert held.wait(5)
+        assert recover_stuck() == {"skipped": True}
+        out = StringIO()
+        call_command("recover_stuck_tasks", stdout=out)
+        assert "another recovery pass" in out.getvalue()
+    finally:
+        release.set()
+        thread.join()
+    assert recover_stuck()["skipped"] is False
+
+
+def test_recover_command_reports_what_it_did(task):
+    SubTask.objects.filter(pk=_subtasks(task)[0].pk).update(
+        status="allocated", lease_expires_at=timezone.now() - timedelta(seconds=1)
+    )
+    out = StringIO()
+    call_command("recover_stuck_tasks", stdout=out)
+    assert "released 1 allocated" in out.getvalue()
+    assert task_progress(task)["pending"] == 4
+
+
+def test_slots_never_exceed_the_configured_number(db):
+    first = slots.slot_acquire(limit=2)
+    second = slots.slot_acquire(limit=2)
+    assert first and second and first[0] != second[0]
+    assert slots.slot_acquire(limit=2) is None
+    assert slots.slots_live() == 2
+    assert slots.slot_heartbeat(*first, limit=2)
+    assert not slots.slot_heartbeat(*second, limit=1), "a lowered limit ends the loop"
+    assert slots.slot_acquire(limit=2) is not None
+    DispatcherSlot.objects.filter(number=first[0]).update(
+        expires_at=timezone.now() - timedelta(seconds=1)
+    )
+    taken = slots.slot_acquire(limit=2)
+    assert taken is not None and taken[0] == first[0]
+    assert not slots.slot_heartbeat(*first, limit=2), "the expired holder lost its slot"
+
+
+def test_watchdog_enqueues_missing_loops(db, set_config):
+    from django_q.models import OrmQ
+
+    set_config(queue__dispatchers=3)
+    slots.slot_acquire(limit=3)
+    assert tasks.dispatch_watchdog() == "1 live, 3 wanted, 2 started"
+    assert OrmQ.objects.count() == 2
+
+
+def test_a_loop_without_a_free_slot_returns_at_once(db, set_config):
+    set_config(queue__dispatchers=1)
+    slots.slot_acquire(limit=1)
+    assert tasks.dispatcher_loop(seconds=5) == "no free dispatcher slot"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_q2_loop_runs_then_enqueues_its_successor(user, make_contacts, make_service,
+                                                    smtp_sink, set_config):
+    from django_q.models import OrmQ
+
+    set_config(queue__dispatchers=1)
+    make_contacts(user, 3)
+    make_service(port=smtp_sink.port)
+    task = queue_task(user)
+    summary = tasks.dispatcher_loop(seconds=1.5)
+    assert summary.startswith("slot 0:") and task_progress(task)["sent"] == 3
+    assert OrmQ.objects.count() == 1, "the successor is queued"
+    assert slots.slots_live() == 0, "the slot is released for the successor"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_dispatch_command_once_sends_and_stops(user, make_contacts, make_service, smtp_sink,
+                                               set_config):
+    set_config(queue__batch_size=10, queue__concurrency=1)
+    make_contacts(user, 3)
+    make_service(port=smtp_sink.port)
+    task = queue_task(user)
+    out = StringIO()
+    call_command("dispatch", "--once", stdout=out)
+    assert "3 claimed, 3 sent" in out.getvalue()
+    assert len(smtp_sink.handler.messages) == 3
+    assert task_progress(task)["sent"] == 3
+
+
+def test_dispatch_command_refuses_when_every_slot_is_taken(db, set_config):
+    set_config(queue__dispatchers=1)
+    slots.slot_acquire(limit=1)
+    with pytest.raises(CommandError, match="no free dispatcher slot"):
+        call_command("dispatch", "--once")
+    with pytest.raises(CommandError, match="--seconds"):
+        call_command("dispatch", "--seconds", "0")
+
+
+def test_dlq_auto_reprocess_and_retention(task, user, set_config):
+    first, second = _subtasks(task)[:2]
+    old = timezone.now() - timedelta(days=40)
+    SubTask.objects.filter(pk__in=[first.pk, second.pk]).update(status="dead")
+    DeadLetter.objects.create(subtask=first, task=task, owner=user, error_type="x",
+                              updated_at=timezone.now() - timedelta(hours=1))
+    DeadLetter.objects.create(subtask=second, task=task, owner=user, error_type="x",
+                              status="resolved", updated_at=old)
+    assert dead_letters_auto_reprocess() == 0, "off by default"
+    set_config(dlq__auto_reprocess_after=60)
+    assert dead_letters_auto_reprocess() == 1
+    assert SubTask.objects.get(pk=first.pk).status == "pending"
+    assert dead_letters_cleanup() == 1
+    assert tasks.dlq_maintenance() == {"reprocessed": 0, "deleted": 0}
+    assert DeadLetter.objects.get().status == "reprocessing"
+
+
+def test_schedules_are_declared():
+    names = {entry["name"] for entry in tasks.SCHEDULES}
+    assert {"dispatch-watchdog", "dispatch-recover-stuck"} <= names
+    assert all(entry["minutes"] >= 1 for entry in tasks.SCHEDULES)
+    assert connection.vendor == "postgresql"
