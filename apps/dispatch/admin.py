@@ -74,14 +74,16 @@ class CountFreeAdminMixin:
     list_max_show_all = 0
     list_per_page = 100
 
-    def get_paginator(self, request, queryset, per_page, orphans=0,
-                      allow_empty_first_page=True):
+    def get_paginator(self, request, queryset, per_page, orphans=0, allow_empty_first_page=True):
         try:
             number = int(request.GET.get("p", 1))
         except ValueError:
             number = 1
         return CountFreePaginator(
-            queryset, per_page, page_number=number, orphans=0,
+            queryset,
+            per_page,
+            page_number=number,
+            orphans=0,
             allow_empty_first_page=allow_empty_first_page,
         )
 
@@ -151,8 +153,11 @@ def progress_bar(progress: dict[str, int]) -> str:
     )
     return format_html(
         '<div style="width:220px;display:flex;border:1px solid #ccc" title="{}">{}</div>'
-        '<small>{} / {} sent</small>',
-        legend, segments, progress["sent"], total,
+        "<small>{} / {} sent</small>",
+        legend,
+        segments,
+        progress["sent"],
+        total,
     )
 
 
@@ -170,7 +175,14 @@ class TaskChangeList(ChangeList):
 @admin.register(Task)
 class TaskAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = (
-        "id", "name", "owner", "status", "progress", "priority", "pool", "scheduled_at",
+        "id",
+        "name",
+        "owner",
+        "status",
+        "progress",
+        "priority",
+        "pool",
+        "scheduled_at",
         "created_at",
     )
     list_display_links = ("id", "name")
@@ -179,12 +191,27 @@ class TaskAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_select_related = ("owner", "pool")
     ordering = ("-id",)
     list_per_page = 50
-    actions = ("queue_tasks", "pause_tasks", "resume_tasks", "cancel_tasks",
-               "requeue_unknown")
+    actions = ("queue_tasks", "pause_tasks", "resume_tasks", "cancel_tasks", "requeue_unknown")
     fields = (
-        "name", "owner", "status", "progress_detail", "links", "pool", "priority",
-        "scheduled_at", "subject", "from_name", "body_text", "body_html", "recipients",
-        "total", "queued_at", "started_at", "completed_at", "created_at", "updated_at",
+        "name",
+        "owner",
+        "status",
+        "progress_detail",
+        "links",
+        "pool",
+        "priority",
+        "scheduled_at",
+        "subject",
+        "from_name",
+        "body_text",
+        "body_html",
+        "recipients",
+        "total",
+        "queued_at",
+        "started_at",
+        "completed_at",
+        "created_at",
+        "updated_at",
     )
     readonly_fields = fields
 
@@ -206,7 +233,10 @@ class TaskAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         dead = reverse("admin:dispatch_deadletter_changelist")
         return format_html(
             '<a href="{}?task={}">subtasks</a> · <a href="{}?task={}">dead letters</a>',
-            subtasks, task.pk, dead, task.pk,
+            subtasks,
+            task.pk,
+            dead,
+            task.pk,
         )
 
     @admin.display(description="recipients")
@@ -215,11 +245,18 @@ class TaskAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         exclude = ", ".join(task.exclude_tags.values_list("name", flat=True)) or "—"
         return format_html(
             "tags: {}; minus tags: {}; plus {} explicit contact(s)",
-            include, exclude, task.contacts.count(),
+            include,
+            exclude,
+            task.contacts.count(),
         )
 
-    def _apply(self, request: HttpRequest, queryset: QuerySet[Task],
-               transition: Callable[..., Task], done_verb: str) -> None:
+    def _apply(
+        self,
+        request: HttpRequest,
+        queryset: QuerySet[Task],
+        transition: Callable[..., Task],
+        done_verb: str,
+    ) -> None:
         done, refused = 0, []
         for pk in queryset.order_by("pk").values_list("pk", flat=True):
             try:
@@ -262,17 +299,37 @@ class TaskAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 @admin.register(SubTask)
 class SubTaskAdmin(CountFreeAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = (
-        "id", "to_email", "task", "owner", "status", "attempts", "service",
-        "next_attempt_at", "sent_at",
+        "id",
+        "to_email",
+        "task",
+        "owner",
+        "status",
+        "attempts",
+        "service",
+        "next_attempt_at",
+        "sent_at",
     )
     list_filter = ("status", TaskListFilter)
     list_select_related = ("task", "owner", "service")
     ordering = ("-id",)
     actions = ("requeue_unknown",)
     fields = (
-        "task", "owner", "contact_id", "to_email", "status", "attempts", "attempt_token",
-        "message_id", "service", "next_attempt_at", "lease_expires_at", "last_error",
-        "error_class", "history_pretty", "created_at", "sent_at",
+        "task",
+        "owner",
+        "contact_id",
+        "to_email",
+        "status",
+        "attempts",
+        "attempt_token",
+        "message_id",
+        "service",
+        "next_attempt_at",
+        "lease_expires_at",
+        "last_error",
+        "error_class",
+        "history_pretty",
+        "created_at",
+        "sent_at",
     )
     readonly_fields = fields
 
@@ -282,9 +339,7 @@ class SubTaskAdmin(CountFreeAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
 
     @admin.action(description="Resend selected unknown subtasks (same Message-ID)")
     def requeue_unknown(self, request, queryset) -> None:
-        ids = list(
-            queryset.filter(status=SubTask.Status.UNKNOWN).values_list("pk", flat=True)
-        )
+        ids = list(queryset.filter(status=SubTask.Status.UNKNOWN).values_list("pk", flat=True))
         count = services.subtask_requeue_unknown(subtask_ids=ids) if ids else 0
         self.message_user(request, f"{count} unknown subtask(s) requeued.", messages.SUCCESS)
 
@@ -292,7 +347,13 @@ class SubTaskAdmin(CountFreeAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
 @admin.register(DeadLetter)
 class DeadLetterAdmin(CountFreeAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = (
-        "id", "to_email", "task", "owner", "error_type", "status", "reprocess_count",
+        "id",
+        "to_email",
+        "task",
+        "owner",
+        "error_type",
+        "status",
+        "reprocess_count",
         "created_at",
     )
     list_filter = ("status", "error_type", TaskListFilter)
@@ -300,8 +361,17 @@ class DeadLetterAdmin(CountFreeAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin)
     ordering = ("-id",)
     actions = ("reprocess",)
     fields = (
-        "task", "subtask", "owner", "to_email", "error_type", "error_message",
-        "history_pretty", "status", "reprocess_count", "created_at", "updated_at",
+        "task",
+        "subtask",
+        "owner",
+        "to_email",
+        "error_type",
+        "error_message",
+        "history_pretty",
+        "status",
+        "reprocess_count",
+        "created_at",
+        "updated_at",
         "resolved_at",
     )
     readonly_fields = fields

@@ -85,15 +85,18 @@ class SubTaskPagination(KeysetPagination):
 
 @extend_schema_view(
     get=extend_schema(
-        tags=[TASKS], summary="List your tasks",
+        tags=[TASKS],
+        summary="List your tasks",
         description="Newest first, paginated (`results`, `next`). No progress here: "
-                    "read a task's detail for its counts.",
+        "read a task's detail for its counts.",
     ),
     post=extend_schema(
-        tags=[TASKS], summary="Create a draft task",
+        tags=[TASKS],
+        summary="Create a draft task",
         description="Tags, contacts and pool must be yours (or open to you); templates "
-                    "are checked now. A 400 names the field (and the template line).",
-        request=TaskCreateSerializer, responses={201: TaskDetailSerializer},
+        "are checked now. A 400 names the field (and the template line).",
+        request=TaskCreateSerializer,
+        responses={201: TaskDetailSerializer},
     ),
 )
 class TaskListCreateView(generics.ListAPIView):
@@ -142,19 +145,25 @@ class _TaskTransitionView(generics.GenericAPIView):
         return Response(TaskDetailSerializer(task).data)
 
 
-@extend_schema_view(post=extend_schema(
-    tags=[TASKS], summary="Queue a draft task",
-    description="Materializes one subtask per recipient; the task becomes `scheduled` "
-                "(future `scheduled_at`), `queued`, or `completed` when every recipient "
-                "is skipped.",
-))
+@extend_schema_view(
+    post=extend_schema(
+        tags=[TASKS],
+        summary="Queue a draft task",
+        description="Materializes one subtask per recipient; the task becomes `scheduled` "
+        "(future `scheduled_at`), `queued`, or `completed` when every recipient "
+        "is skipped.",
+    )
+)
 class TaskQueueView(_TaskTransitionView):
     transition = staticmethod(services.task_queue)
 
 
-@extend_schema_view(post=extend_schema(
-    tags=[TASKS], summary="Pause a scheduled, queued or sending task",
-))
+@extend_schema_view(
+    post=extend_schema(
+        tags=[TASKS],
+        summary="Pause a scheduled, queued or sending task",
+    )
+)
 class TaskPauseView(_TaskTransitionView):
     transition = staticmethod(services.task_pause)
 
@@ -164,20 +173,27 @@ class TaskResumeView(_TaskTransitionView):
     transition = staticmethod(services.task_resume)
 
 
-@extend_schema_view(post=extend_schema(
-    tags=[TASKS], summary="Cancel a task",
-    description="Pending subtasks become `cancelled`; messages already on the wire finish.",
-))
+@extend_schema_view(
+    post=extend_schema(
+        tags=[TASKS],
+        summary="Cancel a task",
+        description="Pending subtasks become `cancelled`; messages already on the wire finish.",
+    )
+)
 class TaskCancelView(_TaskTransitionView):
     transition = staticmethod(services.task_cancel)
 
 
-@extend_schema_view(post=extend_schema(
-    tags=[TASKS], summary="Send the task's `unknown` subtasks again",
-    description="`unknown`: a dispatcher died while the message was on the wire, so it may "
-                "have been delivered. Requeued subtasks keep their Message-ID.",
-    request=RequeueUnknownSerializer, responses=RequeuedSerializer,
-))
+@extend_schema_view(
+    post=extend_schema(
+        tags=[TASKS],
+        summary="Send the task's `unknown` subtasks again",
+        description="`unknown`: a dispatcher died while the message was on the wire, so it may "
+        "have been delivered. Requeued subtasks keep their Message-ID.",
+        request=RequeueUnknownSerializer,
+        responses=RequeuedSerializer,
+    )
+)
 class TaskRequeueUnknownView(generics.GenericAPIView):
     serializer_class = RequeueUnknownSerializer
 
@@ -190,16 +206,20 @@ class TaskRequeueUnknownView(generics.GenericAPIView):
         serializer = RequeueUnknownSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         count = services.subtask_requeue_unknown(
-            owner=request.user, task_id=task.pk,
+            owner=request.user,
+            task_id=task.pk,
             subtask_ids=serializer.validated_data["subtask_ids"],
         )
         return Response({"requeued": count})
 
 
-@extend_schema_view(get=extend_schema(
-    tags=[TASKS], summary="A task's subtasks (one per recipient)",
-    description="Keyset pages in id order: follow `next`.",
-))
+@extend_schema_view(
+    get=extend_schema(
+        tags=[TASKS],
+        summary="A task's subtasks (one per recipient)",
+        description="Keyset pages in id order: follow `next`.",
+    )
+)
 class TaskSubTaskListView(generics.ListAPIView):
     serializer_class = SubTaskSerializer
     filterset_class = SubTaskFilter
@@ -218,10 +238,13 @@ OWNER_PARAM = OpenApiParameter(
 )
 
 
-@extend_schema_view(get=extend_schema(
-    tags=[DLQ], summary="Dead letters",
-    description="Newest first, keyset pages (`next`). Staff see every owner's entries.",
-))
+@extend_schema_view(
+    get=extend_schema(
+        tags=[DLQ],
+        summary="Dead letters",
+        description="Newest first, keyset pages (`next`). Staff see every owner's entries.",
+    )
+)
 class DeadLetterListView(generics.ListAPIView):
     serializer_class = DeadLetterSerializer
     filterset_class = DeadLetterFilter
@@ -231,10 +254,14 @@ class DeadLetterListView(generics.ListAPIView):
         return _visible_dead_letters(self.request)
 
 
-@extend_schema_view(get=extend_schema(
-    tags=[DLQ], summary="Dead-letter counts by status and error type",
-    parameters=[OWNER_PARAM], responses=DlqStatsSerializer,
-))
+@extend_schema_view(
+    get=extend_schema(
+        tags=[DLQ],
+        summary="Dead-letter counts by status and error type",
+        parameters=[OWNER_PARAM],
+        responses=DlqStatsSerializer,
+    )
+)
 class DeadLetterStatsView(generics.GenericAPIView):
     serializer_class = DlqStatsSerializer
     pagination_class = None
@@ -253,12 +280,16 @@ def _int_param(request: Request, name: str) -> int:
     return int(value)
 
 
-@extend_schema_view(post=extend_schema(
-    tags=[DLQ], summary="Send one dead letter again",
-    description="Its subtask goes back to pending with attempts reset and the same "
-                "Message-ID. 400 unless the entry is `pending` or `expired`.",
-    request=None, responses=DeadLetterSerializer,
-))
+@extend_schema_view(
+    post=extend_schema(
+        tags=[DLQ],
+        summary="Send one dead letter again",
+        description="Its subtask goes back to pending with attempts reset and the same "
+        "Message-ID. 400 unless the entry is `pending` or `expired`.",
+        request=None,
+        responses=DeadLetterSerializer,
+    )
+)
 class DeadLetterReprocessView(generics.GenericAPIView):
     serializer_class = DeadLetterSerializer
 
@@ -269,13 +300,17 @@ class DeadLetterReprocessView(generics.GenericAPIView):
         return Response(DeadLetterSerializer(entries.get(pk=entry.pk)).data)
 
 
-@extend_schema_view(post=extend_schema(
-    tags=[DLQ], summary="Send every pending dead letter again (by task, error type)",
-    description="Without filters: every pending entry the caller sees. Entries of "
-                "cancelled or failed tasks are left alone.",
-    parameters=[ReprocessAllQuerySerializer, OWNER_PARAM], request=None,
-    responses=ReprocessedSerializer,
-))
+@extend_schema_view(
+    post=extend_schema(
+        tags=[DLQ],
+        summary="Send every pending dead letter again (by task, error type)",
+        description="Without filters: every pending entry the caller sees. Entries of "
+        "cancelled or failed tasks are left alone.",
+        parameters=[ReprocessAllQuerySerializer, OWNER_PARAM],
+        request=None,
+        responses=ReprocessedSerializer,
+    )
+)
 class DeadLetterReprocessAllView(generics.GenericAPIView):
     serializer_class = ReprocessedSerializer
 
@@ -290,6 +325,8 @@ class DeadLetterReprocessAllView(generics.GenericAPIView):
         if owner is None and "owner" in request.query_params:
             owner = get_user_model()(pk=_int_param(request, "owner"))
         count = services.dead_letters_reprocess_all(
-            owner=owner, task_id=task_id, error_type=query.validated_data.get("error_type"),
+            owner=owner,
+            task_id=task_id,
+            error_type=query.validated_data.get("error_type"),
         )
         return Response({"reprocessed": count})

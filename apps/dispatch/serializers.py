@@ -13,8 +13,11 @@ from apps.services.models import Pool
 
 
 @extend_schema_field(
-    {"oneOf": [{"type": "integer"}, {"type": "string"}], "nullable": True,
-     "description": "Pool id or name; the default pool when omitted."}
+    {
+        "oneOf": [{"type": "integer"}, {"type": "string"}],
+        "nullable": True,
+        "description": "Pool id or name; the default pool when omitted.",
+    }
 )
 class PoolField(serializers.Field):
     """A pool given by id (``3``, ``"3"``) or by name (``"bulk"``); returns the id.
@@ -46,21 +49,24 @@ class TaskCreateSerializer(serializers.Serializer):
 
     name = serializers.CharField(max_length=200)
     subject = serializers.CharField(trim_whitespace=False)
-    body_text = serializers.CharField(required=False, allow_blank=True, default="",
-                                      trim_whitespace=False)
-    body_html = serializers.CharField(required=False, allow_blank=True, default="",
-                                      trim_whitespace=False)
-    from_name = serializers.CharField(max_length=150, required=False, allow_blank=True,
-                                      default="")
-    include_tags = serializers.ListField(child=serializers.IntegerField(min_value=1),
-                                         required=False, default=list)
-    exclude_tags = serializers.ListField(child=serializers.IntegerField(min_value=1),
-                                         required=False, default=list)
-    contacts = serializers.ListField(child=serializers.IntegerField(min_value=1),
-                                     required=False, default=list)
+    body_text = serializers.CharField(
+        required=False, allow_blank=True, default="", trim_whitespace=False
+    )
+    body_html = serializers.CharField(
+        required=False, allow_blank=True, default="", trim_whitespace=False
+    )
+    from_name = serializers.CharField(max_length=150, required=False, allow_blank=True, default="")
+    include_tags = serializers.ListField(
+        child=serializers.IntegerField(min_value=1), required=False, default=list
+    )
+    exclude_tags = serializers.ListField(
+        child=serializers.IntegerField(min_value=1), required=False, default=list
+    )
+    contacts = serializers.ListField(
+        child=serializers.IntegerField(min_value=1), required=False, default=list
+    )
     pool = PoolField(required=False, allow_null=True, default=None)
-    priority = serializers.IntegerField(min_value=-100, max_value=100, required=False,
-                                        default=0)
+    priority = serializers.IntegerField(min_value=-100, max_value=100, required=False, default=0)
     scheduled_at = serializers.DateTimeField(required=False, allow_null=True, default=None)
 
 
@@ -79,7 +85,6 @@ class ProgressSerializer(serializers.Serializer):
     unknown = serializers.IntegerField()
 
 
-
 class TaskSerializer(serializers.ModelSerializer):
     """A task as listed (no progress: counting a million subtasks per row is not a list)."""
 
@@ -91,9 +96,25 @@ class TaskSerializer(serializers.ModelSerializer):
     class Meta:
         model = Task
         fields = [
-            "id", "name", "status", "subject", "body_text", "body_html", "from_name",
-            "include_tags", "exclude_tags", "contacts", "pool", "priority", "scheduled_at",
-            "total", "queued_at", "started_at", "completed_at", "created_at", "updated_at",
+            "id",
+            "name",
+            "status",
+            "subject",
+            "body_text",
+            "body_html",
+            "from_name",
+            "include_tags",
+            "exclude_tags",
+            "contacts",
+            "pool",
+            "priority",
+            "scheduled_at",
+            "total",
+            "queued_at",
+            "started_at",
+            "completed_at",
+            "created_at",
+            "updated_at",
         ]
         read_only_fields = fields
 
@@ -118,8 +139,19 @@ class SubTaskSerializer(serializers.ModelSerializer):
     class Meta:
         model = SubTask
         fields = [
-            "id", "task", "contact", "to_email", "status", "attempts", "next_attempt_at",
-            "service", "message_id", "last_error", "error_class", "history", "created_at",
+            "id",
+            "task",
+            "contact",
+            "to_email",
+            "status",
+            "attempts",
+            "next_attempt_at",
+            "service",
+            "message_id",
+            "last_error",
+            "error_class",
+            "history",
+            "created_at",
             "sent_at",
         ]
         read_only_fields = fields
@@ -129,8 +161,11 @@ class RequeueUnknownSerializer(serializers.Serializer):
     """Body of ``POST /api/tasks/<id>/requeue-unknown`` (optional)."""
 
     subtask_ids = serializers.ListField(
-        child=serializers.IntegerField(min_value=1), required=False, allow_null=True,
-        default=None, help_text="Only these subtasks (others of the task are left alone).",
+        child=serializers.IntegerField(min_value=1),
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="Only these subtasks (others of the task are left alone).",
     )
 
 
@@ -148,9 +183,20 @@ class DeadLetterSerializer(serializers.ModelSerializer):
     class Meta:
         model = DeadLetter
         fields = [
-            "id", "task", "subtask", "owner", "to_email", "message_id", "error_type",
-            "error_message", "history", "status", "reprocess_count", "created_at",
-            "updated_at", "resolved_at",
+            "id",
+            "task",
+            "subtask",
+            "owner",
+            "to_email",
+            "message_id",
+            "error_type",
+            "error_message",
+            "history",
+            "status",
+            "reprocess_count",
+            "created_at",
+            "updated_at",
+            "resolved_at",
         ]
         read_only_fields = fields
 
@@ -176,4 +222,3 @@ class ReprocessAllQuerySerializer(serializers.Serializer):
 
 class ReprocessedSerializer(serializers.Serializer):
     reprocessed = serializers.IntegerField(help_text="How many entries were sent again.")
-

@@ -14,7 +14,8 @@ urlpatterns = [
     path("tasks/<int:pk>/resume", api.TaskResumeView.as_view(), name="task-resume"),
     path("tasks/<int:pk>/cancel", api.TaskCancelView.as_view(), name="task-cancel"),
     path(
-        "tasks/<int:pk>/requeue-unknown", api.TaskRequeueUnknownView.as_view(),
+        "tasks/<int:pk>/requeue-unknown",
+        api.TaskRequeueUnknownView.as_view(),
         name="task-requeue-unknown",
     ),
     path("tasks/<int:pk>/subtasks/", api.TaskSubTaskListView.as_view(), name="task-subtasks"),
@@ -22,7 +23,8 @@ urlpatterns = [
     path("dlq/stats", api.DeadLetterStatsView.as_view(), name="dlq-stats"),
     path("dlq/reprocess-all", api.DeadLetterReprocessAllView.as_view(), name="dlq-reprocess-all"),
     path(
-        "dlq/<int:pk>/reprocess", api.DeadLetterReprocessView.as_view(),
+        "dlq/<int:pk>/reprocess",
+        api.DeadLetterReprocessView.as_view(),
         name="dlq-reprocess",
     ),
 ]

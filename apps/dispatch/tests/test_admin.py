@@ -47,6 +47,7 @@ def run_action(admin_client, model: str, action: str, ids: list[int]):
 
 # --- pages --------------------------------------------------------------------------------------
 
+
 def test_task_list_shows_a_progress_bar(admin_client, task):
     make_dead(task.pk, error_types=["smtp_451"])
     response = admin_client.get(reverse("admin:dispatch_task_changelist"))
@@ -81,11 +82,13 @@ def test_subtask_list_filters_by_task_and_status_without_counting(admin_client, 
     html = response.content.decode()
     assert html.count('class="action-select"') == 5
     assert "rows are not counted" in html
-    assert not [q["sql"] for q in queries if "COUNT(" in q["sql"].upper()
-                and "dispatch_subtask" in q["sql"]]
-    assert "@alice.test" not in admin_client.get(
-        url, {"task": task.pk, "status__exact": "sent"}
-    ).content.decode()
+    assert not [
+        q["sql"] for q in queries if "COUNT(" in q["sql"].upper() and "dispatch_subtask" in q["sql"]
+    ]
+    assert (
+        "@alice.test"
+        not in admin_client.get(url, {"task": task.pk, "status__exact": "sent"}).content.decode()
+    )
 
 
 def test_subtask_list_pages_without_a_count(admin_client, task):
@@ -129,36 +132,38 @@ def test_dead_letter_list_and_page(admin_client, task):
 
 def test_tasks_cannot_be_added_or_deleted_in_the_admin(admin_client, task):
     assert admin_client.get(reverse("admin:dispatch_task_add")).status_code == 403
-    assert admin_client.get(
-        reverse("admin:dispatch_task_delete", args=[task.pk])
-    ).status_code == 403
+    assert (
+        admin_client.get(reverse("admin:dispatch_task_delete", args=[task.pk])).status_code == 403
+    )
 
 
 # --- actions ------------------------------------------------------------------------------------
+
 
 def test_action_pause_then_resume(admin_client, task):
     assert run_action(admin_client, "task", "pause_tasks", [task.pk]) == ["1 task(s) paused."]
     task.refresh_from_db()
     assert task.status == "paused"
-    assert run_action(admin_client, "task", "resume_tasks", [task.pk]) == [
-        "1 task(s) resumed."
-    ]
+    assert run_action(admin_client, "task", "resume_tasks", [task.pk]) == ["1 task(s) resumed."]
     task.refresh_from_db()
     assert task.status == "queued"
 
 
 def test_action_cancel(admin_client, task):
-    assert run_action(admin_client, "task", "cancel_tasks", [task.pk]) == [
-        "1 task(s) cancelled."
-    ]
+    assert run_action(admin_client, "task", "cancel_tasks", [task.pk]) == ["1 task(s) cancelled."]
     assert SubTask.objects.filter(task=task, status="cancelled").count() == 5
 
 
 def test_action_queue_reports_refused_tasks(admin_client, task, user):
     from apps.dispatch import services
 
-    draft = services.task_create(owner=user, name="draft", subject="s", body_text="b",
-                                 include_tags=list(task.include_tags.all()))
+    draft = services.task_create(
+        owner=user,
+        name="draft",
+        subject="s",
+        body_text="b",
+        include_tags=list(task.include_tags.all()),
+    )
     messages = run_action(admin_client, "task", "queue_tasks", [task.pk, draft.pk])
 
     assert messages[0] == "1 task(s) queued."

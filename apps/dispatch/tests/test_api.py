@@ -67,31 +67,40 @@ def make_dead(task_id: int, *, error_types: list[str]) -> list[DeadLetter]:
         subtask.attempts = 6
         subtask.last_error = "451 try later"
         subtask.save()
-        entries.append(DeadLetter.objects.create(
-            subtask=subtask, task_id=task_id, owner_id=subtask.owner_id,
-            error_type=error_type, error_message="451 try later",
-            history=[{"attempt": n, "error": "451"} for n in range(1, 7)],
-        ))
+        entries.append(
+            DeadLetter.objects.create(
+                subtask=subtask,
+                task_id=task_id,
+                owner_id=subtask.owner_id,
+                error_type=error_type,
+                error_message="451 try later",
+                history=[{"attempt": n, "error": "451"} for n in range(1, 7)],
+            )
+        )
     return entries
 
 
 # --- authentication -------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("method", "url"), [
-    ("get", "/api/tasks/"),
-    ("post", "/api/tasks/"),
-    ("get", "/api/tasks/1/"),
-    ("post", "/api/tasks/1/queue"),
-    ("post", "/api/tasks/1/pause"),
-    ("post", "/api/tasks/1/resume"),
-    ("post", "/api/tasks/1/cancel"),
-    ("post", "/api/tasks/1/requeue-unknown"),
-    ("get", "/api/tasks/1/subtasks/"),
-    ("get", "/api/dlq"),
-    ("get", "/api/dlq/stats"),
-    ("post", "/api/dlq/1/reprocess"),
-    ("post", "/api/dlq/reprocess-all"),
-])
+
+@pytest.mark.parametrize(
+    ("method", "url"),
+    [
+        ("get", "/api/tasks/"),
+        ("post", "/api/tasks/"),
+        ("get", "/api/tasks/1/"),
+        ("post", "/api/tasks/1/queue"),
+        ("post", "/api/tasks/1/pause"),
+        ("post", "/api/tasks/1/resume"),
+        ("post", "/api/tasks/1/cancel"),
+        ("post", "/api/tasks/1/requeue-unknown"),
+        ("get", "/api/tasks/1/subtasks/"),
+        ("get", "/api/dlq"),
+        ("get", "/api/dlq/stats"),
+        ("post", "/api/dlq/1/reprocess"),
+        ("post", "/api/dlq/reprocess-all"),
+    ],
+)
 def test_every_endpoint_requires_authentication(anon_api, method, url):
     response = getattr(anon_api, method)(url)
     assert response.status_code == 401
@@ -99,20 +108,31 @@ def test_every_endpoint_requires_authentication(anon_api, method, url):
 
 # --- create -----------------------------------------------------------------------------------
 
-def test_create_answers_201_with_a_draft_task_and_zero_progress(api, tag, pool, make_contacts,
-                                                                user):
+
+def test_create_answers_201_with_a_draft_task_and_zero_progress(
+    api, tag, pool, make_contacts, user
+):
     extra = make_contacts(user, 1, tag=None, prefix="x")[0]
     minus = Tag.objects.create(owner=user, name="minus")
-    response = api.post("/api/tasks/", body(
-        include_tags=[tag.pk], exclude_tags=[minus.pk], contacts=[extra.pk], priority=5,
-        pool=pool.pk,
-    ), format="json")
+    response = api.post(
+        "/api/tasks/",
+        body(
+            include_tags=[tag.pk],
+            exclude_tags=[minus.pk],
+            contacts=[extra.pk],
+            priority=5,
+            pool=pool.pk,
+        ),
+        format="json",
+    )
 
     assert response.status_code == 201, response.data
     data = response.data
     assert data["status"] == "draft"
     assert (data["include_tags"], data["exclude_tags"], data["contacts"]) == (
-        [tag.pk], [minus.pk], [extra.pk]
+        [tag.pk],
+        [minus.pk],
+        [extra.pk],
     )
     assert (data["pool"], data["priority"], data["total"]) == (pool.pk, 5, 0)
     assert data["progress"]["total"] == 0
@@ -145,8 +165,7 @@ def test_create_refuses_another_users_contact(api, tag, other_tag):
 def test_create_refuses_a_pool_not_open_to_the_user(api, tag, other_user):
     private = Pool.objects.create(name="dedicated", is_shared=False)
     private.owners.add(other_user)
-    response = api.post("/api/tasks/", body(include_tags=[tag.pk], pool=private.pk),
-                        format="json")
+    response = api.post("/api/tasks/", body(include_tags=[tag.pk], pool=private.pk), format="json")
     assert response.status_code == 400
     assert "not open" in errors_of(response)["pool"][0]
 
@@ -158,15 +177,18 @@ def test_create_refuses_an_unknown_pool(api, tag, pool):
     assert "pool" in errors_of(response)
 
 
-@pytest.mark.parametrize(("field", "source", "line"), [
-    ("subject", "Hello {{ contact|nosuchfilter }}", 1),
-    ("body_text", "Hi\nthere {% if %}\n", 2),
-    ("body_html", "<p>a</p>\n<p>b</p>\n{% for x in %}", 3),
-])
-def test_create_refuses_a_template_error_naming_the_field_and_line(api, tag, field, source,
-                                                                   line):
-    response = api.post("/api/tasks/", body(include_tags=[tag.pk], **{field: source}),
-                        format="json")
+@pytest.mark.parametrize(
+    ("field", "source", "line"),
+    [
+        ("subject", "Hello {{ contact|nosuchfilter }}", 1),
+        ("body_text", "Hi\nthere {% if %}\n", 2),
+        ("body_html", "<p>a</p>\n<p>b</p>\n{% for x in %}", 3),
+    ],
+)
+def test_create_refuses_a_template_error_naming_the_field_and_line(api, tag, field, source, line):
+    response = api.post(
+        "/api/tasks/", body(include_tags=[tag.pk], **{field: source}), format="json"
+    )
     assert response.status_code == 400
     message = errors_of(response)[field][0]
     assert "template error" in message
@@ -175,19 +197,22 @@ def test_create_refuses_a_template_error_naming_the_field_and_line(api, tag, fie
     assert not Task.objects.exists()
 
 
-@pytest.mark.parametrize(("payload", "field"), [
-    ({"name": ""}, "name"),
-    ({"name": "x" * 201}, "name"),
-    ({"subject": ""}, "subject"),
-    ({"body_text": "", "body_html": ""}, "body_text"),
-    ({"priority": 101}, "priority"),
-    ({"priority": "high"}, "priority"),
-    ({"include_tags": "1"}, "include_tags"),
-    ({"include_tags": ["a"]}, "include_tags"),
-    ({"contacts": [0]}, "contacts"),
-    ({"scheduled_at": "tomorrow"}, "scheduled_at"),
-    ({"include_tags": []}, "include_tags"),
-])
+@pytest.mark.parametrize(
+    ("payload", "field"),
+    [
+        ({"name": ""}, "name"),
+        ({"name": "x" * 201}, "name"),
+        ({"subject": ""}, "subject"),
+        ({"body_text": "", "body_html": ""}, "body_text"),
+        ({"priority": 101}, "priority"),
+        ({"priority": "high"}, "priority"),
+        ({"include_tags": "1"}, "include_tags"),
+        ({"include_tags": ["a"]}, "include_tags"),
+        ({"contacts": [0]}, "contacts"),
+        ({"scheduled_at": "tomorrow"}, "scheduled_at"),
+        ({"include_tags": []}, "include_tags"),
+    ],
+)
 def test_create_refuses_bad_input_naming_the_field(api, tag, payload, field):
     data = body(include_tags=[tag.pk])
     data.update(payload)
@@ -207,8 +232,8 @@ def test_create_refuses_a_missing_subject(api, tag):
 
 # --- list and detail ----------------------------------------------------------------------------
 
-def test_list_shows_only_own_tasks_paginated_and_filtered_by_status(api, other_api, tag,
-                                                                    other_tag):
+
+def test_list_shows_only_own_tasks_paginated_and_filtered_by_status(api, other_api, tag, other_tag):
     draft = create_task(api, tag, name="draft")
     queued = queued_task(api, tag, name="queued")
     create_task(other_api, other_tag, name="theirs")
@@ -240,8 +265,18 @@ def test_detail_has_status_and_progress_that_add_up(api, tag, user, make_contact
     assert response.status_code == 200
     progress = response.data["progress"]
     assert response.data["status"] == "queued"
-    assert set(progress) == {"total", "pending", "allocated", "sending", "sent", "failed",
-                             "dead", "skipped", "cancelled", "unknown"}
+    assert set(progress) == {
+        "total",
+        "pending",
+        "allocated",
+        "sending",
+        "sent",
+        "failed",
+        "dead",
+        "skipped",
+        "cancelled",
+        "unknown",
+    }
     assert (progress["pending"], progress["skipped"], progress["total"]) == (5, 2, 7)
     assert progress["total"] == sum(v for k, v in progress.items() if k != "total")
 
@@ -253,6 +288,7 @@ def test_detail_of_another_users_task_is_404(api, other_api, tag):
 
 
 # --- lifecycle ------------------------------------------------------------------------------
+
 
 def test_queue_materializes_the_recipients(api, tag):
     task = create_task(api, tag)
@@ -290,15 +326,19 @@ def test_pause_resume_cancel_move_the_task_and_its_subtasks(api, tag):
     assert cancelled.data["progress"]["pending"] == 0
 
 
-@pytest.mark.parametrize(("setup", "action", "reason"), [
-    ([], "pause", "a draft task cannot be paused"),
-    ([], "resume", "a draft task cannot be resumed"),
-    (["queue"], "resume", "a queued task cannot be resumed"),
-    (["queue", "cancel"], "cancel", "a cancelled task cannot be cancelled"),
-    (["queue", "cancel"], "pause", "a cancelled task cannot be paused"),
-])
-def test_a_transition_from_the_wrong_state_is_a_400_with_the_reason(api, tag, setup, action,
-                                                                    reason):
+@pytest.mark.parametrize(
+    ("setup", "action", "reason"),
+    [
+        ([], "pause", "a draft task cannot be paused"),
+        ([], "resume", "a draft task cannot be resumed"),
+        (["queue"], "resume", "a queued task cannot be resumed"),
+        (["queue", "cancel"], "cancel", "a cancelled task cannot be cancelled"),
+        (["queue", "cancel"], "pause", "a cancelled task cannot be paused"),
+    ],
+)
+def test_a_transition_from_the_wrong_state_is_a_400_with_the_reason(
+    api, tag, setup, action, reason
+):
     task = create_task(api, tag)
     for step in setup:
         assert api.post(f"/api/tasks/{task['id']}/{step}").status_code == 200
@@ -321,6 +361,7 @@ def test_actions_on_another_users_task_are_404(api, other_api, tag, action):
 
 # --- subtasks -----------------------------------------------------------------------------------
 
+
 def test_subtasks_are_listed_in_keyset_pages(api, tag):
     task = queued_task(api, tag)
     url = f"/api/tasks/{task['id']}/subtasks/"
@@ -335,8 +376,9 @@ def test_subtasks_are_listed_in_keyset_pages(api, tag):
         seen += [s["id"] for s in page.data["results"]]
         next_url = page.data["next"]
 
-    expected = list(SubTask.objects.filter(task_id=task["id"]).order_by("id")
-                    .values_list("id", flat=True))
+    expected = list(
+        SubTask.objects.filter(task_id=task["id"]).order_by("id").values_list("id", flat=True)
+    )
     assert seen == expected
     sample = first.data["results"][0]
     assert sample["status"] == "pending" and sample["message_id"].startswith("<")
@@ -361,11 +403,13 @@ def test_subtasks_of_another_users_task_are_404(api, other_api, tag):
 
 # --- requeue unknown ------------------------------------------------------------------------
 
+
 def make_unknown(task_id: int, count: int) -> list[int]:
     """Subtasks of a task become ``unknown`` the way recovery leaves them: they were
     ``sending`` when their dispatcher's lease expired."""
-    ids = list(SubTask.objects.filter(task_id=task_id).order_by("id")
-               .values_list("pk", flat=True)[:count])
+    ids = list(
+        SubTask.objects.filter(task_id=task_id).order_by("id").values_list("pk", flat=True)[:count]
+    )
     SubTask.objects.filter(pk__in=ids).update(
         status="sending", attempts=1, lease_expires_at=Now() - timedelta(seconds=5)
     )
@@ -390,16 +434,18 @@ def test_requeue_unknown_sends_them_again_with_the_same_message_id(api, tag):
 def test_requeue_unknown_can_name_the_subtasks(api, tag):
     task = queued_task(api, tag)
     ids = make_unknown(task["id"], 3)
-    response = api.post(f"/api/tasks/{task['id']}/requeue-unknown",
-                        {"subtask_ids": ids[:1]}, format="json")
+    response = api.post(
+        f"/api/tasks/{task['id']}/requeue-unknown", {"subtask_ids": ids[:1]}, format="json"
+    )
     assert response.data == {"requeued": 1}
     assert SubTask.objects.filter(pk__in=ids, status="unknown").count() == 2
 
 
 def test_requeue_unknown_refuses_a_cancelled_task_and_bad_ids(api, tag):
     task = queued_task(api, tag)
-    bad = api.post(f"/api/tasks/{task['id']}/requeue-unknown", {"subtask_ids": ["x"]},
-                   format="json")
+    bad = api.post(
+        f"/api/tasks/{task['id']}/requeue-unknown", {"subtask_ids": ["x"]}, format="json"
+    )
     assert bad.status_code == 400 and "subtask_ids" in bad.data
     make_unknown(task["id"], 1)
     services.task_cancel(task=task["id"])
@@ -413,6 +459,7 @@ def test_requeue_unknown_refuses_a_cancelled_task_and_bad_ids(api, tag):
 
 # --- dead-letter queue ----------------------------------------------------------------------
 
+
 @pytest.fixture
 def dead(api, other_api, tag, other_tag):
     """Three dead letters of ``user`` (two smtp_451, one transient), one of ``other_user``."""
@@ -420,8 +467,7 @@ def dead(api, other_api, tag, other_tag):
     theirs = queued_task(other_api, other_tag)
     entries = make_dead(mine["id"], error_types=["smtp_451", "smtp_451", "transient"])
     (their_entry,) = make_dead(theirs["id"], error_types=["smtp_451"])
-    return {"task": mine["id"], "mine": entries, "other_task": theirs["id"],
-            "theirs": their_entry}
+    return {"task": mine["id"], "mine": entries, "other_task": theirs["id"], "theirs": their_entry}
 
 
 def test_dlq_lists_own_entries_newest_first(api, dead):
@@ -538,18 +584,48 @@ def test_staff_reprocess_all_of_one_owner(staff_api, dead):
 
 # --- schema -------------------------------------------------------------------------------------
 
+
 def test_the_schema_renders_every_dispatch_endpoint_without_warnings(api):
     GENERATOR_STATS.reset()
     response = api.get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json")
     assert response.status_code == 200
     paths = response.json()["paths"]
-    for path in ("/api/tasks/", "/api/tasks/{id}/", "/api/tasks/{id}/queue",
-                 "/api/tasks/{id}/subtasks/", "/api/tasks/{id}/requeue-unknown",
-                 "/api/dlq", "/api/dlq/stats", "/api/dlq/{id}/reprocess",
-                 "/api/dlq/reprocess-all"):
+    for path in (
+        "/api/tasks/",
+        "/api/tasks/{id}/",
+        "/api/tasks/{id}/queue",
+        "/api/tasks/{id}/subtasks/",
+        "/api/tasks/{id}/requeue-unknown",
+        "/api/dlq",
+        "/api/dlq/stats",
+        "/api/dlq/{id}/reprocess",
+        "/api/dlq/reprocess-all",
+    ):
         assert path in paths
     dispatch_warnings = [
-        message for message in (*GENERATOR_STATS._warn_cache, *GENERATOR_STATS._error_cache)
+        message
+        for message in (*GENERATOR_STATS._warn_cache, *GENERATOR_STATS._error_cache)
         if "dispatch" in message or "status" in message
     ]
     assert dispatch_warnings == []
+
+
+# --- scoping and query counts -------------------------------------------------------------
+
+
+def test_staff_do_not_see_other_users_tasks_through_the_api(staff_api, api, tag):
+    task = create_task(api, tag)
+    assert staff_api.get(f"/api/tasks/{task['id']}/").status_code == 404
+    assert staff_api.get("/api/tasks/").data["results"] == []
+
+
+def test_list_pages_cost_a_fixed_number_of_queries(api, tag, dead, django_assert_num_queries):
+    # token, task, one page of subtasks
+    with django_assert_num_queries(3):
+        assert len(api.get(f"/api/tasks/{dead['task']}/subtasks/").data["results"]) == 5
+    # token, one page of dead letters (joined to their subtasks)
+    with django_assert_num_queries(2):
+        assert len(api.get("/api/dlq").data["results"]) == 3
+    # token, count, page, the three id lists
+    with django_assert_num_queries(6):
+        assert len(api.get("/api/tasks/").data["results"]) == 1
