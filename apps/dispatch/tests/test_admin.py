@@ -91,18 +91,15 @@ def test_subtask_list_filters_by_task_and_status_without_counting(admin_client, 
     )
 
 
-def test_subtask_list_pages_without_a_count(admin_client, task):
+def test_subtask_list_pages_without_a_count(admin_client, task, monkeypatch):
     from apps.dispatch.admin import SubTaskAdmin
 
+    monkeypatch.setattr(SubTaskAdmin, "list_per_page", 2)
     url = reverse("admin:dispatch_subtask_changelist")
-    per_page = SubTaskAdmin.list_per_page
-    SubTaskAdmin.list_per_page = 2
-    try:
-        first = admin_client.get(url, {"task": task.pk}).content.decode()
-        third = admin_client.get(url, {"task": task.pk, "p": 3}).content.decode()
-        beyond = admin_client.get(url, {"task": task.pk, "p": 9})
-    finally:
-        SubTaskAdmin.list_per_page = per_page
+    first = admin_client.get(url, {"task": task.pk}).content.decode()
+    third = admin_client.get(url, {"task": task.pk, "p": 3}).content.decode()
+    beyond = admin_client.get(url, {"task": task.pk, "p": 9})
+
     assert first.count('class="action-select"') == 2 and "p=2" in first
     assert third.count('class="action-select"') == 1
     assert beyond.status_code == 302  # past the end: the admin's "invalid page" redirect
