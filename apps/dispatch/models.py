@@ -69,7 +69,7 @@ class Task(TimeStampedModel):
             models.Index(
                 fields=["status"],
                 name="task_live_status_idx",
-                condition=Q(status__in=["scheduled", "queued", "sending"]),
+                condition=Q(status__in=["scheduled", "queued", "sending", "paused"]),
             ),
         ]
 
@@ -136,14 +136,10 @@ class SubTask(models.Model):
                 name="subtask_ready_idx",
                 condition=Q(status="pending"),
             ),
-            # Progress counts, status filters, the "anything left?" check.
+            # Progress counts, status filters, the "anything left?" check, and recovery
+            # (rows in flight of the live tasks). Every status change inserts into each
+            # index, so there is deliberately no other one.
             models.Index(fields=["task", "status"], name="subtask_task_status_idx"),
-            # Recovery of expired leases reads only rows in flight.
-            models.Index(
-                fields=["lease_expires_at"],
-                name="subtask_inflight_lease_idx",
-                condition=Q(status__in=["allocated", "sending"]),
-            ),
         ]
 
     def __str__(self) -> str:

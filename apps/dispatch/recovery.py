@@ -49,6 +49,9 @@ def recover_stuck(*, stuck_threshold: float | None = None) -> dict:
                 service_id = NULL, lease_expires_at = NULL
             FROM dispatch_task t
             WHERE t.id = s.task_id AND s.status = 'allocated' AND s.lease_expires_at < now()
+              AND s.task_id IN (SELECT id FROM dispatch_task
+                                WHERE status IN ('scheduled', 'queued', 'sending', 'paused')
+                                   OR completed_at > now() - interval '1 day')
             RETURNING s.task_id
             """
         )
@@ -66,6 +69,9 @@ def recover_stuck(*, stuck_threshold: float | None = None) -> dict:
                     'error', 'dispatcher lost while sending'))
             FROM dispatch_task t
             WHERE t.id = s.task_id AND s.status = 'sending' AND s.lease_expires_at < now()
+              AND s.task_id IN (SELECT id FROM dispatch_task
+                                WHERE status IN ('scheduled', 'queued', 'sending', 'paused')
+                                   OR completed_at > now() - interval '1 day')
             RETURNING s.task_id, s.status
             """,
             [conf.resend_ambiguous],

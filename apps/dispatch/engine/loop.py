@@ -179,20 +179,23 @@ class Dispatcher:
                         next_tick = now + self._sleep_for()
                     if self.once and not self.pool.in_flight:
                         break
-                wait = max(0.0, min(next_tick - time.monotonic(), MAX_SLEEP))
+                now = time.monotonic()
+                free = self.conf.concurrency - self.pool.in_flight
+                # Block until a chunk finishes when every sender is busy; otherwise until
+                # the next tick is due. Never spin: a due tick runs on the next iteration.
+                wait = STOP_CHECK if free <= 0 else min(max(0.0, next_tick - now), STOP_CHECK)
                 if deadline is not None:
-                    wait = min(wait, max(0.0, deadline - time.monotonic()))
+                    wait = min(wait, max(0.0, deadline - now))
                 if self.pool.in_flight:
-                    if free <= 0 or next_tick > time.monotonic():
-                        reports = self.pool.collect(min(wait, 0.05) if free > 0 else wait)
-                        if reports:
-                            next_tick = min(next_tick, time.monotonic())
-                            self._collected(reports)
-                            if self.once and not self.pool.in_flight:
-                                break
+                    reports = self.pool.collect(wait)
+                    if reports:
+                        next_tick = min(next_tick, time.monotonic())
+                        self._collected(reports)
+                        if self.once and not self.pool.in_flight:
+                            break
                     if self._drain(listener, 0.0):
                         next_tick = time.monotonic()
-                elif wait > 0 and self._drain(listener, min(wait, STOP_CHECK)):
+                elif wait > 0 and self._drain(listener, wait):
                     next_tick = time.monotonic()
         finally:
             self.stop.set()  # sender threads stop before their next message

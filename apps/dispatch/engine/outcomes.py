@@ -23,6 +23,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+import psycopg
 from django.db import connection, transaction
 
 from apps.dispatch import queues
@@ -54,17 +55,25 @@ def prepare_connection() -> None:
         cursor.execute("SET synchronous_commit = off")
 
 
+def _raw_cursor() -> psycopg.Cursor:
+    """A plain psycopg cursor on Django's connection of this thread (same session, same
+    transaction): server-side binding and a prepared statement for the per-message
+    round trip, without Django's cursor wrapper (and its DEBUG query log)."""
+    connection.ensure_connection()
+    return psycopg.Cursor(connection.connection)
+
+
 def mark_sending(*, prev: Claimed | None, next_: Claimed | None) -> tuple[bool, bool]:
     """Record ``prev`` as sent and mark ``next_`` as on the wire; return (prev recorded,
     next marked). ``next_`` is not marked when the task was paused or cancelled, or its
     lease expired, since it was claimed: the caller must then skip it."""
     if prev is None and next_ is None:
         return False, False
-    with connection.cursor() as cursor:
+    with _raw_cursor() as cursor:
         cursor.execute(_MARK, {
-            "prev": prev.id if prev else None, "prev_token": prev.token if prev else None,
-            "next": next_.id if next_ else None, "token": next_.token if next_ else None,
-        })
+            "prev": prev.id if prev else -1, "prev_token": prev.token if prev else -1,
+            "next": next_.id if next_ else -1, "token": next_.token if next_ else -1,
+        }, prepare=True)
         done = {row[0] for row in cursor.fetchall()}
     prev_ok = prev is not None and prev.id in done
     if prev is not None and not prev_ok:

@@ -93,8 +93,10 @@ WITH candidates AS (
     WHERE s.is_enabled AND s.next_available_at <= now()
       AND (s.daily_quota = 0 OR s.quota_day IS DISTINCT FROM current_date
            OR s.used_quota < s.daily_quota)
-      AND EXISTS (SELECT 1 FROM dispatch_ownerqueue q
-                  WHERE q.pool_id = s.pool_id AND q.ready_at <= now())
+      AND s.pool_id = ANY(ARRAY(
+            SELECT p.id FROM services_pool p
+            WHERE EXISTS (SELECT 1 FROM dispatch_ownerqueue q
+                          WHERE q.pool_id = p.id AND q.ready_at <= now())))
     ORDER BY s.next_available_at, s.success_rate DESC, s.avg_response_time, s.id
     LIMIT %(services)s
     FOR NO KEY UPDATE OF s SKIP LOCKED
@@ -149,17 +151,35 @@ CROSS JOIN LATERAL (
 ) x
 """
 
+# Mark the claimed rows (already locked) and stamp the served lanes in one statement. The
+# update is driven by the id array, one primary-key lookup per row.
 _CLAIM = """
-UPDATE dispatch_subtask s
-SET status = 'allocated', service_id = a.service_id, attempt_token = s.attempt_token + 1,
-    lease_expires_at = now() + make_interval(secs => %(lease)s)
-FROM unnest(%(ids)s::bigint[], %(services)s::bigint[], %(contacts)s::bigint[])
-         AS a(id, service_id, contact_id)
-LEFT JOIN contacts_contact c ON c.id = a.contact_id
-WHERE s.id = a.id
-RETURNING s.id, s.task_id, s.owner_id, s.attempt_token, s.to_email, s.message_id,
-          s.attempts, s.created_at, s.history <> '[]'::jsonb, a.service_id,
-          c.first_name, c.last_name, c.email, c.attributes
+WITH claimed AS (
+    UPDATE dispatch_subtask s
+    SET status = 'allocated', service_id = a.service_id,
+        attempt_token = s.attempt_token + 1,
+        lease_expires_at = now() + make_interval(secs => %(lease)s)
+    FROM unnest(%(ids)s::bigint[], %(services)s::bigint[]) AS a(id, service_id)
+    WHERE s.id = a.id
+    RETURNING s.id, s.task_id, s.owner_id, s.attempt_token, s.to_email, s.message_id,
+              s.attempts, s.created_at, s.history <> '[]'::jsonb AS had_failures,
+              a.service_id, s.contact_id
+), served_tasks AS (
+    UPDATE dispatch_taskqueue q
+    SET served = nextval('dispatch_served_seq'), served_at = now()
+    WHERE q.task_id = ANY(%(served_tasks)s::bigint[])
+    RETURNING q.pool_id, q.owner_id
+), served_owners AS (
+    UPDATE dispatch_ownerqueue o SET served = nextval('dispatch_served_seq')
+    FROM (SELECT DISTINCT pool_id, owner_id FROM served_tasks) t
+    WHERE o.pool_id = t.pool_id AND o.owner_id = t.owner_id
+    RETURNING 1
+)
+SELECT k.id, k.task_id, k.owner_id, k.attempt_token, k.to_email, k.message_id, k.attempts,
+       k.created_at, k.had_failures, k.service_id,
+       c.first_name, c.last_name, c.email, c.attributes
+FROM claimed k
+LEFT JOIN contacts_contact c ON c.id = k.contact_id
 """
 
 _GIVE_BACK = """
@@ -239,27 +259,28 @@ def tick(conf: DispatchSettings, *, free: int, known_sending: set[int] | None = 
         if tasks:
             cursor.execute(_CLAIM_IDS, {"tasks": tasks, "quotas": quotas})
             claimed_ids = cursor.fetchall()
+        got: dict[int, int] = defaultdict(int)
+        for task_id, _, _ in claimed_ids:
+            got[task_id] += 1
 
-        # Assign the claimed subtasks to the reserved services of their pool.
+        # Assign the claimed subtasks to the reserved services of their pool, in order.
         free_slots: dict[int, list[list]] = defaultdict(list)
         for service in services:
             free_slots[service.pool_id].append([service, service.slots])
-        ids, service_ids, contact_ids = [], [], []
-        for task_id, subtask_id, contact_id in claimed_ids:
-            pool_id = task_pool[task_id][0]
-            entry = free_slots[pool_id][0]
+        ids, service_ids = [], []
+        for task_id, subtask_id, _ in claimed_ids:
+            pool_slots = free_slots[task_pool[task_id][0]]
             ids.append(subtask_id)
-            service_ids.append(entry[0].id)
-            contact_ids.append(contact_id)
-            entry[1] -= 1
-            if entry[1] == 0:
-                free_slots[pool_id].pop(0)
+            service_ids.append(pool_slots[0][0].id)
+            pool_slots[0][1] -= 1
+            if pool_slots[0][1] == 0:
+                pool_slots.pop(0)
 
         chunks: dict[int, Chunk] = {}
         if ids:
             cursor.execute(_CLAIM, {
-                "ids": ids, "services": service_ids, "contacts": contact_ids,
-                "lease": conf.lease_seconds,
+                "ids": ids, "services": service_ids, "lease": conf.lease_seconds,
+                "served_tasks": sorted(got),
             })
             by_id = {service.id: service for service in services}
             for row in cursor.fetchall():
@@ -273,9 +294,17 @@ def tick(conf: DispatchSettings, *, free: int, known_sending: set[int] | None = 
             for chunk in chunks.values():
                 chunk.subtasks.sort(key=lambda claimed: claimed.id)
 
-        _stamp(cursor, claimed_ids, tasks, quotas, task_pool, dry_owners)
+        # Lanes that ran dry (fewer ready rows than their share) are recomputed; every
+        # lane touched here was locked by this transaction's pick, so a writer adding
+        # work to one of them is waiting for us and re-applies its rows after we commit.
+        dry_tasks = [task_id for task_id, quota in zip(tasks, quotas, strict=True)
+                     if got[task_id] < quota]
+        if dry_tasks:
+            queues.lanes_refresh(task_ids=dry_tasks)
+        if dry_owners:
+            queues.owners_refresh(lanes=dry_owners)
         _give_back(cursor, services, chunks)
-        _mark_tasks_sending(cursor, {task_id for task_id, _, _ in claimed_ids}, known_sending)
+        _mark_tasks_sending(cursor, set(got), known_sending)
     return list(chunks.values())
 
 
@@ -287,46 +316,16 @@ def _mark_tasks_sending(cursor, task_ids: set[int], known: set[int] | None) -> N
         return
     cursor.execute(
         """
-        UPDATE dispatch_task SET status = 'sending', started_at = COALESCE(started_at, now()),
-               updated_at = now()
-        WHERE id IN (SELECT id FROM dispatch_task WHERE id = ANY(%s)
-                     AND status IN ('queued', 'scheduled') FOR NO KEY UPDATE SKIP LOCKED)
+        UPDATE dispatch_task t SET status = 'sending',
+               started_at = COALESCE(t.started_at, now()), updated_at = now()
+        FROM (SELECT id FROM dispatch_task WHERE id = ANY(%s)
+              AND status IN ('queued', 'scheduled') FOR NO KEY UPDATE SKIP LOCKED) x
+        WHERE t.id = x.id
         """,
         [new],
     )
     if known is not None:
         known.update(new)
-
-
-def _stamp(cursor, claimed_ids, tasks, quotas, task_pool, dry_owners) -> None:  # noqa: PLR0917
-    """Move served owners and tasks to the back of their round; refresh lanes that ran dry.
-
-    Every lane touched here was locked by this transaction's pick, so a writer adding work
-    to one of them is waiting for us and re-applies its rows after we commit.
-    """
-    got: dict[int, int] = defaultdict(int)
-    for task_id, _, _ in claimed_ids:
-        got[task_id] += 1
-    served_tasks = sorted(got)
-    if served_tasks:
-        cursor.execute(
-            "UPDATE dispatch_taskqueue SET served = nextval('dispatch_served_seq'), "
-            "served_at = now() WHERE task_id = ANY(%s)",
-            [served_tasks],
-        )
-        lanes = sorted({task_pool[task_id] for task_id in served_tasks})
-        cursor.execute(
-            "UPDATE dispatch_ownerqueue q SET served = nextval('dispatch_served_seq') "
-            "FROM unnest(%s::bigint[], %s::int[]) AS l(pool_id, owner_id) "
-            "WHERE q.pool_id = l.pool_id AND q.owner_id = l.owner_id",
-            [[lane[0] for lane in lanes], [lane[1] for lane in lanes]],
-        )
-    dry_tasks = [task_id for task_id, quota in zip(tasks, quotas, strict=True)
-                 if got[task_id] < quota]
-    if dry_tasks:
-        queues.lanes_refresh(task_ids=dry_tasks)
-    if dry_owners:
-        queues.owners_refresh(lanes=dry_owners)
 
 
 def _give_back(cursor, services: list[ReservedService], chunks: dict[int, Chunk]) -> None:

@@ -216,3 +216,40 @@ def test_pause_and_cancel_while_sending(user, make_contacts, make_service, set_c
     assert len(sink.handler.messages) == cancelled["sent"]
     task.refresh_from_db()
     assert task.status == Task.Status.CANCELLED
+
+
+def test_a_django_q2_cluster_runs_loops_with_successors(user, make_contacts, make_service,
+                                                        smtp_sink, set_config):
+    import os
+    import subprocess
+    import sys
+
+    from django_q.models import Success
+    from django_q.tasks import async_task
+
+    from apps.dispatch.tests.helpers import ROOT, database_url
+
+    set_config(queue__dispatchers=1)
+    make_contacts(user, 5)
+    make_service(port=smtp_sink.port)
+    async_task("apps.dispatch.tasks.dispatcher_loop", 1.5)
+    env = dict(os.environ, DATABASE_URL=database_url(), DEBUG="1", LOG_LEVEL="WARNING",
+               EDM_Q_WORKERS="2")
+    cluster = subprocess.Popen([sys.executable, str(ROOT / "manage.py"), "qcluster"],
+                               cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: Success.objects.filter(func__endswith="dispatcher_loop").exists(),
+                   timeout=30, message="a first loop to finish")
+        task = queue_task(user)  # the successor loop sends it
+        wait_done(task, timeout=30, check=conserved)
+        wait_until(lambda: Success.objects.filter(func__endswith="dispatcher_loop").count() >= 2,
+                   timeout=30, message="the successor loop")
+    finally:
+        cluster.send_signal(signal.SIGTERM)
+        try:
+            cluster.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            cluster.kill()
+    assert task_progress(task)["sent"] == 5
+    assert len(smtp_sink.handler.messages) == 5

@@ -1,0 +1,487 @@
+#!/usr/bin/env python
+"""Dispatch benchmarks (BENCHMARKS.md, "Dispatch throughput" and "Fairness and latency").
+
+Parts (all by default; ``--part NAME`` to run some):
+
+``throughput``
+    N recipients (100,000; ``--smoke`` 2,000), 200 services in one pool with no rate limit
+    and no quota, one counting sink in its own process (``bench/sink.py``). Side by side
+    in the same run: baseline A (pre-built messages over reused smtplib connections), EDM
+    (``manage.py dispatch`` processes, started idle, woken by the task's NOTIFY) and
+    baseline B (django-post-office). Every run is verified in the sink: each recipient
+    exactly one message.
+``tick``
+    1,000 services x 10,000 owners with pending work (``--smoke``: 100 x 500): the cost of
+    one tick's reserve + fair pick (200 slots), rolled back after each sample; then the
+    first round committed, to check that every owner gets a send within one round.
+``materialize``
+    Queueing a task for 1,000,000 contacts (``--smoke``: 20,000): INSERT … SELECT time.
+``rss``
+    A dispatcher sending from that 1,000,000-recipient task for a while: its peak RSS,
+    and the database time (claim + record round trips) per message sent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))
+
+from _common import ROOT, percentile, report, setup_django  # noqa: E402
+
+
+def proc_cpu(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def proc_hwm_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def set_config(**values) -> None:
+    from apps.config.models import SystemConfig
+    from apps.config.registry import KEYS
+
+    for name, value in values.items():
+        key = name.replace("__", ".")
+        SystemConfig.objects.update_or_create(
+            key=key, defaults={"value": value, "category": KEYS[key].category}
+        )
+
+
+def bench_user(name: str):
+    from django.contrib.auth import get_user_model
+
+    return get_user_model().objects.get_or_create(username=name)[0]
+
+
+def load_contacts(owner, rows, *, tag_name: str) -> int:
+    """COPY contacts (email, first_name, city) in and tag them all; returns the tag id."""
+    import json
+
+    from django.db import connection
+
+    from apps.contacts.models import Tag
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "DELETE FROM contacts_contacttag WHERE contact_id IN "
+            "(SELECT id FROM contacts_contact WHERE owner_id = %s)", [owner.pk])
+        cursor.execute("DELETE FROM contacts_contact WHERE owner_id = %s", [owner.pk])
+        with cursor.cursor.copy(
+            "COPY contacts_contact (owner_id, email, first_name, last_name, attributes, "
+            "status, source, created_at, updated_at) FROM STDIN"
+        ) as copy:
+            for email, first_name, city in rows:
+                copy.write_row((owner.pk, email, first_name, "", json.dumps({"city": city}),
+                                "active", "bench", "now", "now"))
+        tag, _ = Tag.objects.get_or_create(owner=owner, name=tag_name)
+        cursor.execute(
+            "INSERT INTO contacts_contacttag (tag_id, contact_id, created_at) "
+            "SELECT %s, id, now() FROM contacts_contact WHERE owner_id = %s",
+            [tag.pk, owner.pk],
+        )
+        cursor.execute("ANALYZE contacts_contact; ANALYZE contacts_contacttag")
+    return tag.pk
+
+
+def make_pool(name: str, count: int, *, port: int, sending_rate: float = 0.0):
+    from baselines import FROM_EMAIL, FROM_NAME
+
+    from apps.services.models import EmailService, Pool
+
+    pool, _ = Pool.objects.get_or_create(name=name)
+    EmailService.objects.filter(pool=pool).delete()
+    EmailService.objects.bulk_create(
+        EmailService(pool=pool, name=f"{name}-{i:04d}", kind="smtp", host="127.0.0.1",
+                     port=port, from_email=FROM_EMAIL, from_name=FROM_NAME,
+                     sending_rate=sending_rate, daily_quota=0)
+        for i in range(count)
+    )
+    return pool
+
+
+def drop_task(task) -> None:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("DELETE FROM dispatch_taskqueue WHERE task_id = %s", [task.pk])
+        cursor.execute("DELETE FROM dispatch_deadletter WHERE task_id = %s", [task.pk])
+        cursor.execute("DELETE FROM dispatch_subtask WHERE task_id = %s", [task.pk])
+        cursor.execute("DELETE FROM monitoring_taskwaitmetric WHERE task_id = %s", [task.pk])
+        cursor.execute("DELETE FROM dispatch_task_include_tags WHERE task_id = %s", [task.pk])
+        cursor.execute("DELETE FROM dispatch_task WHERE id = %s", [task.pk])
+        cursor.execute("VACUUM ANALYZE dispatch_subtask")
+
+
+def spawn_dispatchers(count: int) -> list[subprocess.Popen]:
+    from django.db import connection
+
+    settings = connection.settings_dict
+    url = (f"postgresql://{settings['USER'] or 'postgres'}@{settings['HOST']}:"
+           f"{settings['PORT']}/{settings['NAME']}")
+    env = dict(os.environ, DATABASE_URL=url, DEBUG="1", LOG_LEVEL="WARNING")
+    processes = [
+        subprocess.Popen([sys.executable, str(ROOT / "manage.py"), "dispatch"], cwd=ROOT,
+                         env=env, stdout=subprocess.PIPE, text=True)
+        for _ in range(count)
+    ]
+    for process in processes:  # each prints one line once its loop is running
+        process.stdout.readline()
+    return processes
+
+
+def stop_dispatchers(processes: list[subprocess.Popen]) -> None:
+    for process in processes:
+        process.send_signal(signal.SIGTERM)
+    for process in processes:
+        process.wait(timeout=60)
+
+
+# -- throughput -------------------------------------------------------------------------
+
+
+def run_edm(recipients, *, sink, owner, tag_id, pool, dispatchers: int) -> dict:
+    from baselines import HTML_TEMPLATE, SUBJECT_TEMPLATE, TEXT_TEMPLATE, postgres_cpu_seconds
+
+    from apps.dispatch import services
+    from apps.dispatch.models import Task
+
+    sink.reset()
+    processes = spawn_dispatchers(dispatchers)
+    try:
+        cpu_before = [proc_cpu(p.pid) for p in processes]
+        pg_before = postgres_cpu_seconds()
+        sink_before = sink.stats()
+        task = services.task_create(
+            owner=owner, name="bench", subject=SUBJECT_TEMPLATE,
+            body_text=TEXT_TEMPLATE,
+            body_html=HTML_TEMPLATE, include_tags=[tag_id], pool=pool,
+        )
+        started = time.time()
+        services.task_queue(task=task)
+        queued = time.time()
+        stats = sink.wait_for(len(recipients), timeout=3600)
+        pg_after = postgres_cpu_seconds()
+        cpu_after = [proc_cpu(p.pid) for p in processes]
+        rss = max(proc_hwm_mb(p.pid) for p in processes)
+    finally:
+        stop_dispatchers(processes)
+    check = sink.verify(r.email for r in recipients)
+    if not check["ok"]:
+        raise AssertionError(f"EDM: not exactly one message per recipient: {check}")
+    seconds = stats["last_at"] - queued
+    figures = {
+        "messages": stats["deliveries"],
+        "materialize_seconds": round(queued - started, 2),
+        "seconds": round(seconds, 2),
+        "msgs_per_s": round(len(recipients) / seconds),
+        "msgs_per_s_incl_materialize": round(len(recipients) / (stats["last_at"] - started)),
+        "dispatcher_cpu_s": round(sum(cpu_after) - sum(cpu_before), 2),
+        "postgres_cpu_s": None if pg_before is None else round(pg_after - pg_before, 2),
+        "sink_cpu_s": round(
+            stats["cpu_user_s"] + stats["cpu_system_s"]
+            - sink_before["cpu_user_s"] - sink_before["cpu_system_s"], 2),
+        "dispatcher_peak_rss_mb": round(rss),
+        "verified": True,
+    }
+    Task.objects.filter(pk=task.pk).update(status="completed")
+    drop_task(task)
+    return figures
+
+
+def part_throughput(args) -> dict:
+    from baselines import make_recipients, run_baseline_a, run_post_office
+    from sink import start_sink_process
+
+    n = 2000 if args.smoke else args.n
+    runs = 1 if args.smoke else args.runs
+    connections = args.dispatchers * args.concurrency
+    recipients = make_recipients(n, args.seed)
+    owner = bench_user("bench-throughput")
+    tag_id = load_contacts(owner, [(r.email, r.first_name, r.city) for r in recipients],
+                           tag_name="bench")
+    set_config(queue__dispatchers=args.dispatchers, queue__concurrency=args.concurrency,
+               queue__batch_size=args.batch_size)
+    results: dict[str, list[dict]] = {"a": [], "edm": [], "post_office": []}
+    with start_sink_process() as sink:
+        pool = make_pool("bench-200", 200, port=sink.port)
+        for run in range(1, runs + 1):
+            a = run_baseline_a(recipients, sink=sink, connections=connections)
+            print(f"run {run} A:   {a}", flush=True)
+            results["a"].append(a)
+            edm = run_edm(recipients, sink=sink, owner=owner, tag_id=tag_id, pool=pool,
+                          dispatchers=args.dispatchers)
+            print(f"run {run} EDM: {edm}", flush=True)
+            results["edm"].append(edm)
+            if not args.skip_post_office:
+                b = run_post_office(n, seed=args.seed, sink=sink)
+                print(f"run {run} B:   {b}", flush=True)
+                results["post_office"].append(b)
+    figures: dict = {"recipients": n, "runs": runs, "services": 200,
+                     "dispatchers": args.dispatchers, "concurrency": args.concurrency,
+                     "smtp_connections": connections}
+    for name, rows in results.items():
+        if rows:
+            figures[f"{name}_msgs_per_s_runs"] = [row["msgs_per_s"] for row in rows]
+            figures[f"{name}_msgs_per_s_median"] = round(
+                statistics.median(row["msgs_per_s"] for row in rows))
+    edm = figures["edm_msgs_per_s_median"]
+    figures["edm_over_a"] = round(edm / figures["a_msgs_per_s_median"], 2)
+    if results["post_office"]:
+        figures["edm_over_post_office"] = round(edm / figures["post_office_msgs_per_s_median"], 2)
+    last = results["edm"][-1]
+    for key in ("materialize_seconds", "dispatcher_cpu_s", "postgres_cpu_s", "sink_cpu_s",
+                "dispatcher_peak_rss_mb"):
+        figures[f"edm_{key}"] = last[key]
+    figures["all_verified"] = all(row.get("verified") for rows in results.values()
+                                  for row in rows)
+    return figures
+
+
+# -- tick cost and fairness at scale ----------------------------------------------------
+
+
+def build_scale(owners: int, services: int, per_owner: int):
+    """Owners with one queued task each (``per_owner`` pending subtasks), built in SQL."""
+    from django.db import connection
+
+    from apps.services.models import Pool
+
+    pool = make_pool("bench-scale", services, port=1, sending_rate=1.0)
+    pool = Pool.objects.get(pk=pool.pk)
+    with connection.cursor() as cursor:
+        cursor.execute("DELETE FROM dispatch_ownerqueue WHERE pool_id = %s", [pool.pk])
+        cursor.execute(
+            "INSERT INTO auth_user (username, password, is_superuser, first_name, last_name, "
+            "email, is_staff, is_active, date_joined) "
+            "SELECT 'scale-' || g, '!', false, '', '', '', false, true, now() "
+            "FROM generate_series(1, %s) g ON CONFLICT (username) DO NOTHING",
+            [owners],
+        )
+        cursor.execute(
+            "INSERT INTO dispatch_task (owner_id, name, subject, body_text, body_html, "
+            "from_name, pool_id, priority, status, total, queued_at, message_id_domain, "
+            "created_at, updated_at) "
+            "SELECT u.id, 'scale', 's', 'b', '', '', %s, 0, 'queued', %s, now(), 'x', "
+            "now(), now() FROM auth_user u WHERE u.username LIKE 'scale-%%' RETURNING id",
+            [pool.pk, per_owner],
+        )
+        cursor.execute(
+            "INSERT INTO dispatch_subtask (task_id, owner_id, contact_id, to_email, status, "
+            "attempts, attempt_token, next_attempt_at, message_id, last_error, error_class, "
+            "history, created_at) "
+            "SELECT t.id, t.owner_id, 0, 'x' || g || '@scale.example', 'pending', 0, 0, "
+            "now() - interval '1 minute', '<' || t.id || '.' || g || '@x>', '', '', '[]', "
+            "now() FROM dispatch_task t, generate_series(1, %s) g "
+            "WHERE t.pool_id = %s AND t.status = 'queued'",
+            [per_owner, pool.pk],
+        )
+        cursor.execute(
+            "INSERT INTO dispatch_taskqueue (task_id, owner_id, pool_id, priority, served, "
+            "served_at, ready_at) SELECT id, owner_id, pool_id, 0, 0, now(), "
+            "now() - interval '1 minute' FROM dispatch_task "
+            "WHERE pool_id = %s AND status = 'queued'",
+            [pool.pk],
+        )
+        cursor.execute(
+            "INSERT INTO dispatch_ownerqueue (pool_id, owner_id, served, ready_at) "
+            "SELECT pool_id, owner_id, 0, min(ready_at) FROM dispatch_taskqueue "
+            "WHERE pool_id = %s GROUP BY pool_id, owner_id",
+            [pool.pk],
+        )
+        cursor.execute("VACUUM ANALYZE dispatch_subtask")
+        cursor.execute("VACUUM ANALYZE dispatch_taskqueue")
+        cursor.execute("VACUUM ANALYZE dispatch_ownerqueue")
+    return pool
+
+
+def drop_scale(pool) -> None:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("DELETE FROM dispatch_ownerqueue WHERE pool_id = %s", [pool.pk])
+        cursor.execute("DELETE FROM dispatch_taskqueue WHERE pool_id = %s", [pool.pk])
+        cursor.execute(
+            "DELETE FROM dispatch_subtask WHERE task_id IN "
+            "(SELECT id FROM dispatch_task WHERE pool_id = %s)", [pool.pk])
+        cursor.execute("DELETE FROM dispatch_task WHERE pool_id = %s", [pool.pk])
+        cursor.execute("DELETE FROM services_emailservice WHERE pool_id = %s", [pool.pk])
+
+
+def part_tick(args) -> dict:
+    import dataclasses
+
+    from django.db import connection, transaction
+
+    from apps.dispatch.conf import DispatchSettings
+    from apps.dispatch.engine.tick import tick
+
+    owners, services, per_owner = (500, 100, 20) if args.smoke else (10_000, 1000, 100)
+    started = time.perf_counter()
+    pool = build_scale(owners, services, per_owner)
+    build_seconds = time.perf_counter() - started
+    conf = dataclasses.replace(DispatchSettings.load(), batch_size=200, concurrency=200)
+    samples = []
+    known_sending: set[int] = set()
+    for _ in range(20 if args.smoke else 200):
+        with transaction.atomic():
+            began = time.perf_counter()
+            chunks = tick(conf, free=200, known_sending=known_sending)
+            samples.append(time.perf_counter() - began)
+            claimed = sum(len(c.subtasks) for c in chunks)
+            transaction.set_rollback(True)
+    # One committed round: every owner should get a send within ceil(owners / slots) ticks.
+    slots = min(200, services)
+    rounds = -(-owners // slots)
+    served: set[int] = set()
+    for _ in range(rounds):
+        for chunk in tick(conf, free=200, known_sending=known_sending):
+            served.update(c.owner_id for c in chunk.subtasks)
+        with connection.cursor() as cursor:  # make every service ready again (not timed)
+            cursor.execute(
+                "UPDATE services_emailservice SET next_available_at = now() - interval '1 s', "
+                "used_quota = 0 WHERE pool_id = %s", [pool.pk])
+    drop_scale(pool)
+    return {
+        "owners": owners, "services": services, "pending": owners * per_owner,
+        "build_seconds": round(build_seconds, 1),
+        "tick_claimed": claimed,
+        "tick_ms_p50": round(percentile(samples, 50) * 1000, 2),
+        "tick_ms_p95": round(percentile(samples, 95) * 1000, 2),
+        "round_ticks": rounds,
+        "owners_served_in_first_round": len(served),
+    }
+
+
+# -- materialization, memory and database time per message ------------------------------
+
+
+def part_materialize_and_rss(args, *, do_rss: bool) -> dict:
+    from baselines import HTML_TEMPLATE, SUBJECT_TEMPLATE, TEXT_TEMPLATE
+    from django.db import connection
+    from sink import start_sink_process
+
+    from apps.dispatch import services
+    from apps.dispatch.engine.loop import Dispatcher
+
+    n = 20_000 if args.smoke else 1_000_000
+    owner = bench_user("bench-million")
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "DELETE FROM contacts_contacttag WHERE contact_id IN "
+            "(SELECT id FROM contacts_contact WHERE owner_id = %s)", [owner.pk])
+        cursor.execute("DELETE FROM contacts_contact WHERE owner_id = %s", [owner.pk])
+        cursor.execute(
+            "INSERT INTO contacts_contact (owner_id, email, first_name, last_name, attributes,"
+            " status, source, created_at, updated_at) SELECT %s, 'm' || g || '@million.example',"
+            " 'Name' || g, '', jsonb_build_object('city', 'City' || (g %% 97)), 'active', "
+            "'bench', now(), now() FROM generate_series(1, %s) g",
+            [owner.pk, n],
+        )
+    from apps.contacts.models import Tag
+
+    tag, _ = Tag.objects.get_or_create(owner=owner, name="million")
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO contacts_contacttag (tag_id, contact_id, created_at) "
+            "SELECT %s, id, now() FROM contacts_contact WHERE owner_id = %s "
+            "ON CONFLICT DO NOTHING", [tag.pk, owner.pk])
+        cursor.execute("VACUUM ANALYZE contacts_contact")
+        cursor.execute("VACUUM ANALYZE contacts_contacttag")
+    figures: dict = {"recipients": n}
+    with start_sink_process() as sink:
+        pool = make_pool("bench-million", 200, port=sink.port)
+        task = services.task_create(
+            owner=owner, name="million", subject=SUBJECT_TEMPLATE, body_text=TEXT_TEMPLATE,
+            body_html=HTML_TEMPLATE, include_tags=[tag.pk], pool=pool,
+        )
+        started = time.perf_counter()
+        services.task_queue(task=task)
+        figures["materialize_seconds"] = round(time.perf_counter() - started, 2)
+        print(f"materialized {n} in {figures['materialize_seconds']} s", flush=True)
+        if do_rss:
+            seconds = 8 if args.smoke else 30
+            processes = spawn_dispatchers(1)
+            time.sleep(seconds)
+            figures["dispatcher_peak_rss_mb_with_pending"] = round(proc_hwm_mb(processes[0].pid))
+            stop_dispatchers(processes)
+            figures["sent_during_rss_run"] = sink.stats()["deliveries"]
+            figures.update(db_time_per_message(Dispatcher, seconds=5 if args.smoke else 15))
+            services.task_cancel(task=task)
+    drop_task(task)
+    return figures
+
+
+def db_time_per_message(dispatcher_class, *, seconds: float) -> dict:
+    """Run a loop in this process, timing every database round trip of every thread."""
+    from django.db.backends import utils
+
+    spent = [0.0]
+    lock = threading.Lock()
+    original = utils.CursorWrapper._execute
+
+    def timed(self, *args, **kwargs):
+        began = time.perf_counter()
+        try:
+            return original(self, *args, **kwargs)
+        finally:
+            with lock:
+                spent[0] += time.perf_counter() - began
+
+    utils.CursorWrapper._execute = timed
+    try:
+        dispatcher = dispatcher_class(seconds=seconds, use_slot=False)
+        stats = dispatcher.run()
+    finally:
+        utils.CursorWrapper._execute = original
+    return {
+        "db_time_run_sent": stats.sent,
+        "db_ms_per_message": round(spent[0] * 1000 / max(1, stats.sent), 3),
+        "loop_tick_ms_p50": round(percentile(stats.tick_seconds, 50) * 1000, 2),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--smoke", action="store_true", help="small sizes, one run")
+    parser.add_argument("--part", action="append",
+                        choices=["throughput", "tick", "materialize", "rss"])
+    parser.add_argument("--n", type=int, default=100_000)
+    parser.add_argument("--runs", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--dispatchers", type=int, default=2)
+    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--batch-size", type=int, default=200)
+    parser.add_argument("--skip-post-office", action="store_true")
+    args = parser.parse_args()
+    parts = args.part or ["throughput", "tick", "materialize", "rss"]
+    setup_django()
+    figures: dict = {}
+    if "throughput" in parts:
+        figures.update(part_throughput(args))
+    if "tick" in parts:
+        figures.update({f"scale_{k}": v for k, v in part_tick(args).items()})
+    if "materialize" in parts or "rss" in parts:
+        figures.update({f"million_{k}": v for k, v in
+                        part_materialize_and_rss(args, do_rss="rss" in parts).items()})
+    report("dispatch_smoke" if args.smoke else "dispatch", figures)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
