@@ -49,7 +49,7 @@ DLQ = "dead-letter queue"
 
 
 def _owned_tasks(request: Request) -> QuerySet[Task]:
-    if getattr(request, "user", None) is None or request.user.is_anonymous:
+    if request.user.is_anonymous:
         return Task.objects.none()  # schema generation (views require authentication)
     return Task.objects.filter(owner=request.user)
 
@@ -72,6 +72,14 @@ def _visible_dead_letters(request: Request) -> QuerySet[DeadLetter]:
         return entries.none()  # schema generation (views require authentication)
     owner = _dlq_owner(request)
     return entries if owner is None else entries.filter(owner=owner)
+
+
+def _int_param(request: Request, name: str) -> int:
+    """A positive integer query parameter; 400 naming it otherwise."""
+    value = request.query_params.get(name, "")
+    if not value.isdigit():
+        raise ApplicationError(f"{name} must be a positive integer", field=name)
+    return int(value)
 
 
 class SubTaskPagination(KeysetPagination):
@@ -271,13 +279,6 @@ class DeadLetterStatsView(generics.GenericAPIView):
         if owner is None and "owner" in request.query_params:
             owner = get_user_model()(pk=_int_param(request, "owner"))
         return Response(dlq_stats(owner=owner))
-
-
-def _int_param(request: Request, name: str) -> int:
-    value = request.query_params.get(name, "")
-    if not value.isdigit():
-        raise ApplicationError(f"{name} must be a positive integer", field=name)
-    return int(value)
 
 
 @extend_schema_view(
