@@ -169,6 +169,12 @@ SPECTACULAR_SETTINGS = {
     "COMPONENT_SPLIT_REQUEST": True,
     # The schema and docs describe every endpoint: authenticated like the API itself.
     "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
+    # Several models have a "status" field with different choices: name each enum.
+    "ENUM_NAME_OVERRIDES": {
+        "TaskStatusEnum": "apps.dispatch.models.Task.Status",
+        "SubTaskStatusEnum": "apps.dispatch.models.SubTask.Status",
+        "DeadLetterStatusEnum": "apps.dispatch.models.DeadLetter.Status",
+    },
 }
 
 # --- Metrics ---------------------------------------------------------------------------

@@ -1,0 +1,224 @@
+"""Serializers of the dispatch API: input shapes are checked here (types, ranges); the
+rules (ownership of tags/contacts, the pool being open to the owner, templates) are the
+services' (:mod:`apps.dispatch.services`), which raise errors naming the field."""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from apps.dispatch.models import DeadLetter, SubTask, Task
+from apps.dispatch.selectors import task_progress
+from apps.services.models import Pool
+
+
+@extend_schema_field(
+    {
+        "oneOf": [{"type": "integer"}, {"type": "string"}],
+        "nullable": True,
+        "description": "Pool id or name; the default pool when omitted.",
+    }
+)
+class PoolField(serializers.Field):
+    """A pool given by id (``3``, ``"3"``) or by name (``"bulk"``); returns the id.
+
+    Whether the pool is open to the owner is the service's check.
+    """
+
+    default_error_messages = {
+        "unknown": "unknown pool {value!r}",
+        "invalid": "give a pool id or name",
+    }
+
+    def to_internal_value(self, data) -> int:
+        if isinstance(data, bool) or not isinstance(data, int | str):
+            self.fail("invalid")
+        if isinstance(data, int) or data.strip().isdigit():
+            return int(data)
+        pk = Pool.objects.filter(name=data.strip()).values_list("pk", flat=True).first()
+        if pk is None:
+            self.fail("unknown", value=data)
+        return pk
+
+    def to_representation(self, value) -> int:
+        return getattr(value, "pk", value)
+
+
+class TaskCreateSerializer(serializers.Serializer):
+    """Body of ``POST /api/tasks/``."""
+
+    name = serializers.CharField(max_length=200)
+    subject = serializers.CharField(trim_whitespace=False)
+    body_text = serializers.CharField(
+        required=False, allow_blank=True, default="", trim_whitespace=False
+    )
+    body_html = serializers.CharField(
+        required=False, allow_blank=True, default="", trim_whitespace=False
+    )
+    from_name = serializers.CharField(max_length=150, required=False, allow_blank=True, default="")
+    include_tags = serializers.ListField(
+        child=serializers.IntegerField(min_value=1), required=False, default=list
+    )
+    exclude_tags = serializers.ListField(
+        child=serializers.IntegerField(min_value=1), required=False, default=list
+    )
+    contacts = serializers.ListField(
+        child=serializers.IntegerField(min_value=1), required=False, default=list
+    )
+    pool = PoolField(required=False, allow_null=True, default=None)
+    priority = serializers.IntegerField(min_value=-100, max_value=100, required=False, default=0)
+    scheduled_at = serializers.DateTimeField(required=False, allow_null=True, default=None)
+
+
+class ProgressSerializer(serializers.Serializer):
+    """Subtask counts by status; the parts add up to ``total`` (one snapshot)."""
+
+    total = serializers.IntegerField()
+    pending = serializers.IntegerField()
+    allocated = serializers.IntegerField()
+    sending = serializers.IntegerField()
+    sent = serializers.IntegerField()
+    failed = serializers.IntegerField()
+    dead = serializers.IntegerField()
+    skipped = serializers.IntegerField()
+    cancelled = serializers.IntegerField()
+    unknown = serializers.IntegerField()
+
+
+class TaskSerializer(serializers.ModelSerializer):
+    """A task as listed (no progress: counting a million subtasks per row is not a list)."""
+
+    pool = serializers.PrimaryKeyRelatedField(read_only=True)
+    include_tags = serializers.PrimaryKeyRelatedField(many=True, read_only=True)
+    exclude_tags = serializers.PrimaryKeyRelatedField(many=True, read_only=True)
+    contacts = serializers.PrimaryKeyRelatedField(many=True, read_only=True)
+
+    class Meta:
+        model = Task
+        fields = [
+            "id",
+            "name",
+            "status",
+            "subject",
+            "body_text",
+            "body_html",
+            "from_name",
+            "include_tags",
+            "exclude_tags",
+            "contacts",
+            "pool",
+            "priority",
+            "scheduled_at",
+            "total",
+            "queued_at",
+            "started_at",
+            "completed_at",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = fields
+
+
+class TaskDetailSerializer(TaskSerializer):
+    """A task with its ``progress`` (counted when serialized)."""
+
+    progress = serializers.SerializerMethodField()
+
+    class Meta(TaskSerializer.Meta):
+        fields = [*TaskSerializer.Meta.fields, "progress"]
+        read_only_fields = fields
+
+    @extend_schema_field(ProgressSerializer)
+    def get_progress(self, task: Task) -> dict[str, int]:
+        return task_progress(task)
+
+
+class SubTaskSerializer(serializers.ModelSerializer):
+    """One recipient of a task and where its delivery stands."""
+
+    class Meta:
+        model = SubTask
+        fields = [
+            "id",
+            "task",
+            "contact",
+            "to_email",
+            "status",
+            "attempts",
+            "next_attempt_at",
+            "service",
+            "message_id",
+            "last_error",
+            "error_class",
+            "history",
+            "created_at",
+            "sent_at",
+        ]
+        read_only_fields = fields
+
+
+class RequeueUnknownSerializer(serializers.Serializer):
+    """Body of ``POST /api/tasks/<id>/requeue-unknown`` (optional)."""
+
+    subtask_ids = serializers.ListField(
+        child=serializers.IntegerField(min_value=1),
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="Only these subtasks (others of the task are left alone).",
+    )
+
+
+class RequeuedSerializer(serializers.Serializer):
+    requeued = serializers.IntegerField(help_text="How many unknown subtasks are pending again.")
+
+
+class DeadLetterSerializer(serializers.ModelSerializer):
+    """A dead-lettered message: why it died, its attempts, what became of it."""
+
+    # Annotated by the view's queryset (no join of whole subtask rows).
+    to_email = serializers.CharField(read_only=True)
+    message_id = serializers.CharField(read_only=True)
+
+    class Meta:
+        model = DeadLetter
+        fields = [
+            "id",
+            "task",
+            "subtask",
+            "owner",
+            "to_email",
+            "message_id",
+            "error_type",
+            "error_message",
+            "history",
+            "status",
+            "reprocess_count",
+            "created_at",
+            "updated_at",
+            "resolved_at",
+        ]
+        read_only_fields = fields
+
+
+class DlqStatsSerializer(serializers.Serializer):
+    total = serializers.IntegerField()
+    by_status = serializers.DictField(
+        child=serializers.IntegerField(),
+        help_text="Entries by status: pending, reprocessing, resolved, expired.",
+    )
+    by_error_type = serializers.DictField(
+        child=serializers.IntegerField(),
+        help_text="Open (pending or reprocessing) entries by error type, largest first.",
+    )
+
+
+class ReprocessAllQuerySerializer(serializers.Serializer):
+    """Query string of ``POST /api/dlq/reprocess-all``."""
+
+    task = serializers.IntegerField(min_value=1, required=False, help_text="Task id.")
+    error_type = serializers.CharField(required=False, max_length=64)
+
+
+class ReprocessedSerializer(serializers.Serializer):
+    reprocessed = serializers.IntegerField(help_text="How many entries were sent again.")
