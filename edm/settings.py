@@ -171,6 +171,7 @@ SPECTACULAR_SETTINGS = {
     "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
     # Several models have a "status" field with different choices: name each enum.
     "ENUM_NAME_OVERRIDES": {
+        "ContactStatusEnum": "apps.contacts.models.Contact.Status",
         "TaskStatusEnum": "apps.dispatch.models.Task.Status",
         "SubTaskStatusEnum": "apps.dispatch.models.SubTask.Status",
         "DeadLetterStatusEnum": "apps.dispatch.models.DeadLetter.Status",

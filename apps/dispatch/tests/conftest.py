@@ -6,6 +6,7 @@ import pytest
 
 from apps.config.models import SystemConfig
 from apps.config.registry import KEYS
+from apps.config.selectors import config_cache_clear
 from apps.contacts.models import Contact, ContactTag, Tag
 from apps.services.models import EmailService, Pool
 
@@ -76,5 +77,7 @@ def set_config(db):
             SystemConfig.objects.update_or_create(
                 key=key, defaults={"value": value, "category": KEYS[key].category}
             )
+        # This process sees the new values at once, not after the next version check.
+        config_cache_clear()
 
     return set_

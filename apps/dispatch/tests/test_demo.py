@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from apps.dispatch import demo
 from apps.dispatch.models import Task
+from apps.services.models import Pool
 
 
 def test_demo_queues_one_task_once(user, staff_user, pool, make_contacts):
@@ -17,5 +18,6 @@ def test_demo_queues_one_task_once(user, staff_user, pool, make_contacts):
 
 def test_demo_without_a_default_pool_does_nothing(user, staff_user, make_contacts):
     make_contacts(user, 1)
+    Pool.objects.filter(name=Pool.DEFAULT_NAME).delete()
     assert "no default pool" in demo.seed(operator=staff_user, user=user)
     assert not Task.objects.exists()

@@ -79,6 +79,7 @@ def test_task_create_refuses_a_pool_not_open_to_the_user(user, make_contacts):
 
 def test_task_create_needs_a_pool(user, make_contacts, db):
     make_contacts(user, 1)
+    Pool.objects.filter(name=Pool.DEFAULT_NAME).delete()
     with pytest.raises(ValidationError, match="pool"):
         make_task(user)
 

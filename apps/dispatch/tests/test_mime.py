@@ -1,4 +1,4 @@
-# ruff: noqa: RUF001  (non-Latin test data is the point of these tests)
+
 """Messages built by apps.dispatch.mime parse back exactly with Python's email package."""
 
 from __future__ import annotations
