@@ -19,6 +19,8 @@ venv: $(STAMP)
 
 test: venv
 	DEBUG=1 $(DEVDB) -- $(BIN)/pytest --cov --cov-report=term:skip-covered $(PYTEST_ARGS)
+	@# Coverage floors (apps ≥ 85 %, apps/dispatch ≥ 90 %) on the whole suite only.
+	@if [ -z "$(PYTEST_ARGS)" ]; then $(BIN)/python scripts/coverage_check.py; fi
 
 run: venv
 	DEBUG=1 $(DEVDB) --data-dir .edm/pgdata -- $(BIN)/python manage.py devstack

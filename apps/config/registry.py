@@ -275,22 +275,6 @@ register(
         min=5,
     ),
     Key(
-        "queue.loop_seconds",
-        "duration",
-        120,
-        "How long one dispatcher loop runs before it hands over to its successor.",
-        min=10,
-        max=3600,
-    ),
-    Key(
-        "queue.max_idle_sleep",
-        "duration",
-        1,
-        "Longest sleep between two dispatcher ticks when nothing is ready.",
-        min=0.05,
-        max=10,
-    ),
-    Key(
         "backoff.strategy",
         "enum",
         "exponential",

@@ -54,7 +54,7 @@ class DispatchSettings:
             resend_ambiguous=bool(config_get("recovery.resend_ambiguous")),
             service_failure_limit=int(config_get("recovery.service_failure_limit")),
             service_cooldown=float(config_get("recovery.service_cooldown")),
-            throttle_delay=float(config_get("queue.throttle_delay")),
+            throttle_delay=float(config_get("backoff.throttle_delay")),
         )
 
     @property

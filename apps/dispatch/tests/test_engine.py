@@ -197,7 +197,7 @@ def test_a_throttled_service_is_pushed_back_and_the_message_not_charged(
 ):
     from apps.dispatch.tests.smtp import ThrottlingHandler, start
 
-    set_config(queue__throttle_delay=300)
+    set_config(backoff__throttle_delay=300)
     make_contacts(user, 3)
     throttling = start(ThrottlingHandler(times=1))
     try:
