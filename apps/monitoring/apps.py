@@ -6,3 +6,12 @@ from django.apps import AppConfig
 class MonitoringConfig(AppConfig):
     name = "apps.monitoring"
     label = "monitoring"
+
+    def ready(self) -> None:
+        from prometheus_client import REGISTRY
+
+        from apps.monitoring.collectors import DatabaseCollector
+
+        # Once per process: ready() may run again in tests that reload the app registry.
+        if not any(isinstance(c, DatabaseCollector) for c in REGISTRY._collector_to_names):
+            REGISTRY.register(DatabaseCollector())

@@ -2,8 +2,8 @@
 
 Counters live in the process that moves them: a dispatcher running in the django-q2
 cluster exports them only where a multiprocess registry is configured
-(``PROMETHEUS_MULTIPROC_DIR``); the database-backed figures (queues, services) are the
-cluster-wide view.
+(``PROMETHEUS_MULTIPROC_DIR``); the cluster-wide view (services, slots, tasks, dead
+letters) is read from the database at scrape time by :mod:`apps.monitoring.collectors`.
 """
 
 from __future__ import annotations
