@@ -79,7 +79,9 @@ def free_port() -> int:
 def run_as(user: str | None, argv: list[str], **kwargs) -> subprocess.CompletedProcess:
     if user:
         argv = ["runuser", "-u", user, "--", *argv]
-    return subprocess.run(argv, **kwargs)
+    # A session of its own: Ctrl-C in the terminal reaches the command we supervise, not
+    # the server, which is stopped only after that command has finished with it.
+    return subprocess.run(argv, start_new_session=True, **kwargs)
 
 
 def reachable_by(user: str, path: str) -> bool:

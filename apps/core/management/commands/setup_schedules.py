@@ -31,9 +31,10 @@ class Command(BaseCommand):
             name = PREFIX + spec.pop("name")
             names.append(name)
             _, created = Schedule.objects.update_or_create(name=name, defaults=spec)
-            self.stdout.write(f"{'created' if created else 'updated'} schedule {name}")
+            if options["verbosity"] >= 1:
+                self.stdout.write(f"{'created' if created else 'updated'} schedule {name}")
         removed, _ = Schedule.objects.filter(name__startswith=PREFIX).exclude(
             name__in=names
         ).delete()
-        if removed:
+        if removed and options["verbosity"] >= 1:
             self.stdout.write(f"removed {removed} obsolete schedule(s)")
