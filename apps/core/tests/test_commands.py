@@ -51,7 +51,7 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _wait_for_port(port: int, timeout: float = 20) -> None:
+def _wait_for_port(port: int, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with socket.socket() as sock:
@@ -78,7 +78,7 @@ def test_smtp_sink_command_stores_each_message_as_eml(tmp_path):
             )
     finally:
         sink.send_signal(signal.SIGTERM)
-        out, err = sink.communicate(timeout=20)
+        out, err = sink.communicate(timeout=60)
     files = list(tmp_path.glob("*.eml"))
     assert len(files) == 1
     assert b"Subject: hello sink" in files[0].read_bytes()
