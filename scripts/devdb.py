@@ -15,7 +15,8 @@ Usage::
 
 Where it gets PostgreSQL from, in order: the installed server's ``initdb``/``pg_ctl``
 (``pg_config --bindir``, ``PATH``, ``/usr/lib/postgresql/*/bin``), else the pip package
-``pgserver`` (an embedded PostgreSQL wheel), installed on first use. ``initdb`` refuses to
+``pgserver`` (an embedded PostgreSQL wheel), installed on first use
+(``EDM_DEVDB_EMBEDDED=1`` forces it). ``initdb`` refuses to
 run as root, so as root the cluster runs as the ``postgres`` system user, and its folder is
 placed where that user can reach it.
 
@@ -36,6 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 
 DB_NAME = "edm"
 # Throwaway clusters trade durability for speed; a kept cluster stays durable.
@@ -162,6 +164,11 @@ class EmbeddedCluster:
         self.server = None
 
     def start(self) -> str:
+        if not os.environ.get("XDG_RUNTIME_DIR"):
+            # pgserver (platformdirs) wants a private runtime folder, else it litters /tmp.
+            runtime = tempfile.mkdtemp(prefix="edm-xdg-")
+            os.chmod(runtime, 0o700)
+            os.environ["XDG_RUNTIME_DIR"] = runtime
         try:
             import pgserver
         except ImportError:
@@ -170,17 +177,13 @@ class EmbeddedCluster:
                 [sys.executable, "-m", "pip", "install", "-q", "pgserver==0.1.4"], check=True
             )
             import pgserver
-        runtime = tempfile.mkdtemp(prefix="edm-xdg-")
-        os.chmod(runtime, 0o700)
-        os.environ.setdefault("XDG_RUNTIME_DIR", runtime)
         self.server = pgserver.get_server(self.data_dir, cleanup_mode=None)
-        self.server.psql("SELECT 1")  # fails fast if the server is not up
-        exists = self.server.psql(
-            f"SELECT 1 FROM pg_database WHERE datname='{DB_NAME}'"
-        )
-        if "1" not in exists.split("-")[-1]:
-            self.server.psql(f"CREATE DATABASE {DB_NAME}")
-        return self.server.get_uri(DB_NAME)
+        exists = self.server.psql(f"SELECT 1 FROM pg_database WHERE datname='{DB_NAME}';")
+        if "(1 row)" not in exists:
+            self.server.psql(f"CREATE DATABASE {DB_NAME};")
+        # Put the socket folder where Django's URL parser reads the host, not in the query.
+        socket_dir = urllib.parse.quote(str(self.data_dir), safe="")
+        return f"postgresql://postgres@{socket_dir}/{DB_NAME}"
 
     def stop(self) -> None:
         if self.server is not None:
@@ -222,7 +225,8 @@ def main() -> int:
 
     data_dir, throwaway = pick_data_dir(args.data_dir)
     bindir = find_bindir()
-    if bindir and (os.geteuid() != 0 or _has_user("postgres")):
+    embedded = os.environ.get("EDM_DEVDB_EMBEDDED") == "1"
+    if bindir and not embedded and (os.geteuid() != 0 or _has_user("postgres")):
         cluster: Cluster | EmbeddedCluster = Cluster(bindir, data_dir, throwaway=throwaway)
     else:
         cluster = EmbeddedCluster(data_dir, throwaway=throwaway)
