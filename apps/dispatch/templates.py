@@ -12,7 +12,8 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.template import Context, Engine, TemplateSyntaxError
-from django.template.base import Template
+from django.template.base import Template, TextNode, Variable, VariableNode
+from django.utils.html import escape
 
 _FIELDS = ("subject", "body_text", "body_html")
 
@@ -55,6 +56,60 @@ def task_validate_templates(*, subject: str, body_text: str = "", body_html: str
         _compile(field, source or "")
 
 
+# A template made only of text and plain ``{{ contact.a.b }}`` variables, as a sequence of
+# literal strings and lookup paths (the keys after ``contact``).
+_Plan = tuple[str | tuple[str, ...], ...]
+
+
+def _plan(template: Template) -> _Plan | None:
+    """The template as text and lookup paths, or None when it uses anything else (tags,
+    filters, literals, translation, another root than ``contact``): those are rendered by
+    Django only."""
+    parts: list[str | tuple[str, ...]] = []
+    for node in template.nodelist:
+        if type(node) is TextNode:
+            parts.append(node.s)
+            continue
+        if type(node) is not VariableNode:
+            return None
+        expression = node.filter_expression
+        var = expression.var
+        if (
+            expression.filters
+            or type(var) is not Variable
+            or var.literal is not None
+            or var.translate
+            or var.message_context
+            or not var.lookups
+            or var.lookups[0] != "contact"
+            or len(var.lookups) < 2
+        ):
+            return None
+        parts.append(tuple(var.lookups[1:]))
+    return tuple(parts)
+
+
+def _render_plan(plan: _Plan, contact: dict[str, Any], *, autoescape: bool) -> str | None:
+    """What Django renders for ``plan`` when every variable is a key path through plain
+    dicts to a plain ``str`` (then Django's lookup is the dict item, and its output the
+    string, HTML-escaped under autoescape); None otherwise, so Django renders it (missing
+    keys, numbers, lists, dates… keep Django's exact behaviour)."""
+    out: list[str] = []
+    for part in plan:
+        if type(part) is str:
+            out.append(part)
+            continue
+        value: Any = contact
+        for key in part:
+            if type(value) is not dict or key not in value:
+                return None
+            value = value[key]
+        if type(value) is not str:
+            return None
+        out.append(escape(value) if autoescape else value)
+    return "".join(out)
+
+
 @dataclass(frozen=True)
 class CompiledTask:
     """A task's templates compiled once; :meth:`render` is the per-contact step."""
@@ -63,24 +118,53 @@ class CompiledTask:
     text: Template
     html: Template | None
     from_name: str
+    # Fast paths of the three templates (see _plan); None: always rendered by Django.
+    subject_plan: _Plan | None = None
+    text_plan: _Plan | None = None
+    html_plan: _Plan | None = None
 
     @classmethod
     def compile(
         cls, *, subject: str, body_text: str, body_html: str, from_name: str = ""
     ) -> CompiledTask:
+        subject_template = _compile("subject", subject, debug=False)
+        text_template = _compile("body_text", body_text or "", debug=False)
+        html_template = _compile("body_html", body_html, debug=False) if body_html else None
         return cls(
-            subject=_compile("subject", subject, debug=False),
-            text=_compile("body_text", body_text or "", debug=False),
-            html=_compile("body_html", body_html, debug=False) if body_html else None,
+            subject=subject_template,
+            text=text_template,
+            html=html_template,
             from_name=from_name,
+            subject_plan=_plan(subject_template),
+            text_plan=_plan(text_template),
+            html_plan=_plan(html_template) if html_template is not None else None,
         )
 
     def render(self, contact: dict[str, Any]) -> tuple[str, str, str]:
-        """(subject, text, html) for one contact; a rendered subject is one line."""
-        context = Context({"contact": contact}, autoescape=False)
-        subject = " ".join(self.subject.render(context).split())
-        text = self.text.render(context)
+        """(subject, text, html) for one contact; a rendered subject is one line.
+
+        Templates of text and plain ``{{ contact.… }}`` variables whose values are
+        strings are filled in directly (the same output as Django's, about five times
+        cheaper: rendering is a large part of the per-message CPU); anything else goes
+        through Django's renderer."""
+        subject = text = None
+        if self.subject_plan is not None:
+            subject = _render_plan(self.subject_plan, contact, autoescape=False)
+        if self.text_plan is not None:
+            text = _render_plan(self.text_plan, contact, autoescape=False)
+        if subject is None or text is None:
+            context = Context({"contact": contact}, autoescape=False)
+            if subject is None:
+                subject = self.subject.render(context)
+            if text is None:
+                text = self.text.render(context)
+        subject = " ".join(subject.split())
         html = ""
         if self.html is not None:
-            html = self.html.render(Context({"contact": contact}, autoescape=True))
+            rendered = None
+            if self.html_plan is not None:
+                rendered = _render_plan(self.html_plan, contact, autoescape=True)
+            if rendered is None:
+                rendered = self.html.render(Context({"contact": contact}, autoescape=True))
+            html = rendered
         return subject, text, html
