@@ -393,6 +393,8 @@ def main() -> int:
     figures["add_contacts"] = batch
     figures["add_contacts_p50_ms"] = round(median(adds), 1)
     figures["add_contacts_postgres_cpu_p50_ms"] = round(median(add_cpu), 1)
+    figures["add_contacts_runs_ms"] = [round(ms) for ms in adds]
+    figures["add_contacts_postgres_cpu_runs_ms"] = [round(ms) for ms in add_cpu]
     figures["remove_contacts_p50_ms"] = round(median(removes), 1)
 
     if not args.add_only:
