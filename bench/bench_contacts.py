@@ -5,6 +5,7 @@ Usage::
 
     DEBUG=1 .venv/bin/python scripts/devdb.py -- .venv/bin/python bench/bench_contacts.py
     ... bench/bench_contacts.py --smoke          # 20,000 contacts, seconds
+    ... bench/bench_contacts.py --add-only --add-runs 9   # tagging 100,000 only: ~1 min
 
 Workload (fixed seed): a CSV of N rows (1,000,000 ≈ 100 MB; ~2% bad rows: invalid
 e-mail, wrong column count, bad UTF-8) imported with ``manage.py import_contacts`` in a
@@ -187,10 +188,31 @@ def reset_owner(username: str):
     return User.objects.create_user(username=username, password="bench-pw")
 
 
+def seed_contacts_sql(user, rows: int) -> None:
+    """``rows`` contacts of ``user`` written in one SQL statement (for ``--add-only``)."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO contacts_contact (owner_id, email, first_name, last_name, attributes,"
+            " status, source, created_at, updated_at)"
+            " SELECT %s, 'c' || g || '@example.com', 'Ada', 'Lovelace', '{}'::jsonb,"
+            " 'active', 'import', now(), now() FROM generate_series(1, %s) AS g",
+            [user.pk, rows],
+        )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--smoke", action="store_true")
     parser.add_argument("--rows", type=int)
+    parser.add_argument(
+        "--add-only",
+        action="store_true",
+        help="seed the contacts in SQL (no CSV import) and time only adding/removing"
+        " 100,000 contacts to/from a tag: a quick check of the tagging path",
+    )
+    parser.add_argument("--add-runs", type=int, default=5, help="adds (and removes) to time")
     args = parser.parse_args()
     rows = args.rows or (20_000 if args.smoke else 1_000_000)
     repeat = 20 if args.smoke else 100
@@ -207,48 +229,51 @@ def main() -> int:
 
     figures: dict = {"contacts": rows, "tags": 200}
     user = reset_owner("bench-contacts")
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "contacts.csv"
-        bad = make_csv(path, rows)
-        figures["csv_mb"] = round(path.stat().st_size / 1e6, 1)
-        figures["csv_bad_rows"] = bad
-        env = {**os.environ, "DJANGO_SETTINGS_MODULE": "edm.settings"}
-        command = [
-            sys.executable,
-            str(ROOT / "manage.py"),
-            "import_contacts",
-            str(path),
-            "--owner",
-            user.username,
-            "--no-progress",
-        ]
-        watcher = BackendWatcher("edm-bench-import")
-        watcher.start()
-        started = time.perf_counter()
-        subprocess.run(
-            command,
-            check=True,
-            env={**env, "PGAPPNAME": "edm-bench-import"},
-            cwd=ROOT,
-            stdout=subprocess.DEVNULL,
-        )
-        elapsed = time.perf_counter() - started
-        watcher.stop.set()
-        watcher.join()
-        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-        rss = usage.ru_maxrss / 1024
-        figures["import_python_cpu_s"] = round(usage.ru_utime + usage.ru_stime, 1)
-        figures["import_postgres_cpu_s"] = round(watcher.cpu_s, 1)
-        figures["import_s"] = round(elapsed, 2)
-        figures["import_rows_per_s"] = round(rows / elapsed)
-        figures["import_peak_rss_mb"] = round(rss, 1)
-        started = time.perf_counter()
-        out = subprocess.run(
-            command, check=True, env=env, cwd=ROOT, capture_output=True, text=True
-        ).stdout
-        elapsed = time.perf_counter() - started
-        figures["reimport_rows_per_s"] = round(rows / elapsed)
-        figures["reimport_summary"] = out.strip().splitlines()[0]
+    if args.add_only:
+        seed_contacts_sql(user, rows)
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "contacts.csv"
+            bad = make_csv(path, rows)
+            figures["csv_mb"] = round(path.stat().st_size / 1e6, 1)
+            figures["csv_bad_rows"] = bad
+            env = {**os.environ, "DJANGO_SETTINGS_MODULE": "edm.settings"}
+            command = [
+                sys.executable,
+                str(ROOT / "manage.py"),
+                "import_contacts",
+                str(path),
+                "--owner",
+                user.username,
+                "--no-progress",
+            ]
+            watcher = BackendWatcher("edm-bench-import")
+            watcher.start()
+            started = time.perf_counter()
+            subprocess.run(
+                command,
+                check=True,
+                env={**env, "PGAPPNAME": "edm-bench-import"},
+                cwd=ROOT,
+                stdout=subprocess.DEVNULL,
+            )
+            elapsed = time.perf_counter() - started
+            watcher.stop.set()
+            watcher.join()
+            usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+            rss = usage.ru_maxrss / 1024
+            figures["import_python_cpu_s"] = round(usage.ru_utime + usage.ru_stime, 1)
+            figures["import_postgres_cpu_s"] = round(watcher.cpu_s, 1)
+            figures["import_s"] = round(elapsed, 2)
+            figures["import_rows_per_s"] = round(rows / elapsed)
+            figures["import_peak_rss_mb"] = round(rss, 1)
+            started = time.perf_counter()
+            out = subprocess.run(
+                command, check=True, env=env, cwd=ROOT, capture_output=True, text=True
+            ).stdout
+            elapsed = time.perf_counter() - started
+            figures["reimport_rows_per_s"] = round(rows / elapsed)
+            figures["reimport_summary"] = out.strip().splitlines()[0]
     stored = Contact.objects.filter(owner=user).count()
     figures["contacts_stored"] = stored
 
@@ -296,64 +321,67 @@ def main() -> int:
     tag_a.refresh_from_db()
     figures["tag_a_members"] = tag_a.contact_count
 
-    # --- tag pages through the API --------------------------------------------------------
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
-    with override_settings(DEBUG=False, ALLOWED_HOSTS=["testserver"]):
-        url = f"/api/tags/{tag_a.pk}/contacts/"
-        first = timed(lambda: client.get(url), repeat)
-        body = client.get(url).json()
-        assert len(body["results"]) == 50, body
-        # A cursor about half-way through the tag (the 250,000th member for N = 1M).
-        middle = tag_a.contact_count // 2
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT contact_id FROM contacts_contacttag WHERE tag_id = %s"
-                " ORDER BY contact_id DESC OFFSET %s LIMIT 1",
-                [tag_a.pk, middle],
+    if not args.add_only:
+        # --- tag pages through the API --------------------------------------------------------
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+        with override_settings(DEBUG=False, ALLOWED_HOSTS=["testserver"]):
+            url = f"/api/tags/{tag_a.pk}/contacts/"
+            first = timed(lambda: client.get(url), repeat)
+            body = client.get(url).json()
+            assert len(body["results"]) == 50, body
+            # A cursor about half-way through the tag (the 250,000th member for N = 1M).
+            middle = tag_a.contact_count // 2
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT contact_id FROM contacts_contacttag WHERE tag_id = %s"
+                    " ORDER BY contact_id DESC OFFSET %s LIMIT 1",
+                    [tag_a.pk, middle],
+                )
+                pivot = cursor.fetchone()[0]
+            from apps.contacts.api import deep_page_cursor
+
+            deep_url = f"{url}?cursor={deep_page_cursor(pivot)}"
+            deep = timed(lambda: client.get(deep_url), repeat)
+            page = client.get(deep_url).json()["results"]
+            assert len(page) == 50 and page[0]["id"] < pivot, page[:1]
+            figures["tag_page_first_p50_ms"] = round(median(first), 2)
+            figures["tag_page_first_p95_ms"] = round(percentile(first, 95), 2)
+            figures["tag_page_deep_p50_ms"] = round(median(deep), 2)
+            figures["tag_page_deep_p95_ms"] = round(percentile(deep, 95), 2)
+            # The same pages without HTTP/DRF: the selector's SQL alone.
+            from apps.contacts.selectors import contact_list
+
+            members = contact_list(owner=user, filters=ContactFilter(tags=(tag_a.pk,)))
+            sql_first = timed(lambda: list(members.order_by("-member_id")[:51]), repeat)
+            sql_deep = timed(
+                lambda: list(
+                    members.filter(member_id__lt=pivot, id__lt=pivot).order_by("-member_id")[:51]
+                ),
+                repeat,
             )
-            pivot = cursor.fetchone()[0]
-        from apps.contacts.api import deep_page_cursor
+            figures["tag_page_sql_first_p95_ms"] = round(percentile(sql_first, 95), 2)
+            figures["tag_page_sql_deep_p95_ms"] = round(percentile(sql_deep, 95), 2)
 
-        deep_url = f"{url}?cursor={deep_page_cursor(pivot)}"
-        deep = timed(lambda: client.get(deep_url), repeat)
-        page = client.get(deep_url).json()["results"]
-        assert len(page) == 50 and page[0]["id"] < pivot, page[:1]
-        figures["tag_page_first_p50_ms"] = round(median(first), 2)
-        figures["tag_page_first_p95_ms"] = round(percentile(first, 95), 2)
-        figures["tag_page_deep_p50_ms"] = round(median(deep), 2)
-        figures["tag_page_deep_p95_ms"] = round(percentile(deep, 95), 2)
-        # The same pages without HTTP/DRF: the selector's SQL alone.
-        from apps.contacts.selectors import contact_list
-
-        members = contact_list(owner=user, filters=ContactFilter(tags=(tag_a.pk,)))
-        sql_first = timed(lambda: list(members.order_by("-member_id")[:51]), repeat)
-        sql_deep = timed(
-            lambda: list(
-                members.filter(member_id__lt=pivot, id__lt=pivot).order_by("-member_id")[:51]
-            ),
-            repeat,
-        )
-        figures["tag_page_sql_first_p95_ms"] = round(percentile(sql_first, 95), 2)
-        figures["tag_page_sql_deep_p95_ms"] = round(percentile(sql_deep, 95), 2)
-
-        counts = timed(
-            lambda: list(Tag.objects.filter(owner=user).values_list("id", "contact_count")), repeat
-        )
-        figures["tag_counts_200_p50_ms"] = round(median(counts), 2)
-        figures["tag_counts_200_p95_ms"] = round(percentile(counts, 95), 2)
-        api_counts = timed(lambda: client.get("/api/tags/?page_size=200"), repeat // 2)
-        figures["tag_list_api_200_p50_ms"] = round(median(api_counts), 2)
+            counts = timed(
+                lambda: list(Tag.objects.filter(owner=user).values_list("id", "contact_count")),
+                repeat,
+            )
+            figures["tag_counts_200_p50_ms"] = round(median(counts), 2)
+            figures["tag_counts_200_p95_ms"] = round(percentile(counts, 95), 2)
+            api_counts = timed(lambda: client.get("/api/tags/?page_size=200"), repeat // 2)
+            figures["tag_list_api_200_p50_ms"] = round(median(api_counts), 2)
 
     # --- add 100,000 contacts to a tag ------------------------------------------------------
     batch = min(100_000, stored // 6)
     all_ids = list(Contact.objects.filter(owner=user).values_list("id", flat=True))
     random.Random(7).shuffle(all_ids)
+    sets = len(all_ids) // batch  # more runs than disjoint sets reuse them in turn
     adds, removes, add_cpu = [], [], []
-    for run in range(5):
+    for run in range(args.add_runs):
         # A fresh random set each run (as a real selection would be), so no run pays for
         # the dead index entries a previous run left on the same keys.
-        ids = all_ids[run * batch : (run + 1) * batch]
+        ids = all_ids[(run % sets) * batch : (run % sets + 1) * batch]
         started, cpu = time.perf_counter(), own_backend_cpu_s()
         change = tag_add_contacts(tag=tag_new, selection=ContactSelection(ids=ids))
         adds.append((time.perf_counter() - started) * 1000)
@@ -365,29 +393,33 @@ def main() -> int:
     figures["add_contacts"] = batch
     figures["add_contacts_p50_ms"] = round(median(adds), 1)
     figures["add_contacts_postgres_cpu_p50_ms"] = round(median(add_cpu), 1)
+    figures["add_contacts_runs_ms"] = [round(ms) for ms in adds]
+    figures["add_contacts_postgres_cpu_runs_ms"] = [round(ms) for ms in add_cpu]
     figures["remove_contacts_p50_ms"] = round(median(removes), 1)
 
-    # --- tag A and not tag B ------------------------------------------------------------------
-    filters = ContactFilter(tags=(tag_a.pk,), exclude_tags=(tag_b.pk,))
-    result = contact_count_matching(owner=user, filters=filters)
-    and_not = timed(
-        lambda: contact_count_matching(owner=user, filters=filters), 5 if not args.smoke else 10
-    )
-    figures["a_and_not_b_count"] = result
-    figures["a_and_not_b_p50_ms"] = round(median(and_not), 1)
-    cpu = own_backend_cpu_s()
-    contact_count_matching(owner=user, filters=filters)
-    figures["a_and_not_b_postgres_cpu_ms"] = round((own_backend_cpu_s() - cpu) * 1000, 1)
-    with override_settings(DEBUG=False, ALLOWED_HOSTS=["testserver"]):
-        page_url = f"/api/contacts/?tag={tag_a.pk}&exclude_tag={tag_b.pk}"
-        and_not_page = timed(lambda: client.get(page_url), repeat // 2)
-        figures["a_and_not_b_first_page_p50_ms"] = round(median(and_not_page), 2)
+    if not args.add_only:
+        # --- tag A and not tag B ------------------------------------------------------------------
+        filters = ContactFilter(tags=(tag_a.pk,), exclude_tags=(tag_b.pk,))
+        result = contact_count_matching(owner=user, filters=filters)
+        and_not = timed(
+            lambda: contact_count_matching(owner=user, filters=filters), 5 if not args.smoke else 10
+        )
+        figures["a_and_not_b_count"] = result
+        figures["a_and_not_b_p50_ms"] = round(median(and_not), 1)
+        cpu = own_backend_cpu_s()
+        contact_count_matching(owner=user, filters=filters)
+        figures["a_and_not_b_postgres_cpu_ms"] = round((own_backend_cpu_s() - cpu) * 1000, 1)
+        with override_settings(DEBUG=False, ALLOWED_HOSTS=["testserver"]):
+            page_url = f"/api/contacts/?tag={tag_a.pk}&exclude_tag={tag_b.pk}"
+            and_not_page = timed(lambda: client.get(page_url), repeat // 2)
+            figures["a_and_not_b_first_page_p50_ms"] = round(median(and_not_page), 2)
 
     from django.core.management import call_command
 
     call_command("check_tag_consistency", "--owner", user.username)
     figures["load_average_1m_at_end"] = round(os.getloadavg()[0], 2)
-    report("contacts" + ("_smoke" if args.smoke else ""), figures)
+    name = "contacts" + ("_add" if args.add_only else "") + ("_smoke" if args.smoke else "")
+    report(name, figures)
     return 0
 
 

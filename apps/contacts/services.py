@@ -6,6 +6,15 @@ membership of tags first locks those tag rows ``FOR UPDATE`` in id order, then c
 the rows it inserted or deleted, and adds that number to ``contact_count`` before it
 commits. Concurrent changes of one tag therefore run one after the other, and two
 transactions that touch several tags wait for each other in the same order.
+
+Inserts of memberships are plain ``INSERT … SELECT`` of the rows that are not yet members
+(an anti-join on the ``(tag, contact)`` primary key), not ``ON CONFLICT DO NOTHING``: the
+speculative insertion of ``ON CONFLICT`` was over a quarter of the database time of tagging
+100,000 contacts. It is exact because it runs after the tag lock: in READ COMMITTED the
+statement's snapshot is taken once the lock is held, so it sees every membership of that
+tag that any earlier writer committed, and no other writer of the tag can run until this
+transaction ends. Were a writer ever to skip the lock, the primary key would still refuse
+the duplicate (an error, never a wrong count).
 """
 
 from __future__ import annotations
@@ -16,6 +25,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import cached_property
 
 import psycopg
 from django.db import IntegrityError, connection, transaction
@@ -63,6 +73,11 @@ class ContactSelection:
                 "give exactly one of contact_ids, emails or filter", field="contacts"
             )
 
+    @cached_property
+    def unique_ids(self) -> list[int]:
+        """``ids`` as ints, without repeats, sorted; computed once per selection."""
+        return sorted({int(i) for i in self.ids or ()})
+
 
 # --- helpers -------------------------------------------------------------------------
 
@@ -76,6 +91,16 @@ def _bound_cursor() -> Iterator[psycopg.Cursor]:
     connection.ensure_connection()
     with psycopg.Cursor(connection.connection) as cursor:
         yield cursor
+
+
+def _bigint_array(ids: Sequence[int]) -> str:
+    """``ids`` (ints) as the text of a PostgreSQL array, to bind as ``%s::bigint[]``.
+
+    psycopg's adaptation of a Python list costs ~1.5-3 µs per element here (0.15-0.3 s of
+    client time for 100,000 ids); joining the text costs ~0.3 µs, and the server parses it
+    in a few milliseconds.
+    """
+    return "{" + ",".join(map(str, ids)) + "}"
 
 
 def _lock_tags(cursor, tag_ids: Iterable[int]) -> None:
@@ -95,6 +120,20 @@ def _add_to_count(cursor, tag_id: int, delta: int) -> None:
         )
 
 
+def _insert_members_sql(source_sql: str) -> str:
+    """``INSERT`` into the tag (first parameter) the ids of ``source_sql`` (its rows, one
+    column ``id``, unique) that are not members yet (the tag id again as the last
+    parameter), in id order, ``RETURNING 1`` per inserted row. Run only under the tag's
+    row lock (see the module docstring)."""
+    return (
+        "INSERT INTO contacts_contacttag (tag_id, contact_id)"
+        f" SELECT %s, src.id FROM ({source_sql}) AS src"
+        " WHERE NOT EXISTS (SELECT 1 FROM contacts_contacttag m"
+        " WHERE m.tag_id = %s AND m.contact_id = src.id)"
+        " ORDER BY src.id RETURNING 1"
+    )
+
+
 def _check_owned_tags(owner, tag_ids: Iterable[int], *, field_name: str) -> list[int]:
     ids = sorted({int(t) for t in tag_ids})
     found = set(Tag.objects.filter(owner=owner, pk__in=ids).values_list("pk", flat=True))
@@ -106,10 +145,14 @@ def _check_owned_tags(owner, tag_ids: Iterable[int], *, field_name: str) -> list
 
 def _selection_sql(*, owner, selection: ContactSelection) -> tuple[str, list]:
     if selection.ids is not None:
-        ids = sorted({int(i) for i in selection.ids})
+        ids = selection.unique_ids
+        # One sorted array, unnested and merge-joined with the owner's (owner, id) index:
+        # `id = ANY(array)` made PostgreSQL plan with 100,000 constants (~30 ms) and then
+        # scan the whole contact table with a hashed filter (~0.5 s for 100,000 ids).
         return (
-            "SELECT id FROM contacts_contact WHERE owner_id = %s AND id = ANY(%s::bigint[])",
-            [owner.pk, ids],
+            "SELECT c.id FROM unnest(%s::bigint[]) AS u(id)"
+            " JOIN contacts_contact c ON c.id = u.id WHERE c.owner_id = %s",
+            [_bigint_array(ids), owner.pk],
         )
     if selection.emails is not None:
         emails = sorted({(e or "").strip().lower() for e in selection.emails})
@@ -128,9 +171,9 @@ def _selection_sql(*, owner, selection: ContactSelection) -> tuple[str, list]:
 def _check_all_found(*, owner, selection: ContactSelection, matched: int) -> None:
     """All-or-nothing for explicit lists: an id or e-mail the owner lacks is an error."""
     if selection.ids is not None:
-        wanted = {int(i) for i in selection.ids}
-        if matched == len(wanted):
+        if matched == len(selection.unique_ids):
             return
+        wanted = set(selection.unique_ids)
         found = set(Contact.objects.filter(owner=owner, pk__in=wanted).values_list("pk", flat=True))
         missing = sorted(wanted - found)
         raise ApplicationError(f"unknown contact id(s): {missing[:20]}", field="contact_ids")
@@ -224,12 +267,10 @@ def tag_merge(*, source: Tag, target: Tag) -> int:
         raise ApplicationError("a tag cannot be merged into itself", field="into")
     with connection.cursor() as cursor:
         _lock_tags(cursor, [source.pk, target.pk])
+        members_sql = "SELECT contact_id AS id FROM contacts_contacttag WHERE tag_id = %s"
         cursor.execute(
-            "WITH ins AS (INSERT INTO contacts_contacttag (tag_id, contact_id)"
-            " SELECT %s, contact_id FROM contacts_contacttag WHERE tag_id = %s"
-            " ORDER BY contact_id ON CONFLICT DO NOTHING RETURNING 1)"
-            " SELECT count(*) FROM ins",
-            [target.pk, source.pk],
+            f"WITH ins AS ({_insert_members_sql(members_sql)}) SELECT count(*) FROM ins",
+            [target.pk, source.pk, target.pk],
         )
         added = cursor.fetchone()[0]
         _add_to_count(cursor, target.pk, added)
@@ -281,10 +322,9 @@ def tag_add_contacts(*, tag: Tag, selection: ContactSelection) -> MembershipChan
         # One statement: the inserted rows, not the requested ones, move the count.
         cursor.execute(
             f"WITH src AS MATERIALIZED ({source_sql}),"
-            " ins AS (INSERT INTO contacts_contacttag (tag_id, contact_id)"
-            " SELECT %s, id FROM src ORDER BY id ON CONFLICT DO NOTHING RETURNING 1)"
+            f" ins AS ({_insert_members_sql('SELECT id FROM src')})"
             " SELECT (SELECT count(*) FROM src), (SELECT count(*) FROM ins)",
-            [*params, tag.pk],
+            [*params, tag.pk, tag.pk],
         )
         matched, added = cursor.fetchone()
         _check_all_found(owner=owner, selection=selection, matched=matched)
@@ -321,11 +361,12 @@ def tag_add_contact_ids(*, tag_ids: Sequence[int], contact_ids_sql: str, params:
     with _bound_cursor() as cursor:
         _lock_tags(cursor, tag_ids)
         for tag_id in sorted(tag_ids):
+            # DISTINCT: the plain insert must not see an id twice (the callers' sources are
+            # unique today; this keeps a duplicate from ever turning into an error).
+            distinct_sql = f"SELECT DISTINCT id FROM ({contact_ids_sql}) AS ids"
             cursor.execute(
-                f"WITH ins AS (INSERT INTO contacts_contacttag (tag_id, contact_id)"
-                f" SELECT %s, id FROM ({contact_ids_sql}) src ORDER BY id"
-                " ON CONFLICT DO NOTHING RETURNING 1) SELECT count(*) FROM ins",
-                [tag_id, *params],
+                f"WITH ins AS ({_insert_members_sql(distinct_sql)}) SELECT count(*) FROM ins",
+                [tag_id, *params, tag_id],
             )
             _add_to_count(cursor, tag_id, cursor.fetchone()[0])
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+from django.db import transaction
 
 from apps.contacts.models import Contact, ContactTag, Tag
 from apps.contacts.selectors import ContactFilter, contact_count_matching, contact_list
@@ -12,6 +13,7 @@ from apps.contacts.services import (
     contact_update,
     contacts_bulk_upsert,
     contacts_set_status,
+    tag_add_contact_ids,
     tag_add_contacts,
     tag_create,
     tag_delete,
@@ -82,6 +84,45 @@ def test_add_by_ids_counts_only_new_members(user, make_contacts, make_tag):
     tag.refresh_from_db()
     assert (change.matched, change.changed) == (5, 3)
     assert tag.contact_count == 5 == len(members(tag))
+
+
+def test_add_with_repeated_ids_and_again_adds_each_contact_once(user, make_contacts, make_tag):
+    contacts = make_contacts(3)
+    tag = make_tag(members=contacts[:1])
+    ids = [c.pk for c in contacts] * 2
+    change = tag_add_contacts(tag=tag, selection=ContactSelection(ids=ids))
+    assert (change.matched, change.changed) == (3, 2)
+    again = tag_add_contacts(tag=tag, selection=ContactSelection(ids=list(reversed(ids))))
+    assert (again.matched, again.changed) == (3, 0)
+    tag.refresh_from_db()
+    assert tag.contact_count == 3 == len(members(tag))
+
+
+def test_adding_a_tags_own_members_to_it_changes_nothing(user, make_contacts, make_tag):
+    contacts = make_contacts(3)
+    tag = make_tag(members=contacts[:2])
+    change = tag_add_contacts(
+        tag=tag, selection=ContactSelection(filters=ContactFilter(tags=(tag.pk,)))
+    )
+    assert (change.matched, change.changed) == (2, 0)
+    tag.refresh_from_db()
+    assert tag.contact_count == 2 == len(members(tag))
+
+
+def test_internal_add_of_a_source_repeating_an_id_inserts_it_once(user, make_contacts, make_tag):
+    contacts = make_contacts(2)
+    first, second = make_tag(members=contacts[:1]), make_tag()
+    ids = [contacts[0].pk, contacts[1].pk, contacts[1].pk]
+    with transaction.atomic():
+        tag_add_contact_ids(
+            tag_ids=[second.pk, first.pk],
+            contact_ids_sql="SELECT unnest(%s::bigint[]) AS id",
+            params=[ids],
+        )
+    first.refresh_from_db()
+    second.refresh_from_db()
+    assert first.contact_count == 2 == len(members(first))
+    assert second.contact_count == 2 == len(members(second))
 
 
 def test_add_by_emails_is_case_insensitive(user, make_contacts, make_tag):
