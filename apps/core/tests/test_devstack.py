@@ -59,7 +59,12 @@ def test_devstack_serves_the_api_runs_the_sink_and_stops_on_ctrl_c(tmp_path):
             assert smtp.recv(100).startswith(b"220")
     finally:
         os.killpg(process.pid, signal.SIGINT)
-        output, _ = process.communicate(timeout=90)
+        try:
+            output, _ = process.communicate(timeout=90)
+        except subprocess.TimeoutExpired:
+            # Never leave a web server or cluster behind, whatever the verdict.
+            os.killpg(process.pid, signal.SIGKILL)
+            output, _ = process.communicate()
     assert process.returncode == 0, output
     assert "Demo operator" in output
     assert "EDM stopped." in output

@@ -247,6 +247,7 @@ def test_a_django_q2_cluster_runs_loops_with_successors(
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     try:
         wait_until(
@@ -266,6 +267,7 @@ def test_a_django_q2_cluster_runs_loops_with_successors(
         try:
             cluster.wait(timeout=30)
         except subprocess.TimeoutExpired:
-            cluster.kill()
+            # The whole group: the cluster's worker processes too.
+            os.killpg(cluster.pid, signal.SIGKILL)
     assert task_progress(task)["sent"] == 5
     assert len(smtp_sink.handler.messages) == 5
