@@ -41,6 +41,23 @@ sys.path.insert(0, str(HERE.parent))
 from _common import ROOT, percentile, report, setup_django  # noqa: E402
 
 
+def bench_task(owner, name: str, *, tag_id: int, pool):
+    """A draft task of the benchmark's personalized message to the members of one tag."""
+    from baselines import HTML_TEMPLATE, SUBJECT_TEMPLATE, TEXT_TEMPLATE
+
+    from apps.dispatch import services
+
+    return services.task_create(
+        owner=owner,
+        name=name,
+        subject=SUBJECT_TEMPLATE,
+        body_text=TEXT_TEMPLATE,
+        body_html=HTML_TEMPLATE,
+        include_tags=[tag_id],
+        pool=pool,
+    )
+
+
 def proc_cpu(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -196,7 +213,7 @@ def stop_dispatchers(processes: list[subprocess.Popen]) -> None:
 
 
 def run_edm(recipients, *, sink, owner, tag_id, pool, dispatchers: int) -> dict:
-    from baselines import HTML_TEMPLATE, SUBJECT_TEMPLATE, TEXT_TEMPLATE, postgres_cpu_seconds
+    from baselines import postgres_cpu_seconds
 
     from apps.dispatch import services
     from apps.dispatch.models import Task
@@ -208,15 +225,7 @@ def run_edm(recipients, *, sink, owner, tag_id, pool, dispatchers: int) -> dict:
         main_before = [proc_main_thread_cpu(p.pid) for p in processes]
         pg_before = postgres_cpu_seconds()
         sink_before = sink.stats()
-        task = services.task_create(
-            owner=owner,
-            name="bench",
-            subject=SUBJECT_TEMPLATE,
-            body_text=TEXT_TEMPLATE,
-            body_html=HTML_TEMPLATE,
-            include_tags=[tag_id],
-            pool=pool,
-        )
+        task = bench_task(owner, "bench", tag_id=tag_id, pool=pool)
         started = time.time()
         services.task_queue(task=task)
         queued = time.time()
@@ -449,7 +458,6 @@ def part_tick(args) -> dict:
 
 
 def part_materialize_and_rss(args, *, do_rss: bool) -> dict:
-    from baselines import HTML_TEMPLATE, SUBJECT_TEMPLATE, TEXT_TEMPLATE
     from django.db import connection
     from sink import start_sink_process
 
@@ -487,15 +495,7 @@ def part_materialize_and_rss(args, *, do_rss: bool) -> dict:
     figures: dict = {"recipients": n}
     with start_sink_process() as sink:
         pool = make_pool("bench-million", 200, port=sink.port)
-        task = services.task_create(
-            owner=owner,
-            name="million",
-            subject=SUBJECT_TEMPLATE,
-            body_text=TEXT_TEMPLATE,
-            body_html=HTML_TEMPLATE,
-            include_tags=[tag.pk],
-            pool=pool,
-        )
+        task = bench_task(owner, "million", tag_id=tag.pk, pool=pool)
         started = time.perf_counter()
         services.task_queue(task=task)
         figures["materialize_seconds"] = round(time.perf_counter() - started, 2)
@@ -519,7 +519,6 @@ def part_materialize_and_rss(args, *, do_rss: bool) -> dict:
 def small_task_while_big_runs(pool, sink) -> dict:
     """User B queues 10 recipients while the big task sends: time to first send and to
     completion (BENCHMARKS.md, "Fairness and latency")."""
-    from baselines import HTML_TEMPLATE, SUBJECT_TEMPLATE, TEXT_TEMPLATE
 
     from apps.dispatch import services
     from apps.dispatch.selectors import task_progress
@@ -531,15 +530,7 @@ def small_task_while_big_runs(pool, sink) -> dict:
         [(f"small{i}@small.example", f"Small{i}", "Oslo") for i in range(10)],
         tag_name="small",
     )
-    task = services.task_create(
-        owner=owner,
-        name="small",
-        subject=SUBJECT_TEMPLATE,
-        body_text=TEXT_TEMPLATE,
-        body_html=HTML_TEMPLATE,
-        include_tags=[tag_id],
-        pool=pool,
-    )
+    task = bench_task(owner, "small", tag_id=tag_id, pool=pool)
     started = time.time()
     services.task_queue(task=task)
     done = None
