@@ -74,22 +74,19 @@ class EmailServiceViewSet(viewsets.ModelViewSet):
     @extend_schema(request=ServiceEnableSerializer, responses=ServiceActionResultSerializer)
     @action(detail=True, methods=["post"])
     def enable(self, request: Request, pk: str | None = None) -> Response:
-        serializer = ServiceEnableSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        service = self.get_object()
-        changed = services.service_enable(
-            service_id=service.pk, user=request.user, reason=serializer.validated_data["reason"]
-        )
-        service.refresh_from_db()
-        return Response({"changed": changed, **service_stats(service)})
+        return self._switch(request, ServiceEnableSerializer, services.service_enable)
 
     @extend_schema(request=ServiceDisableSerializer, responses=ServiceActionResultSerializer)
     @action(detail=True, methods=["post"])
     def disable(self, request: Request, pk: str | None = None) -> Response:
-        serializer = ServiceDisableSerializer(data=request.data)
+        return self._switch(request, ServiceDisableSerializer, services.service_disable)
+
+    def _switch(self, request: Request, serializer_class, service_function) -> Response:
+        """Enable or disable through ``service_function`` with the operator's reason."""
+        serializer = serializer_class(data=request.data)
         serializer.is_valid(raise_exception=True)
         service = self.get_object()
-        changed = services.service_disable(
+        changed = service_function(
             service_id=service.pk, user=request.user, reason=serializer.validated_data["reason"]
         )
         service.refresh_from_db()
