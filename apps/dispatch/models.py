@@ -17,6 +17,7 @@ Hot tables stay small to read:
 from __future__ import annotations
 
 from django.conf import settings
+from django.contrib.postgres.fields import ArrayField
 from django.db import models
 from django.db.models import Q
 from django.db.models.functions import Now
@@ -270,3 +271,36 @@ class DeadLetter(models.Model):
 
     def __str__(self) -> str:
         return f"dead letter {self.pk} ({self.error_type})"
+
+
+class SendChunk(models.Model):
+    """The messages one dispatcher sends in a row through one held service, in order,
+    and how far it got: the only row written per message.
+
+    Before a message goes on the wire its dispatcher moves ``position`` to it (a HOT
+    update of this small row, fenced by ``epoch`` and ``lease_expires_at``); the subtask
+    rows themselves stay ``allocated`` and are written once, in bulk, when the chunk
+    ends. So at any moment, for a live or a dead dispatcher alike: the entries before
+    ``position`` that are still ``allocated`` were accepted (failures and skips are
+    recorded on their subtask at once), the entry at ``position`` may be on the wire,
+    the ones after it were never attempted. Recovery resolves a chunk whose lease expired
+    from exactly that; pausing or cancelling a task bumps ``epoch`` of the chunks that
+    hold its subtasks, so their dispatchers stop before the next message.
+
+    ``subtask_ids``, ``tokens`` (attempt tokens of the claim) and ``task_ids`` are
+    written once when the chunk starts. The row is deleted when the chunk ends.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    service_id = models.IntegerField()
+    holder = models.CharField(max_length=64, blank=True)
+    subtask_ids = ArrayField(models.BigIntegerField())
+    tokens = ArrayField(models.IntegerField())
+    task_ids = ArrayField(models.BigIntegerField())
+    position = models.IntegerField(default=-1)
+    epoch = models.IntegerField(default=0)
+    lease_expires_at = models.DateTimeField()
+    started_at = models.DateTimeField(db_default=Now())
+
+    def __str__(self) -> str:
+        return f"chunk {self.pk} of service {self.service_id}"

@@ -1,9 +1,12 @@
 """Stuck-work recovery, by leases (never by bare age).
 
-* ``allocated`` with an expired lease: never on the wire → back to ``pending``.
-* ``sending`` with an expired lease: the dispatcher died while the message was on the
-  wire; SMTP cannot tell whether the final "." was accepted → ``unknown`` (or ``pending``,
-  same Message-ID, when ``recovery.resend_ambiguous`` is on).
+* A chunk (``models.SendChunk``) whose lease expired: its dispatcher died. The messages
+  before its position were accepted → ``sent``; the one at its position may have been on
+  the wire and SMTP cannot tell whether the final "." was accepted → ``unknown`` (or
+  ``pending``, same Message-ID, when ``recovery.resend_ambiguous`` is on); the rest were
+  never attempted → ``pending``.
+* ``allocated`` with an expired lease outside any chunk (claimed, never started): never
+  on the wire → back to ``pending``.
 * A live task with ready work whose lane was not served for ``recovery.stuck_threshold``
   (or has no lane) is re-queued (its lanes rebuilt, the dispatchers woken) and reported.
 
@@ -42,44 +45,60 @@ def recover_stuck(*, stuck_threshold: float | None = None) -> dict:
         cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [RECOVERY_LOCK_KEY])
         if not cursor.fetchone()[0]:
             return {"skipped": True}
-        cursor.execute(
-            """
-            UPDATE dispatch_subtask s SET
-                status = CASE WHEN t.status IN ('cancelled', 'failed') THEN 'cancelled'
-                              ELSE 'pending' END,
-                service_id = NULL, lease_expires_at = NULL
-            FROM dispatch_task t
-            WHERE t.id = s.task_id AND s.status = 'allocated' AND s.lease_expires_at < now()
-              AND s.task_id IN (SELECT id FROM dispatch_task
-                                WHERE status IN ('scheduled', 'queued', 'sending', 'paused')
-                                   OR completed_at > now() - interval '1 day')
-            RETURNING s.task_id
-            """
-        )
-        released = [row[0] for row in cursor.fetchall()]
+        # In this order: the chunks are gone once resolved, and the last statement
+        # takes every allocated subtask with an expired lease that no chunk holds.
+        sent, in_flight, never = _resolve_dead_chunks(cursor)
         cursor.execute(
             """
             UPDATE dispatch_subtask s SET
                 status = CASE WHEN %s AND t.status NOT IN ('cancelled', 'failed')
                               THEN 'pending' ELSE 'unknown' END,
                 lease_expires_at = NULL, next_attempt_at = now(),
+                attempts = s.attempts + 1,
                 error_class = 'ambiguous',
                 last_error = 'the dispatcher stopped while the message was on the wire',
                 history = s.history || jsonb_build_array(jsonb_build_object(
-                    'attempt', s.attempts, 'service', s.service_id, 'kind', 'ambiguous',
+                    'attempt', s.attempts + 1, 'service', s.service_id, 'kind', 'ambiguous',
                     'error', 'dispatcher lost while sending'))
-            FROM dispatch_task t
-            WHERE t.id = s.task_id AND s.status = 'sending' AND s.lease_expires_at < now()
-              AND s.task_id IN (SELECT id FROM dispatch_task
-                                WHERE status IN ('scheduled', 'queued', 'sending', 'paused')
-                                   OR completed_at > now() - interval '1 day')
+            FROM dispatch_task t, unnest(%s::bigint[], %s::int[]) AS u(id, token)
+            WHERE t.id = s.task_id AND s.id = u.id AND s.attempt_token = u.token
+              AND s.status = 'allocated'
             RETURNING s.task_id, s.status
             """,
-            [conf.resend_ambiguous],
+            [conf.resend_ambiguous, [i for i, _ in in_flight], [t for _, t in in_flight]],
         )
         ambiguous = cursor.fetchall()
         resent = [task_id for task_id, status in ambiguous if status == "pending"]
         unknown = len(ambiguous) - len(resent)
+        release = """
+            UPDATE dispatch_subtask s SET
+                status = CASE WHEN t.status IN ('cancelled', 'failed') THEN 'cancelled'
+                              ELSE 'pending' END,
+                service_id = NULL, lease_expires_at = NULL
+            FROM dispatch_task t{join}
+            WHERE t.id = s.task_id AND s.status = 'allocated' AND {where}
+            RETURNING s.task_id
+        """
+        cursor.execute(
+            release.format(
+                join=", unnest(%s::bigint[], %s::int[]) AS u(id, token)",
+                where="s.id = u.id AND s.attempt_token = u.token",
+            ),
+            [[i for i, _ in never], [t for _, t in never]],
+        )
+        released = [row[0] for row in cursor.fetchall()]
+        cursor.execute(
+            release.format(
+                join="",
+                where="""s.lease_expires_at < now()
+                    AND s.task_id IN (SELECT id FROM dispatch_task
+                                      WHERE status IN ('scheduled', 'queued', 'sending', 'paused')
+                                         OR completed_at > now() - interval '1 day')
+                    AND NOT EXISTS (SELECT 1 FROM dispatch_sendchunk c
+                                    WHERE c.subtask_ids @> ARRAY[s.id])""",
+            )
+        )
+        released += [row[0] for row in cursor.fetchall()]
         if released or resent:
             queues.lanes_refresh(task_ids=released + resent)
 
@@ -103,6 +122,7 @@ def recover_stuck(*, stuck_threshold: float | None = None) -> dict:
     completed = tasks_complete_finished()
     result = {
         "skipped": False,
+        "sent": sent,
         "released": len(released),
         "unknown": unknown,
         "resent": len(resent),
@@ -115,11 +135,57 @@ def recover_stuck(*, stuck_threshold: float | None = None) -> dict:
         metrics.DISPATCH_RECOVERED.labels(to="unknown").inc(unknown)
     if stuck:
         logger.warning("re-queued stuck tasks: %s", ", ".join(str(r[0]) for r in stuck))
-    if released or ambiguous:
+    if released or ambiguous or sent:
         logger.warning(
-            "recovered %s allocated and %s in-flight subtasks (%s unknown)",
+            "recovered %s sent, %s allocated and %s in-flight subtasks (%s unknown)",
+            sent,
             len(released),
             len(ambiguous),
             unknown,
         )
     return result
+
+
+def _resolve_dead_chunks(cursor) -> tuple[int, list[tuple[int, int]], list[tuple[int, int]]]:
+    """Read the chunks whose lease expired (their dispatcher is gone) as
+    ``models.SendChunk`` documents them: the entries before ``position`` still
+    ``allocated`` were accepted and become ``sent`` here; the entry at ``position`` may
+    have been on the wire; the rest were never attempted. Returns (how many became sent,
+    the in-flight and the never-attempted (id, token) pairs), and deletes the chunks.
+
+    ``FOR UPDATE`` waits for a position move in progress, so the position read is the
+    last one; a move after this fails (the row is gone)."""
+    cursor.execute(
+        """
+        SELECT id, subtask_ids, tokens, position FROM dispatch_sendchunk
+        WHERE lease_expires_at < now() ORDER BY id FOR UPDATE SKIP LOCKED
+        """
+    )
+    chunks = cursor.fetchall()
+    done_ids: list[int] = []
+    done_tokens: list[int] = []
+    in_flight: list[tuple[int, int]] = []
+    never: list[tuple[int, int]] = []
+    for _, ids, tokens, position in chunks:
+        done_ids += ids[: max(position, 0)]
+        done_tokens += tokens[: max(position, 0)]
+        if position >= 0:
+            in_flight.append((ids[position], tokens[position]))
+        never += zip(ids[position + 1 :], tokens[position + 1 :], strict=True)
+    sent = 0
+    if done_ids:
+        cursor.execute(
+            """
+            UPDATE dispatch_subtask s SET status = 'sent', attempts = s.attempts + 1,
+                   sent_at = now(), lease_expires_at = NULL
+            FROM unnest(%s::bigint[], %s::int[]) AS u(id, token)
+            WHERE s.id = u.id AND s.attempt_token = u.token AND s.status = 'allocated'
+            """,
+            [done_ids, done_tokens],
+        )
+        sent = cursor.rowcount
+    if chunks:
+        cursor.execute(
+            "DELETE FROM dispatch_sendchunk WHERE id = ANY(%s)", [[row[0] for row in chunks]]
+        )
+    return sent, in_flight, never

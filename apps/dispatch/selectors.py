@@ -19,37 +19,47 @@ PROGRESS_KEYS = (
 )
 
 
-def task_progress(task: Task | int) -> dict[str, int]:
-    """``{total, pending, allocated, sending, sent, failed, dead, skipped, cancelled,
-    unknown}`` for one task, counted in ONE statement (one snapshot), so the parts always
-    add up to ``total``."""
-    pk = getattr(task, "pk", task)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT status, count(*) FROM dispatch_subtask WHERE task_id = %s GROUP BY status",
-            [pk],
-        )
-        counts = dict(cursor.fetchall())
-    progress = {"total": sum(counts.values())}
-    progress.update({key: counts.get(key, 0) for key in PROGRESS_KEYS})
-    return progress
+# Subtasks on the wire: the entry at each chunk's position while still ``allocated``
+# (a chunk's subtask rows are written when it ends; see ``models.SendChunk``).
+_IN_FLIGHT = """
+SELECT s.task_id, 'in_flight', count(*)
+FROM dispatch_sendchunk k
+JOIN dispatch_subtask s ON s.id = k.subtask_ids[k.position + 1]
+                       AND s.attempt_token = k.tokens[k.position + 1]
+WHERE k.position >= 0 AND k.task_ids && %(ids)s::bigint[] AND s.task_id = ANY(%(ids)s)
+  AND s.status = 'allocated'
+GROUP BY s.task_id
+"""
 
 
 def tasks_progress(task_ids: list[int]) -> dict[int, dict[str, int]]:
-    """:func:`task_progress` for many tasks in one statement (list pages)."""
+    """``{total, pending, allocated, sending, sent, failed, dead, skipped, cancelled,
+    unknown}`` per task, counted in ONE statement (one snapshot), so the parts always add
+    up to ``total``. ``sending`` is the messages on the wire right now, ``allocated`` the
+    ones claimed by a dispatcher and not yet sent."""
     result = {pk: dict.fromkeys(("total", *PROGRESS_KEYS), 0) for pk in task_ids}
     if not task_ids:
         return result
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT task_id, status, count(*) FROM dispatch_subtask WHERE task_id = ANY(%s) "
-            "GROUP BY task_id, status",
-            [list(task_ids)],
+            "SELECT task_id, status, count(*) FROM dispatch_subtask WHERE task_id = ANY(%(ids)s) "
+            f"GROUP BY task_id, status UNION ALL {_IN_FLIGHT}",
+            {"ids": sorted(set(task_ids))},
         )
         for task_id, status, count in cursor.fetchall():
-            result[task_id][status] = count
-            result[task_id]["total"] += count
+            if status == "in_flight":
+                result[task_id]["allocated"] -= count
+                result[task_id]["sending"] += count
+            else:
+                result[task_id][status] = result[task_id].get(status, 0) + count
+                result[task_id]["total"] += count
     return result
+
+
+def task_progress(task: Task | int) -> dict[str, int]:
+    """:func:`tasks_progress` of one task."""
+    pk = getattr(task, "pk", task)
+    return tasks_progress([pk])[pk]
 
 
 def dlq_stats(*, owner=None) -> dict:

@@ -272,20 +272,34 @@ def task_queue(*, task: Task | int) -> Task:
 
 @transaction.atomic
 def task_pause(*, task: Task | int) -> Task:
-    """Stop handing out the task's subtasks. Subtasks already claimed but not yet on the
-    wire go back to pending (their dispatcher's fenced update then skips them); messages
-    on the wire finish and are recorded. Raises ``ApplicationError`` unless the task is
-    scheduled, queued or sending."""
+    """Stop handing out the task's subtasks. Messages on the wire finish and are
+    recorded; subtasks a dispatcher has claimed but not yet sent go back to pending when
+    it notices, before its next message (see :func:`_stop_chunks`). Raises
+    ``ApplicationError`` unless the task is scheduled, queued or sending."""
     locked = _locked(task)
     if locked.status not in LIVE:
         raise ApplicationError(f"a {locked.status} task cannot be paused", field="status")
-    SubTask.objects.filter(task_id=locked.pk, status=SubTask.Status.ALLOCATED).update(
-        status=SubTask.Status.PENDING, lease_expires_at=None, service=None
-    )
     queues.lane_close(task_id=locked.pk)
     locked.status = Task.Status.PAUSED
     locked.save(update_fields=["status", "updated_at"])
+    _stop_chunks(locked.pk)
     return _refresh_caller(task, locked)
+
+
+def _stop_chunks(task_id: int) -> None:
+    """Tell the dispatchers sending the task's subtasks to stop: bump the epoch of the
+    chunks that hold them, which fails their next position move (``engine/outcomes``).
+
+    Claimed subtasks belong to the dispatcher that claimed them (or, once its lease has
+    expired, to recovery); nobody else changes them, which is what keeps a message from
+    being sent twice. The order matters: the task's new status is written first, so a
+    chunk that starts after this runs reads it, and a chunk that started before is found
+    here."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE dispatch_sendchunk SET epoch = epoch + 1 WHERE task_ids @> ARRAY[%s::bigint]",
+            [task_id],
+        )
 
 
 @transaction.atomic
@@ -311,19 +325,21 @@ def task_resume(*, task: Task | int) -> Task:
 
 @transaction.atomic
 def task_cancel(*, task: Task | int) -> Task:
-    """Cancel a task: its pending and claimed-but-unsent subtasks become ``cancelled``;
-    messages already on the wire finish and are recorded. Raises ``ApplicationError`` for
-    a task that is already completed, cancelled or failed."""
+    """Cancel a task: its pending subtasks become ``cancelled`` at once, those a
+    dispatcher has claimed when it notices (before its next message, see
+    :func:`_stop_chunks`); messages already on the wire finish and are recorded. Raises
+    ``ApplicationError`` for a task that is already completed, cancelled or failed."""
     locked = _locked(task)
     if locked.is_finished:
         raise ApplicationError(f"a {locked.status} task cannot be cancelled", field="status")
-    SubTask.objects.filter(
-        task_id=locked.pk, status__in=[SubTask.Status.PENDING, SubTask.Status.ALLOCATED]
-    ).update(status=SubTask.Status.CANCELLED, lease_expires_at=None)
+    SubTask.objects.filter(task_id=locked.pk, status=SubTask.Status.PENDING).update(
+        status=SubTask.Status.CANCELLED, lease_expires_at=None
+    )
     queues.lane_close(task_id=locked.pk)
     locked.status = Task.Status.CANCELLED
     locked.completed_at = timezone.now()
     locked.save(update_fields=["status", "completed_at", "updated_at"])
+    _stop_chunks(locked.pk)
     return _refresh_caller(task, locked)
 
 

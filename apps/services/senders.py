@@ -16,6 +16,7 @@ dispatcher whose fault it is:
 from __future__ import annotations
 
 import os
+import re
 import smtplib
 import socket
 import ssl
@@ -75,6 +76,69 @@ def _classify_code(code: int, message: str, *, phase: str) -> SendError:
 
 def _text(value: bytes | str) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+_PLAIN_ADDRESS = re.compile(r"[!-;=?-~]+@[!-;=?-~]+")  # printable ASCII, no <, > or space
+_PERIODS = re.compile(rb"(?m)^\.")
+
+
+def _plain_address(address: str) -> bool:
+    return _PLAIN_ADDRESS.fullmatch(address) is not None
+
+
+def _data_bytes(message: bytes) -> bytes:
+    """The DATA payload as ``smtplib.SMTP.sendmail`` makes it (CRLF line ends, dot
+    stuffing, a final CRLF and "."), with the regular expressions run only when the
+    message needs them."""
+    crlf = message.count(b"\r\n")
+    if message.count(b"\n") != crlf or message.count(b"\r") != crlf:
+        message = smtplib._fix_eols(message)
+    if message.startswith(b".") or b"\n." in message:
+        message = _PERIODS.sub(b"..", message)
+    if not message.endswith(b"\r\n"):
+        message += b"\r\n"
+    return message + b".\r\n"
+
+
+def _refused(connection: smtplib.SMTP, code: int) -> None:
+    """What ``sendmail`` does before raising: 421 closes, anything else resets."""
+    if code == 421:
+        connection.close()
+    else:
+        connection._rset()
+
+
+def _transaction(connection: smtplib.SMTP, from_addr: str, to_addr: str, message: bytes) -> None:
+    """One mail transaction for one recipient with plain ASCII addresses — the same
+    commands, replies and exceptions as ``smtplib.SMTP.sendmail`` (SIZE included when the
+    server offers it), without its per-message address parsing and regular expressions:
+    the dispatcher's hot path. Anything else goes through ``sendmail``."""
+    connection.ehlo_or_helo_if_needed()
+    size = (
+        f" SIZE={len(message)}"
+        if connection.does_esmtp and "size" in connection.esmtp_features
+        else ""
+    )
+    connection.send(f"MAIL FROM:<{from_addr}>{size}\r\n")
+    code, reply = connection.getreply()
+    if code != 250:
+        _refused(connection, code)
+        raise smtplib.SMTPSenderRefused(code, reply, from_addr)
+    connection.send(f"RCPT TO:<{to_addr}>\r\n")
+    code, reply = connection.getreply()
+    if code not in (250, 251):
+        _refused(connection, code)
+        raise smtplib.SMTPRecipientsRefused({to_addr: (code, reply)})
+    connection.send(b"DATA\r\n")
+    code, reply = connection.getreply()
+    if code != 354:
+        _refused(connection, code)
+        raise smtplib.SMTPDataError(code, reply)
+    connection.send(_data_bytes(message))
+    code, reply = connection.getreply()
+    if code != 250:
+        _refused(connection, code)
+        raise smtplib.SMTPDataError(code, reply)
 
 
 class SMTPSender:
@@ -149,6 +213,9 @@ class SMTPSender:
         self.open()
         assert self.connection is not None
         try:
+            if len(to_addrs) == 1 and _plain_address(from_addr) and _plain_address(to_addrs[0]):
+                _transaction(self.connection, from_addr, to_addrs[0], message)
+                return
             refused = self.connection.sendmail(from_addr, to_addrs, message)
         except smtplib.SMTPRecipientsRefused as exc:
             code, reply = next(iter(exc.recipients.values()))

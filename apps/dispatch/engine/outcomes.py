@@ -1,24 +1,40 @@
 """Recording outcomes, fenced by attempt token: a zombie dispatcher cannot overwrite.
 
-* :func:`mark_sending` — one round trip per message: the previous message of the chunk
-  becomes ``sent`` and the next one ``sending`` (just before it goes on the wire). It runs
-  with ``synchronous_commit = off`` on the sender threads' connections: PostgreSQL
-  acknowledges without waiting for the WAL flush. The trade-off: if the *database server*
-  crashes, the last few hundred milliseconds of these marks can be lost, so a message
-  that was sent may be found ``allocated`` (resent after its lease: a duplicate) or
-  ``sending`` (reported ``unknown``). A dispatcher crash loses nothing: the marks it made
-  are committed.
+The subtask rows of a chunk are written twice in all: ``allocated`` by the claim and, in
+bulk, their outcome when the chunk ends. What a crash must not lose lives in one small
+row per chunk, :class:`~apps.dispatch.models.SendChunk`:
+
+* :func:`chunk_start` — the chunk's subtasks in send order (one insert, committed), then
+  the statuses of their tasks are read *after* that commit, waiting for a pause or cancel
+  that holds the task row: such a change is either seen here or finds the chunk row and
+  bumps its epoch (``services._stop_chunks``).
+* :func:`chunk_advance` — one round trip per message, before it goes on the wire: the
+  chunk's ``position`` moves to it, fenced by epoch and lease (a HOT update of a small
+  row, a prepared statement, ``synchronous_commit = off`` on the sender threads'
+  connections). When the fence fails, :func:`chunk_recheck` says why: the lease is
+  lost (stop), or a task of the chunk was paused or cancelled (its subtasks are handed
+  back at once and the chunk goes on).
 * :func:`record_failure` — one transaction per failed message (rare): back-off, DLQ,
-  bounce, refund of the attempt for faults that are not the recipient's.
-* :func:`finish_chunk` — one transaction at the end of a chunk: the last ``sent``, the
-  subtasks never put on the wire go back to pending, the service's statistics and its
-  next slot, the task's first-send metric, dead letters resolved.
+  bounce, refund of the attempt for faults that are not the recipient's. Failures and
+  skips are written at once, so every entry before ``position`` that is still
+  ``allocated`` was accepted — which is how recovery reads a dead dispatcher's chunk.
+* :func:`finish_chunk` — one transaction at the end of a chunk: the accepted subtasks
+  become ``sent`` in one statement, those never put on the wire go back to pending (or
+  ``cancelled``), the chunk row goes, the service's statistics and its next slot, the
+  task's first-send metric, dead letters resolved.
+
+**Trade-off of ``synchronous_commit = off``**: if the *database server* crashes, the last
+few hundred milliseconds of position moves can be lost, so a message that was sent may be
+found never attempted (resent after its lease: a duplicate) or an accepted one reported
+``unknown``. A dispatcher crash loses nothing: the moves it made are committed.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+import socket
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -37,15 +53,26 @@ logger = logging.getLogger("edm.dispatch")
 # Weight of the newest chunk in the services' moving averages.
 ALPHA = 0.1
 
-_MARK = """
-UPDATE dispatch_subtask s
-SET status = CASE WHEN s.id = %(next)s THEN 'sending' ELSE 'sent' END,
-    attempts = CASE WHEN s.id = %(next)s THEN s.attempts + 1 ELSE s.attempts END,
-    sent_at = CASE WHEN s.id = %(next)s THEN s.sent_at ELSE now() END
-WHERE (s.id = %(prev)s AND s.attempt_token = %(prev_token)s AND s.status = 'sending')
-   OR (s.id = %(next)s AND s.attempt_token = %(token)s AND s.status = 'allocated'
-       AND s.lease_expires_at > now())
-RETURNING s.id
+# Task statuses whose claimed subtasks may still be sent.
+LIVE_TASK_STATUSES = ("scheduled", "queued", "sending")
+
+HOLDER = f"{socket.gethostname()[:48]}:{os.getpid()}"
+
+_ADVANCE = (
+    "UPDATE dispatch_sendchunk SET position = %s "
+    "WHERE id = %s AND epoch = %s AND lease_expires_at > now()"
+)
+
+# Claimed subtasks handed back: pending again, or cancelled with their task.
+_RELEASE = """
+UPDATE dispatch_subtask s SET
+    status = CASE WHEN t.status IN ('cancelled', 'failed') THEN 'cancelled'
+                  ELSE 'pending' END,
+    service_id = NULL, lease_expires_at = NULL
+FROM unnest(%s::bigint[], %s::int[]) AS u(id, token), dispatch_task t
+WHERE s.id = u.id AND s.attempt_token = u.token AND s.status = 'allocated'
+  AND t.id = s.task_id
+RETURNING s.task_id, s.status
 """
 
 
@@ -63,28 +90,107 @@ def _raw_cursor() -> psycopg.Cursor:
     return psycopg.Cursor(connection.connection)
 
 
-def mark_sending(*, prev: Claimed | None, next_: Claimed | None) -> tuple[bool, bool]:
-    """Record ``prev`` as sent and mark ``next_`` as on the wire; return (prev recorded,
-    next marked). ``next_`` is not marked when the task was paused or cancelled, or its
-    lease expired, since it was claimed: the caller must then skip it."""
-    if prev is None and next_ is None:
-        return False, False
-    with _raw_cursor() as cursor:
+@dataclass
+class ChunkLog:
+    """A started chunk: its row and the fence the dispatcher holds."""
+
+    id: int
+    epoch: int = 0
+    position: int = -1
+
+
+def _release(cursor, claimed: list[Claimed]) -> None:
+    if not claimed:
+        return
+    cursor.execute(_RELEASE, [[c.id for c in claimed], [c.token for c in claimed]])
+    queues.lanes_refresh(
+        task_ids=[task_id for task_id, status in cursor.fetchall() if status == "pending"]
+    )
+
+
+def chunk_start(
+    service: ReservedService, claimed: list[Claimed]
+) -> tuple[ChunkLog | None, list[Claimed]]:
+    """Write the chunk row; return it and the subtasks to send, in order. Subtasks of a
+    task paused or cancelled since the claim are handed back here. ``(None, [])`` when
+    the claim's lease has already run out (recovery owns the subtasks then)."""
+    with connection.cursor() as cursor:
         cursor.execute(
-            _MARK,
-            {
-                "prev": prev.id if prev else -1,
-                "prev_token": prev.token if prev else -1,
-                "next": next_.id if next_ else -1,
-                "token": next_.token if next_ else -1,
-            },
-            prepare=True,
+            """
+            INSERT INTO dispatch_sendchunk (service_id, holder, subtask_ids, tokens,
+                task_ids, position, epoch, lease_expires_at, started_at)
+            SELECT %s, %s, %s::bigint[], %s::int[], %s::bigint[], -1, 0,
+                   min(s.lease_expires_at), now()
+            FROM dispatch_subtask s
+            WHERE s.id = ANY(%s::bigint[]) AND s.status = 'allocated'
+            HAVING min(s.lease_expires_at) > now()
+            RETURNING id
+            """,
+            [
+                service.id,
+                HOLDER,
+                [c.id for c in claimed],
+                [c.token for c in claimed],
+                sorted({c.task_id for c in claimed}),
+                [c.id for c in claimed],
+            ],
         )
-        done = {row[0] for row in cursor.fetchall()}
-    prev_ok = prev is not None and prev.id in done
-    if prev is not None and not prev_ok:
-        logger.warning("subtask %s was sent but its lease had been taken over", prev.id)
-    return prev_ok, next_ is not None and next_.id in done
+        row = cursor.fetchone()
+        if row is None:
+            return None, []
+        log = ChunkLog(id=row[0])
+        # After the insert committed (autocommit): see the module docstring.
+        stopped = _stopped_tasks(cursor, {c.task_id for c in claimed})
+    if not stopped:
+        return log, claimed
+    return log, drop_tasks(claimed, stopped)
+
+
+def _stopped_tasks(cursor, task_ids: set[int]) -> set[int]:
+    """The tasks that are no longer live. ``FOR KEY SHARE`` waits for a pause or cancel
+    holding the task row and then reads its new status (a status filter in SQL would
+    skip such a row without waiting)."""
+    cursor.execute(
+        "SELECT id, status FROM dispatch_task WHERE id = ANY(%s) ORDER BY id FOR KEY SHARE",
+        [sorted(task_ids)],
+    )
+    return {task_id for task_id, status in cursor.fetchall() if status not in LIVE_TASK_STATUSES}
+
+
+def drop_tasks(claimed: list[Claimed], stopped: set[int]) -> list[Claimed]:
+    """Hand back the subtasks of ``stopped`` tasks (pending, or cancelled with their
+    task) and return the rest, in order."""
+    keep = [c for c in claimed if c.task_id not in stopped]
+    with transaction.atomic(), connection.cursor() as cursor:
+        _release(cursor, [c for c in claimed if c.task_id in stopped])
+    return keep
+
+
+def chunk_advance(log: ChunkLog, position: int) -> bool:
+    """Move the chunk's position to ``position`` (the message about to go on the wire).
+    ``False``: the fence failed — call :func:`chunk_recheck`."""
+    with _raw_cursor() as cursor:
+        cursor.execute(_ADVANCE, (position, log.id, log.epoch), prepare=True)
+        moved = cursor.rowcount == 1
+    if moved:
+        log.position = position
+    return moved
+
+
+def chunk_recheck(log: ChunkLog, task_ids: set[int]) -> set[int] | None:
+    """After a failed :func:`chunk_advance`: ``None`` when the lease is lost (the chunk
+    must stop; recovery owns it), else the tasks of the chunk that are no longer live
+    (the caller drops them with :func:`drop_tasks`); the new epoch is adopted."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT epoch, lease_expires_at > now() FROM dispatch_sendchunk WHERE id = %s",
+            [log.id],
+        )
+        row = cursor.fetchone()
+        if row is None or not row[1]:
+            return None
+        log.epoch = row[0]
+        return _stopped_tasks(cursor, task_ids)
 
 
 def _history_entry(exc: SendError, service: ReservedService, attempt: int) -> str:
@@ -110,7 +216,7 @@ def record_failure(
     service: ReservedService,
     conf: DispatchSettings,
 ) -> str:
-    """Record one failed attempt of ``claimed`` (which is ``sending`` under its token).
+    """Record one failed attempt of ``claimed`` (``allocated`` under its token).
 
     Returns the outcome: ``retry`` (waiting queue, back-off), ``requeued`` (throttled or
     service fault: back at once, the attempt refunded), ``failed`` (permanent; the
@@ -145,8 +251,7 @@ def record_failure(
                          THEN 'dead'
                     WHEN %(outcome)s IN ('retry', 'requeued') THEN 'pending'
                     ELSE %(outcome)s END,
-                attempts = CASE WHEN %(refund)s THEN GREATEST(0, s.attempts - 1)
-                                ELSE s.attempts END,
+                attempts = CASE WHEN %(refund)s THEN s.attempts ELSE s.attempts + 1 END,
                 next_attempt_at = now() + make_interval(secs => %(delay)s),
                 lease_expires_at = NULL,
                 service_id = CASE WHEN %(refund)s THEN NULL ELSE s.service_id END,
@@ -154,7 +259,7 @@ def record_failure(
                 history = s.history || %(history)s::jsonb
             FROM dispatch_task t
             WHERE t.id = s.task_id AND s.id = %(id)s AND s.attempt_token = %(token)s
-              AND s.status = 'sending'
+              AND s.status = 'allocated'
             RETURNING s.status, s.task_id, s.owner_id, s.contact_id, s.history, s.created_at
             """,
             {
@@ -213,14 +318,14 @@ def record_failure(
 class ChunkReport:
     """What happened in one chunk (filled by the sender, consumed by finish_chunk)."""
 
-    last_sent: Claimed | None = None
+    log: ChunkLog | None = None
     sent: list[Claimed] = field(default_factory=list)
+    sent_at: list[float] = field(default_factory=list)  # time.monotonic() of each
     latencies: list[float] = field(default_factory=list)
     failed: int = 0
     attempted: int = 0
     unattempted: list[Claimed] = field(default_factory=list)
     fault: SendError | None = None
-    first_sent_ago: float | None = None  # seconds between the first accepted send and now
     task_ids: set[int] = field(default_factory=set)
 
 
@@ -233,23 +338,33 @@ def finish_chunk(
     wait_recorded: set[int],
 ) -> None:
     """Close a chunk in one transaction (see the module docstring)."""
+    now = time.monotonic()
     with connection.cursor() as cursor:
-        if report.last_sent is not None:
-            mark_sending(prev=report.last_sent, next_=None)
-        if report.unattempted:
+        if report.sent:
             cursor.execute(
                 """
-                UPDATE dispatch_subtask s SET status = 'pending', service_id = NULL,
+                UPDATE dispatch_subtask s SET status = 'sent', attempts = s.attempts + 1,
+                       sent_at = now() - make_interval(secs => u.ago),
                        lease_expires_at = NULL
-                FROM unnest(%s::bigint[], %s::int[]) AS u(id, token)
+                FROM unnest(%s::bigint[], %s::int[], %s::float8[]) AS u(id, token, ago)
                 WHERE s.id = u.id AND s.attempt_token = u.token AND s.status = 'allocated'
-                RETURNING s.task_id
                 """,
-                [[c.id for c in report.unattempted], [c.token for c in report.unattempted]],
+                [
+                    [c.id for c in report.sent],
+                    [c.token for c in report.sent],
+                    [now - at for at in report.sent_at],
+                ],
             )
-            queues.lanes_refresh(task_ids=[row[0] for row in cursor.fetchall()])
+            if cursor.rowcount != len(report.sent):
+                logger.warning(
+                    "%s subtasks were sent after their lease had been taken over",
+                    len(report.sent) - cursor.rowcount,
+                )
+        _release(cursor, report.unattempted)
+        if report.log is not None:
+            cursor.execute("DELETE FROM dispatch_sendchunk WHERE id = %s", [report.log.id])
         _service_after_chunk(cursor, service, report, conf)
-        _first_sends(cursor, report, wait_recorded)
+        _first_sends(cursor, report, wait_recorded, now)
         resolved = [c.id for c in report.sent if c.had_failures]
         if resolved:
             cursor.execute(
@@ -324,41 +439,33 @@ def _service_after_chunk(
         logger.warning("email service %s cooled down for %ss: %s", service.id, push, fault.message)
 
 
-def _first_sends(cursor, report: ChunkReport, wait_recorded: set[int]) -> None:
+def _first_sends(cursor, report: ChunkReport, wait_recorded: set[int], now: float) -> None:
     """TaskWaitMetric: queue entry (or scheduled time) → first accepted send, once."""
-    tasks = sorted({c.task_id for c in report.sent} - wait_recorded)
-    if not tasks:
+    first: dict[int, float] = {}
+    for claimed, at in zip(report.sent, report.sent_at, strict=True):
+        if claimed.task_id not in wait_recorded:
+            first.setdefault(claimed.task_id, at)
+    if not first:
         return
+    tasks = sorted(first)
     cursor.execute(
         """
         INSERT INTO monitoring_taskwaitmetric (task_id, owner_id, queued_at, first_sent_at,
                                                wait_seconds)
         SELECT t.id, t.owner_id, GREATEST(t.queued_at, t.scheduled_at), f.at,
                GREATEST(0, EXTRACT(EPOCH FROM f.at - GREATEST(t.queued_at, t.scheduled_at)))
-        FROM dispatch_task t,
-             LATERAL (SELECT now() - make_interval(secs => %s) AS at) f
-        WHERE t.id = ANY(%s) AND t.queued_at IS NOT NULL
+        FROM unnest(%s::bigint[], %s::float8[]) AS u(task_id, ago)
+        JOIN dispatch_task t ON t.id = u.task_id,
+             LATERAL (SELECT now() - make_interval(secs => u.ago) AS at) f
+        WHERE t.queued_at IS NOT NULL
         ON CONFLICT (task_id) DO NOTHING
         """,
-        [report.first_sent_ago or 0.0, tasks],
+        [tasks, [now - first[task] for task in tasks]],
     )
     wait_recorded.update(tasks)
 
 
 def release_unsent(claimed: Iterable[Claimed]) -> None:
     """Give claimed subtasks back (used when a chunk cannot start at all)."""
-    claimed = list(claimed)
-    if not claimed:
-        return
     with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute(
-            """
-            UPDATE dispatch_subtask s SET status = 'pending', service_id = NULL,
-                   lease_expires_at = NULL
-            FROM unnest(%s::bigint[], %s::int[]) AS u(id, token)
-            WHERE s.id = u.id AND s.attempt_token = u.token AND s.status = 'allocated'
-            RETURNING s.task_id
-            """,
-            [[c.id for c in claimed], [c.token for c in claimed]],
-        )
-        queues.lanes_refresh(task_ids=[row[0] for row in cursor.fetchall()])
+        _release(cursor, list(claimed))

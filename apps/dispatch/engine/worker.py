@@ -1,9 +1,9 @@
 """Sending one chunk: one service, its connection, its messages in a row.
 
 Runs in a sender thread with its own database connection and no open transaction while
-a message is on the wire. Rate: the next message starts ``sending_rate`` seconds after the
-previous one was accepted, so two messages of a service never reach the server closer
-than that.
+a message is on the wire (``outcomes`` says what is written when). Rate: the next
+message starts ``sending_rate`` seconds after the previous one was accepted, so two
+messages of a service never reach the server closer than that.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 
 from django.db import connection
@@ -182,10 +183,13 @@ def run_chunk(
     stop: threading.Event,
     wait_recorded: set[int],
 ) -> outcomes.ChunkReport:
-    """Send a chunk and record every outcome; never raises for a send failure."""
+    """Send a chunk and record every outcome; never raises for a send failure.
+
+    Per message: render, move the chunk's position (the one database round trip), send.
+    A failure is recorded at once; the accepted messages are recorded together when the
+    chunk ends (``outcomes.finish_chunk``)."""
     service = chunk.service
     report = outcomes.ChunkReport(task_ids={claimed.task_id for claimed in chunk.subtasks})
-    pending = list(chunk.subtasks)
     if not getattr(connection, "_edm_prepared", False):
         outcomes.prepare_connection()
         connection._edm_prepared = True
@@ -193,15 +197,20 @@ def run_chunk(
         sender = senders.acquire(service)
     except SendError as exc:
         report.fault = exc
-        report.unattempted = pending
+        report.unattempted = list(chunk.subtasks)
         outcomes.finish_chunk(service, report, conf=conf, wait_recorded=wait_recorded)
         metrics.DISPATCH_MESSAGES.labels(outcome="service_fault").inc()
         return report
+    position = {claimed.id: index for index, claimed in enumerate(chunk.subtasks)}
     broken = False
-    first_sent_at = None
     last_done = 0.0
+    pending: deque[Claimed] = deque()
     try:
-        while pending:
+        report.log, todo = outcomes.chunk_start(service, chunk.subtasks)
+        if report.log is None:
+            todo = chunk.subtasks  # lease already gone: hand them back (token-fenced)
+        pending.extend(todo)
+        while pending and report.log is not None:
             claimed = pending[0]
             if stop.is_set():
                 break
@@ -212,14 +221,20 @@ def run_chunk(
             try:
                 message = _render(claimed, service, templates)
             except Exception as exc:  # noqa: BLE001 - a template/address error is the task's
-                pending.pop(0)
+                pending.popleft()
                 _record_render_error(claimed, service, exc, report, conf)
                 continue
-            _, marked = outcomes.mark_sending(prev=report.last_sent, next_=claimed)
-            report.last_sent = None
-            pending.pop(0)
-            if not marked:
-                continue  # paused, cancelled or lease lost since the claim
+            if not outcomes.chunk_advance(report.log, position[claimed.id]):
+                stopped = outcomes.chunk_recheck(report.log, report.task_ids)
+                if stopped is None:
+                    logger.warning("chunk %s lost its lease; stopping it", report.log.id)
+                    break
+                if stopped:
+                    kept = outcomes.drop_tasks(list(pending), stopped)
+                    pending.clear()
+                    pending.extend(kept)
+                continue
+            pending.popleft()
             report.attempted += 1
             started = time.monotonic()
             try:
@@ -242,16 +257,13 @@ def run_chunk(
             last_done = time.monotonic()
             report.latencies.append(last_done - started)
             report.sent.append(claimed)
-            report.last_sent = claimed
-            metrics.DISPATCH_MESSAGES.labels(outcome="sent").inc()
-            if first_sent_at is None:
-                first_sent_at = last_done
+            report.sent_at.append(last_done)
     finally:
-        report.unattempted = pending
-        if first_sent_at is not None:
-            report.first_sent_ago = time.monotonic() - first_sent_at
+        report.unattempted = list(pending)
         senders.release(service.id, broken=broken)
         outcomes.finish_chunk(service, report, conf=conf, wait_recorded=wait_recorded)
+        if report.sent:
+            metrics.DISPATCH_MESSAGES.labels(outcome="sent").inc(len(report.sent))
     return report
 
 
@@ -265,14 +277,11 @@ def _record_render_error(
     """A message that cannot be built (bad address, template failing for this contact)
     is a permanent failure of that recipient, never put on the wire."""
     logger.warning("subtask %s cannot be rendered: %s", claimed.id, exc)
-    _, marked = outcomes.mark_sending(prev=report.last_sent, next_=claimed)
-    report.last_sent = None
-    if not marked:
-        return
     error = SendError(f"cannot build the message: {exc}", kind=SendError.PERMANENT)
     error.code = None
     result = outcomes.record_failure(claimed, _RenderError(error), service=service, conf=conf)
-    report.failed += 1
+    if result == "failed":
+        report.failed += 1
     metrics.DISPATCH_MESSAGES.labels(outcome=result).inc()
 
 

@@ -8,17 +8,40 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 
 from django.db import connection, connections
+from django.db.models import F
+from django.utils import timezone
 
 from apps.contacts.models import Tag
 from apps.dispatch import services
 from apps.dispatch.engine.loop import Dispatcher
-from apps.dispatch.models import Task
+from apps.dispatch.models import SendChunk, SubTask, Task
 from apps.dispatch.selectors import task_progress
 
 ROOT = Path(__file__).resolve().parents[3]
+
+
+def chunk_in_progress(subtasks, *, position: int, expired: bool = True) -> SendChunk:
+    """What a dispatcher leaves behind mid-chunk: ``subtasks`` claimed (``allocated``
+    under a fresh token) and a chunk row whose position is ``position`` (-1: nothing
+    started), its lease ``expired`` (the dispatcher is gone) or not."""
+    lease = timezone.now() + timedelta(seconds=-5 if expired else 60)
+    ids = [s.pk for s in subtasks]
+    SubTask.objects.filter(pk__in=ids).update(
+        status="allocated", attempt_token=F("attempt_token") + 1, lease_expires_at=lease
+    )
+    rows = {s.pk: s for s in SubTask.objects.filter(pk__in=ids)}
+    return SendChunk.objects.create(
+        service_id=0,
+        subtask_ids=ids,
+        tokens=[rows[pk].attempt_token for pk in ids],
+        task_ids=sorted({s.task_id for s in rows.values()}),
+        position=position,
+        lease_expires_at=lease,
+    )
 
 
 def queue_task(owner, *, tag: str = "list", **extra) -> Task:

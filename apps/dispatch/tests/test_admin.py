@@ -3,19 +3,16 @@ and reports what it did; million-row lists never count."""
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 import pytest
 from django.contrib.messages import get_messages
 from django.db import connection
-from django.db.models.functions import Now
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils.html import escape
 
 from apps.dispatch.models import DeadLetter, SubTask, Task
 from apps.dispatch.recovery import recover_stuck
-from apps.dispatch.tests.helpers import queue_task
+from apps.dispatch.tests.helpers import chunk_in_progress, queue_task
 from apps.dispatch.tests.test_api import make_dead
 
 
@@ -172,9 +169,8 @@ def test_action_queue_reports_refused_tasks(admin_client, task, user):
 def unknown(task: Task, count: int) -> list[int]:
     ids = list(SubTask.objects.filter(task=task).order_by("id").values_list("pk", flat=True))
     ids = ids[:count]
-    SubTask.objects.filter(pk__in=ids).update(
-        status="sending", lease_expires_at=Now() - timedelta(seconds=5)
-    )
+    for subtask in SubTask.objects.filter(pk__in=ids):
+        chunk_in_progress([subtask], position=0)  # on the wire when its dispatcher died
     recover_stuck()
     return ids
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from django.db.models.functions import Now
 from django.utils import timezone
 from drf_spectacular.drainage import GENERATOR_STATS
 
@@ -13,6 +12,7 @@ from apps.contacts.models import Tag
 from apps.dispatch import services
 from apps.dispatch.models import DeadLetter, SubTask, Task
 from apps.dispatch.recovery import recover_stuck
+from apps.dispatch.tests.helpers import chunk_in_progress
 from apps.services.models import Pool
 
 TEMPLATES = {
@@ -405,14 +405,13 @@ def test_subtasks_of_another_users_task_are_404(api, other_api, tag):
 
 
 def make_unknown(task_id: int, count: int) -> list[int]:
-    """Subtasks of a task become ``unknown`` the way recovery leaves them: they were
-    ``sending`` when their dispatcher's lease expired."""
+    """Subtasks of a task become ``unknown`` the way recovery leaves them: they were on
+    the wire when their dispatcher's lease expired."""
     ids = list(
         SubTask.objects.filter(task_id=task_id).order_by("id").values_list("pk", flat=True)[:count]
     )
-    SubTask.objects.filter(pk__in=ids).update(
-        status="sending", attempts=1, lease_expires_at=Now() - timedelta(seconds=5)
-    )
+    for subtask in SubTask.objects.filter(pk__in=ids):
+        chunk_in_progress([subtask], position=0)
     recover_stuck()
     assert SubTask.objects.filter(pk__in=ids, status="unknown").count() == count
     return ids

@@ -14,6 +14,7 @@ from apps.dispatch import services
 from apps.dispatch.models import OwnerQueue, SubTask, Task, TaskQueue
 from apps.dispatch.selectors import task_progress, tasks_progress
 from apps.dispatch.templates import CompiledTask, task_validate_templates
+from apps.dispatch.tests.helpers import chunk_in_progress
 from apps.services.models import Pool
 
 
@@ -150,14 +151,20 @@ def test_a_future_task_is_scheduled_and_waits(user, pool, make_contacts):
 
 
 def test_pause_resume_and_cancel(user, pool, make_contacts):
+    """Claimed subtasks belong to their dispatcher: pause and cancel change the pending
+    ones and bump the epoch of the chunks holding the rest (the dispatcher hands them
+    back before its next message)."""
     make_contacts(user, 4)
     task = services.task_queue(task=make_task(user))
-    claimed = SubTask.objects.filter(task=task).order_by("id").first()
-    SubTask.objects.filter(pk=claimed.pk).update(status="allocated", attempt_token=1)
+    first, second = SubTask.objects.filter(task=task).order_by("id")[:2]
+    chunk = chunk_in_progress([first, second], position=0, expired=False)
 
     task = services.task_pause(task=task)
     assert task.status == Task.Status.PAUSED
-    assert task_progress(task)["pending"] == 4
+    progress = task_progress(task)
+    assert progress == {**progress, "pending": 2, "allocated": 1, "sending": 1, "total": 4}
+    chunk.refresh_from_db()
+    assert chunk.epoch == 1
     assert not TaskQueue.objects.filter(task=task).exists()
     assert OwnerQueue.objects.get(owner=user).ready_at is None
     with pytest.raises(ApplicationError, match="paused"):
@@ -167,11 +174,12 @@ def test_pause_resume_and_cancel(user, pool, make_contacts):
     assert task.status == Task.Status.QUEUED
     assert TaskQueue.objects.get(task=task).ready_at is not None
 
-    SubTask.objects.filter(pk=claimed.pk).update(status="sending")
     task = services.task_cancel(task=task)
     assert task.status == Task.Status.CANCELLED
     progress = task_progress(task)
-    assert progress == {**progress, "cancelled": 3, "sending": 1, "total": 4}
+    assert progress == {**progress, "cancelled": 2, "allocated": 1, "sending": 1, "total": 4}
+    chunk.refresh_from_db()
+    assert chunk.epoch == 2
     with pytest.raises(ApplicationError, match="cancelled"):
         services.task_cancel(task=task)
     with pytest.raises(ApplicationError, match="resumed"):
@@ -183,13 +191,13 @@ def test_complete_finished_marks_only_tasks_with_nothing_left(user, pool, make_c
     done = services.task_queue(task=make_task(user))
     busy = services.task_queue(task=make_task(user, name="second"))
     SubTask.objects.filter(task=done).update(status="sent")
-    SubTask.objects.filter(task=busy).update(status="sending")
+    SubTask.objects.filter(task=busy).update(status="allocated")
 
     assert services.tasks_complete_finished() == [done.pk]
     done.refresh_from_db()
     assert done.status == Task.Status.COMPLETED and done.completed_at is not None
     assert not TaskQueue.objects.filter(task=done).exists()
-    assert tasks_progress([done.pk, busy.pk])[busy.pk]["sending"] == 2
+    assert tasks_progress([done.pk, busy.pk])[busy.pk]["allocated"] == 2
 
 
 def test_requeue_unknown_sends_again_with_the_same_message_id(user, pool, make_contacts):

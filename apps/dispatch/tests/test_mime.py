@@ -1,4 +1,3 @@
-
 """Messages built by apps.dispatch.mime parse back exactly with Python's email package."""
 
 from __future__ import annotations

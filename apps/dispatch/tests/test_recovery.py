@@ -11,15 +11,16 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import connection, connections
+from django.db.models import F
 from django.utils import timezone
 
 from apps.dispatch import tasks
 from apps.dispatch.dlq import dead_letters_auto_reprocess, dead_letters_cleanup
 from apps.dispatch.engine import slots
-from apps.dispatch.models import DeadLetter, DispatcherSlot, SubTask, TaskQueue
+from apps.dispatch.models import DeadLetter, DispatcherSlot, SendChunk, SubTask, TaskQueue
 from apps.dispatch.recovery import RECOVERY_LOCK_KEY, recover_stuck
 from apps.dispatch.selectors import task_progress
-from apps.dispatch.tests.helpers import queue_task
+from apps.dispatch.tests.helpers import chunk_in_progress, queue_task
 
 
 @pytest.fixture
@@ -32,30 +33,60 @@ def _subtasks(task):
     return list(SubTask.objects.filter(task=task).order_by("id"))
 
 
-def test_expired_leases_go_back_or_become_unknown(task, set_config):
+def test_expired_leases_go_back_or_become_unknown(user, pool, make_contacts, set_config):
+    make_contacts(user, 6)
+    task = queue_task(user)
+    a, b1, b2, b3, c, d = _subtasks(task)
     past = timezone.now() - timedelta(seconds=5)
-    future = timezone.now() + timedelta(seconds=60)
-    a, b, c, d = _subtasks(task)
     SubTask.objects.filter(pk=a.pk).update(status="allocated", lease_expires_at=past)
-    SubTask.objects.filter(pk=b.pk).update(status="sending", lease_expires_at=past, attempts=1)
-    SubTask.objects.filter(pk=c.pk).update(status="sending", lease_expires_at=future)
+    dead = chunk_in_progress([b1, b2, b3], position=1)  # b1 accepted, b2 on the wire
+    live = chunk_in_progress([c], position=0, expired=False)
     TaskQueue.objects.filter(task=task).update(ready_at=None)
 
     result = recover_stuck()
 
-    assert (result["released"], result["unknown"], result["resent"]) == (1, 1, 0)
+    assert (result["sent"], result["released"], result["unknown"], result["resent"]) == (
+        1,
+        2,
+        1,
+        0,
+    )
     statuses = {s.pk: s.status for s in _subtasks(task)}
-    assert statuses == {a.pk: "pending", b.pk: "unknown", c.pk: "sending", d.pk: "pending"}
-    assert SubTask.objects.get(pk=b.pk).error_class == "ambiguous"
+    assert statuses == {
+        a.pk: "pending",
+        b1.pk: "sent",
+        b2.pk: "unknown",
+        b3.pk: "pending",
+        c.pk: "allocated",
+        d.pk: "pending",
+    }
+    assert SubTask.objects.get(pk=b2.pk).error_class == "ambiguous"
+    assert SubTask.objects.get(pk=b2.pk).attempts == 1
+    assert not SendChunk.objects.filter(pk=dead.pk).exists()
+    assert SendChunk.objects.filter(pk=live.pk).exists()
+    assert task_progress(task)["sending"] == 1  # c, on the wire of a live dispatcher
     assert TaskQueue.objects.get(task=task).ready_at is not None
+
+
+def test_recovery_never_touches_a_subtask_claimed_again(task):
+    """A chunk row outlives the claim of a subtask its dispatcher handed back (a paused
+    task): recovery of that chunk leaves the subtask's new claim alone."""
+    a, b, c, d = _subtasks(task)
+    chunk_in_progress([a, b, c], position=0)
+    # b was handed back and claimed by another dispatcher (new token, fresh lease).
+    SubTask.objects.filter(pk=b.pk).update(
+        attempt_token=F("attempt_token") + 1, lease_expires_at=timezone.now() + timedelta(60)
+    )
+    result = recover_stuck()
+    statuses = {s.pk: s.status for s in _subtasks(task)}
+    assert statuses == {a.pk: "unknown", b.pk: "allocated", c.pk: "pending", d.pk: "pending"}
+    assert result["released"] == 1
 
 
 def test_resend_ambiguous_sends_unknown_messages_again(task, set_config):
     set_config(recovery__resend_ambiguous=True)
     first = _subtasks(task)[0]
-    SubTask.objects.filter(pk=first.pk).update(
-        status="sending", lease_expires_at=timezone.now() - timedelta(seconds=1)
-    )
+    chunk_in_progress([first], position=0)
     result = recover_stuck()
     assert result["resent"] == 1 and result["unknown"] == 0
     again = SubTask.objects.get(pk=first.pk)
