@@ -23,8 +23,10 @@ logger = logging.getLogger(__name__)
 
 def _django_validation_error_body(exc: DjangoValidationError) -> dict:
     if hasattr(exc, "error_dict"):
-        errors = {field: [str(m) for e in errs for m in e.messages] for field, errs in
-                  exc.error_dict.items()}
+        errors = {
+            field: [str(m) for e in errs for m in e.messages]
+            for field, errs in exc.error_dict.items()
+        }
         return {"detail": "Invalid input.", "errors": errors}
     return {"detail": "; ".join(exc.messages), "errors": {"non_field_errors": exc.messages}}
 
@@ -43,8 +45,10 @@ def exception_handler(exc, context):
     if isinstance(exc, (Http404, PermissionDenied)):
         return drf_exception_handler(exc, context)
     response = drf_exception_handler(exc, context)
-    if response is not None and isinstance(exc, DRFValidationError) and isinstance(
-        response.data, list
+    if (
+        response is not None
+        and isinstance(exc, DRFValidationError)
+        and isinstance(response.data, list)
     ):
         response.data = {"non_field_errors": response.data}
     return response

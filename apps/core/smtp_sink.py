@@ -73,7 +73,9 @@ class SinkHandler:
             subject = message.headers.get("Subject", "")
             logger.info(
                 "sink received mail from %s to %s subject %r -> %s",
-                message.mail_from, ", ".join(message.rcpt_tos), subject,
+                message.mail_from,
+                ", ".join(message.rcpt_tos),
+                subject,
                 self.directory / name,
             )
         return "250 Message accepted for delivery"
@@ -84,9 +86,7 @@ class _QuietController(Controller):
         return SMTPServer(self.handler, **self.SMTP_kwargs)
 
 
-def start_sink(
-    handler: SinkHandler, *, host: str = "127.0.0.1", port: int = 0
-) -> Controller:
+def start_sink(handler: SinkHandler, *, host: str = "127.0.0.1", port: int = 0) -> Controller:
     """Start the sink in a background thread; returns the controller (``.port``, ``.stop()``)."""
     import socket
 
@@ -95,7 +95,10 @@ def start_sink(
             sock.bind((host, 0))
             port = sock.getsockname()[1]
     controller = _QuietController(
-        handler, hostname=host, port=port, data_size_limit=50 * 1024 * 1024,
+        handler,
+        hostname=host,
+        port=port,
+        data_size_limit=50 * 1024 * 1024,
         auth_require_tls=False,
     )
     controller.start()

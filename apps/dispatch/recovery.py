@@ -62,7 +62,7 @@ def recover_stuck(*, stuck_threshold: float | None = None) -> dict:
                     'error', 'dispatcher lost while sending'))
             FROM dispatch_task t, unnest(%s::bigint[], %s::int[]) AS u(id, token)
             WHERE t.id = s.task_id AND s.id = u.id AND s.attempt_token = u.token
-              AND s.status = 'allocated'
+              AND (s.status = 'allocated') IS TRUE
             RETURNING s.task_id, s.status
             """,
             [conf.resend_ambiguous, [i for i, _ in in_flight], [t for _, t in in_flight]],
@@ -76,13 +76,14 @@ def recover_stuck(*, stuck_threshold: float | None = None) -> dict:
                               ELSE 'pending' END,
                 service_id = NULL, lease_expires_at = NULL
             FROM dispatch_task t{join}
-            WHERE t.id = s.task_id AND s.status = 'allocated' AND {where}
+            WHERE t.id = s.task_id AND {where}
             RETURNING s.task_id
         """
         cursor.execute(
             release.format(
                 join=", unnest(%s::bigint[], %s::int[]) AS u(id, token)",
-                where="s.id = u.id AND s.attempt_token = u.token",
+                where="s.id = u.id AND s.attempt_token = u.token "
+                "AND (s.status = 'allocated') IS TRUE",
             ),
             [[i for i, _ in never], [t for _, t in never]],
         )
@@ -90,7 +91,7 @@ def recover_stuck(*, stuck_threshold: float | None = None) -> dict:
         cursor.execute(
             release.format(
                 join="",
-                where="""s.lease_expires_at < now()
+                where="""s.status = 'allocated' AND s.lease_expires_at < now()
                     AND s.task_id IN (SELECT id FROM dispatch_task
                                       WHERE status IN ('scheduled', 'queued', 'sending', 'paused')
                                          OR completed_at > now() - interval '1 day')
@@ -179,7 +180,7 @@ def _resolve_dead_chunks(cursor) -> tuple[int, list[tuple[int, int]], list[tuple
             UPDATE dispatch_subtask s SET status = 'sent', attempts = s.attempts + 1,
                    sent_at = now(), lease_expires_at = NULL
             FROM unnest(%s::bigint[], %s::int[]) AS u(id, token)
-            WHERE s.id = u.id AND s.attempt_token = u.token AND s.status = 'allocated'
+            WHERE s.id = u.id AND s.attempt_token = u.token AND (s.status = 'allocated') IS TRUE
             """,
             [done_ids, done_tokens],
         )

@@ -27,7 +27,7 @@ FROM dispatch_sendchunk k
 JOIN dispatch_subtask s ON s.id = k.subtask_ids[k.position + 1]
                        AND s.attempt_token = k.tokens[k.position + 1]
 WHERE k.position >= 0 AND k.task_ids && %(ids)s::bigint[] AND s.task_id = ANY(%(ids)s)
-  AND s.status = 'allocated'
+  AND (s.status = 'allocated') IS TRUE
 GROUP BY s.task_id
 """
 

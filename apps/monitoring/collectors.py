@@ -70,7 +70,8 @@ class DatabaseCollector:
             "edm_service_avg_response_seconds", "Moving average send time.", labels=labels
         )
         quota = GaugeMetricFamily(
-            "edm_service_quota_used_today", "Messages counted against today's quota.",
+            "edm_service_quota_used_today",
+            "Messages counted against today's quota.",
             labels=labels,
         )
         enabled = GaugeMetricFamily(

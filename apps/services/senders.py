@@ -108,34 +108,67 @@ def _refused(connection: smtplib.SMTP, code: int) -> None:
         connection._rset()
 
 
+def _reply(connection: smtplib.SMTP) -> tuple[int, bytes]:
+    """Read one reply as ``smtplib.SMTP.getreply`` does (multi-line replies included),
+    straight from the socket: the transaction below runs in lockstep (no pipelining), so
+    nothing is ever left in smtplib's read buffer between replies."""
+    sock = connection.sock
+    if sock is None:
+        raise smtplib.SMTPServerDisconnected("please run connect() first")
+    data = sock.recv(8192)
+    while True:
+        if not data:
+            connection.close()
+            raise smtplib.SMTPServerDisconnected("Connection unexpectedly closed")
+        if data.endswith(b"\n"):
+            lines = data.split(b"\n")[:-1]
+            last = lines[-1]
+            if len(last) < 4 or last[3:4] != b"-":
+                break
+        if len(data) > 65536:
+            raise smtplib.SMTPResponseException(500, b"Line too long.")
+        data += sock.recv(8192)
+    try:
+        code = int(last[:3])
+    except ValueError:
+        return -1, b"\n".join(line[4:].strip(b" \t\r\n") for line in lines)
+    if len(lines) == 1:
+        return code, last[4:].strip(b" \t\r\n")
+    return code, b"\n".join(line[4:].strip(b" \t\r\n") for line in lines)
+
+
 def _transaction(connection: smtplib.SMTP, from_addr: str, to_addr: str, message: bytes) -> None:
     """One mail transaction for one recipient with plain ASCII addresses — the same
     commands, replies and exceptions as ``smtplib.SMTP.sendmail`` (SIZE included when the
-    server offers it), without its per-message address parsing and regular expressions:
-    the dispatcher's hot path. Anything else goes through ``sendmail``."""
+    server offers it), without its per-message address parsing, regular expressions and
+    buffered line reads: the dispatcher's hot path. Anything else goes through
+    ``sendmail``."""
     connection.ehlo_or_helo_if_needed()
+    sock = connection.sock
+    if sock is None:
+        raise smtplib.SMTPServerDisconnected("please run connect() first")
     size = (
-        f" SIZE={len(message)}"
+        b" SIZE=%d" % len(message)
         if connection.does_esmtp and "size" in connection.esmtp_features
-        else ""
+        else b""
     )
-    connection.send(f"MAIL FROM:<{from_addr}>{size}\r\n")
-    code, reply = connection.getreply()
+    sock.sendall(b"MAIL FROM:<%s>%s\r\n" % (from_addr.encode("ascii"), size))
+    code, reply = _reply(connection)
     if code != 250:
         _refused(connection, code)
         raise smtplib.SMTPSenderRefused(code, reply, from_addr)
-    connection.send(f"RCPT TO:<{to_addr}>\r\n")
-    code, reply = connection.getreply()
+    sock.sendall(b"RCPT TO:<%s>\r\n" % to_addr.encode("ascii"))
+    code, reply = _reply(connection)
     if code not in (250, 251):
         _refused(connection, code)
         raise smtplib.SMTPRecipientsRefused({to_addr: (code, reply)})
-    connection.send(b"DATA\r\n")
-    code, reply = connection.getreply()
+    sock.sendall(b"DATA\r\n")
+    code, reply = _reply(connection)
     if code != 354:
         _refused(connection, code)
         raise smtplib.SMTPDataError(code, reply)
-    connection.send(_data_bytes(message))
-    code, reply = connection.getreply()
+    sock.sendall(_data_bytes(message))
+    code, reply = _reply(connection)
     if code != 250:
         _refused(connection, code)
         raise smtplib.SMTPDataError(code, reply)

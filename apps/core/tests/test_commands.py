@@ -65,15 +65,26 @@ def test_smtp_sink_command_stores_each_message_as_eml(tmp_path):
     port = _free_port()
     env = dict(os.environ, DEBUG="1")
     sink = subprocess.Popen(
-        [sys.executable, str(settings.BASE_DIR / "manage.py"), "smtp_sink",
-         "--port", str(port), "--dir", str(tmp_path)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            str(settings.BASE_DIR / "manage.py"),
+            "smtp_sink",
+            "--port",
+            str(port),
+            "--dir",
+            str(tmp_path),
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         _wait_for_port(port)
         with smtplib.SMTP("127.0.0.1", port) as smtp:
             smtp.sendmail(
-                "a@example.org", ["b@example.org"],
+                "a@example.org",
+                ["b@example.org"],
                 b"Subject: hello sink\r\n\r\nbody\r\n",
             )
     finally:
@@ -96,9 +107,18 @@ def test_devdb_provisions_a_throwaway_postgresql_and_stops_it():
         "psycopg.connect(url).execute('select 1')"
     )
     result = subprocess.run(
-        [sys.executable, str(settings.BASE_DIR / "scripts" / "devdb.py"), "--",
-         sys.executable, "-c", probe],
-        env=env, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            str(settings.BASE_DIR / "scripts" / "devdb.py"),
+            "--",
+            sys.executable,
+            "-c",
+            probe,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr
     url = result.stdout.strip()
@@ -114,9 +134,18 @@ def test_devdb_passes_the_exit_code_through_and_still_stops():
     env = dict(os.environ)
     env.pop("DATABASE_URL", None)
     result = subprocess.run(
-        [sys.executable, str(settings.BASE_DIR / "scripts" / "devdb.py"), "--",
-         sys.executable, "-c", "raise SystemExit(3)"],
-        env=env, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            str(settings.BASE_DIR / "scripts" / "devdb.py"),
+            "--",
+            sys.executable,
+            "-c",
+            "raise SystemExit(3)",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 3
     assert "PostgreSQL stopped" in result.stderr

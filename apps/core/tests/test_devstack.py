@@ -39,13 +39,25 @@ def _get(url: str) -> int:
 def test_devstack_serves_the_api_runs_the_sink_and_stops_on_ctrl_c(tmp_path):
     web, sink = _free_port(), _free_port()
     env = dict(
-        os.environ, DEBUG="1", DATABASE_URL=_database_url(),
-        EDM_SINK_PORT=str(sink), EDM_SINK_DIR=str(tmp_path), EDM_Q_WORKERS="1",
+        os.environ,
+        DEBUG="1",
+        DATABASE_URL=_database_url(),
+        EDM_SINK_PORT=str(sink),
+        EDM_SINK_DIR=str(tmp_path),
+        EDM_Q_WORKERS="1",
     )
     process = subprocess.Popen(
-        [sys.executable, str(settings.BASE_DIR / "manage.py"), "devstack",
-         "--addr", f"127.0.0.1:{web}"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            sys.executable,
+            str(settings.BASE_DIR / "manage.py"),
+            "devstack",
+            "--addr",
+            f"127.0.0.1:{web}",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
         start_new_session=True,
     )
     try:

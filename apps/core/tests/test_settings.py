@@ -23,7 +23,10 @@ def run_manage(env_overrides: dict[str, str | None], *args: str) -> subprocess.C
             env[key] = value
     return subprocess.run(
         [sys.executable, MANAGE, *(args or ("help",))],
-        env=env, capture_output=True, text=True, timeout=60,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 
@@ -56,22 +59,26 @@ def test_production_without_secret_key_stops_with_one_line():
 
 
 def test_production_refuses_the_development_secret_key():
-    result = run_manage({
-        "DEBUG": "0",
-        "SECRET_KEY": "dev-insecure-edm-secret-key-do-not-use-in-production",
-        "EDM_ENCRYPTION_KEY": GOOD_KEY,
-        "ALLOWED_HOSTS": "edm.example.org",
-    })
+    result = run_manage(
+        {
+            "DEBUG": "0",
+            "SECRET_KEY": "dev-insecure-edm-secret-key-do-not-use-in-production",
+            "EDM_ENCRYPTION_KEY": GOOD_KEY,
+            "ALLOWED_HOSTS": "edm.example.org",
+        }
+    )
     assert_one_line_error(result, "SECRET_KEY")
 
 
 def test_production_refuses_the_development_encryption_key():
-    result = run_manage({
-        "DEBUG": "0",
-        "SECRET_KEY": "x" * 50,
-        "EDM_ENCRYPTION_KEY": "ZGV2LWluc2VjdXJlLWVkbS1mZXJuZXQta2V5LTAwMDA=",
-        "ALLOWED_HOSTS": "edm.example.org",
-    })
+    result = run_manage(
+        {
+            "DEBUG": "0",
+            "SECRET_KEY": "x" * 50,
+            "EDM_ENCRYPTION_KEY": "ZGV2LWluc2VjdXJlLWVkbS1mZXJuZXQta2V5LTAwMDA=",
+            "ALLOWED_HOSTS": "edm.example.org",
+        }
+    )
     assert_one_line_error(result, "EDM_ENCRYPTION_KEY")
 
 
@@ -87,12 +94,14 @@ def test_malformed_boolean_names_the_variable():
 
 
 def test_production_with_every_variable_set_starts():
-    result = run_manage({
-        "DEBUG": "0",
-        "SECRET_KEY": "x" * 50,
-        "EDM_ENCRYPTION_KEY": GOOD_KEY,
-        "ALLOWED_HOSTS": "edm.example.org",
-    })
+    result = run_manage(
+        {
+            "DEBUG": "0",
+            "SECRET_KEY": "x" * 50,
+            "EDM_ENCRYPTION_KEY": GOOD_KEY,
+            "ALLOWED_HOSTS": "edm.example.org",
+        }
+    )
     assert result.returncode == 0, result.stderr
     assert "Available subcommands" in result.stdout
 
@@ -102,6 +111,10 @@ def test_wsgi_entry_point_prints_the_same_one_line_error():
     env.pop("DATABASE_URL", None)
     result = subprocess.run(
         [sys.executable, "-c", "import edm.wsgi"],
-        env=env, capture_output=True, text=True, timeout=60, cwd=settings.BASE_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=settings.BASE_DIR,
     )
     assert_one_line_error(result, "DATABASE_URL")

@@ -18,9 +18,10 @@ import time
 from dataclasses import dataclass, field
 
 import psycopg
-from django.db import connection, connections
+from django.db import DatabaseError, connection, connections
 
 from apps.dispatch.conf import DispatchSettings
+from apps.dispatch.engine import outcomes
 from apps.dispatch.engine import slots as slot_lib
 from apps.dispatch.engine.tick import Chunk, next_ready_in, tick
 from apps.dispatch.engine.worker import SenderCache, TemplateCache, run_chunk
@@ -127,6 +128,20 @@ def _listen_connection() -> psycopg.Connection | None:
     return listener
 
 
+def _plan_for_key_lookups(on: bool) -> None:
+    """Join planning of the loop's connection for its lifetime (``outcomes``: why); reset
+    afterwards, since a q2 worker reuses the connection for other work."""
+    names = outcomes.KEY_LOOKUP_JOINS
+    sql = "; ".join(f"SET {n} = off" if on else f"RESET {n}" for n in names)
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(sql)
+    except DatabaseError:
+        if on:
+            raise
+        logger.debug("could not reset the planner settings", exc_info=True)
+
+
 class Dispatcher:
     """One dispatcher loop. ``run()`` returns when ``stop`` is set, ``seconds`` elapsed,
     its slot was lost, or (``once``) after the first tick's chunks are done."""
@@ -179,6 +194,7 @@ class Dispatcher:
         listener = _listen_connection()
         next_tick = 0.0
         next_housekeeping = 0.0
+        _plan_for_key_lookups(True)
         try:
             while not self.stop.is_set():
                 now = time.monotonic()
@@ -226,6 +242,7 @@ class Dispatcher:
             if self.slot is not None:
                 slot_lib.slot_release(*self.slot)
                 self.slot = None
+            _plan_for_key_lookups(False)
         return self.stats
 
     def _collected(self, reports: list) -> None:

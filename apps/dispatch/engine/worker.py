@@ -210,6 +210,7 @@ def run_chunk(
         if report.log is None:
             todo = chunk.subtasks  # lease already gone: hand them back (token-fenced)
         pending.extend(todo)
+        pgconn = outcomes.advance_connection()
         while pending and report.log is not None:
             claimed = pending[0]
             if stop.is_set():
@@ -224,7 +225,7 @@ def run_chunk(
                 pending.popleft()
                 _record_render_error(claimed, service, exc, report, conf)
                 continue
-            if not outcomes.chunk_advance(report.log, position[claimed.id]):
+            if not outcomes.chunk_advance(report.log, position[claimed.id], pgconn):
                 stopped = outcomes.chunk_recheck(report.log, report.task_ids)
                 if stopped is None:
                     logger.warning("chunk %s lost its lease; stopping it", report.log.id)

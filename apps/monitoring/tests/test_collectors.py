@@ -19,8 +19,12 @@ def _metric_lines(client) -> list[str]:
 
 def test_metrics_show_each_services_totals_and_state(client, db):
     service = EmailService.objects.create(
-        pool=pool_default(), name="mx-1", host="127.0.0.1", port=25,
-        from_email="a@example.org", daily_quota=100,
+        pool=pool_default(),
+        name="mx-1",
+        host="127.0.0.1",
+        port=25,
+        from_email="a@example.org",
+        daily_quota=100,
     )
     EmailService.objects.filter(pk=service.pk).update(
         total_sent=42, total_failed=3, success_rate=0.93, is_enabled=False

@@ -33,8 +33,8 @@ class Command(BaseCommand):
             _, created = Schedule.objects.update_or_create(name=name, defaults=spec)
             if options["verbosity"] >= 1:
                 self.stdout.write(f"{'created' if created else 'updated'} schedule {name}")
-        removed, _ = Schedule.objects.filter(name__startswith=PREFIX).exclude(
-            name__in=names
-        ).delete()
+        removed, _ = (
+            Schedule.objects.filter(name__startswith=PREFIX).exclude(name__in=names).delete()
+        )
         if removed and options["verbosity"] >= 1:
             self.stdout.write(f"removed {removed} obsolete schedule(s)")
