@@ -80,6 +80,7 @@ def _text(value: bytes | str) -> str:
 
 _PLAIN_ADDRESS = re.compile(r"[!-;=?-~]+@[!-;=?-~]+")  # printable ASCII, no <, > or space
 _PERIODS = re.compile(rb"(?m)^\.")
+_LINE_ENDS = re.compile(rb"\r\n|\n|\r(?!\n)")
 
 
 def _plain_address(address: str) -> bool:
@@ -87,12 +88,13 @@ def _plain_address(address: str) -> bool:
 
 
 def _data_bytes(message: bytes) -> bytes:
-    """The DATA payload as ``smtplib.SMTP.sendmail`` makes it (CRLF line ends, dot
-    stuffing, a final CRLF and "."), with the regular expressions run only when the
+    """The DATA payload: CRLF line ends (a bare CR or LF is a protocol violation that
+    servers read in different ways, so it is never sent; ``smtplib`` leaves bytes as they
+    are), dot stuffing, a final CRLF and "." — the regular expressions run only when the
     message needs them."""
     crlf = message.count(b"\r\n")
     if message.count(b"\n") != crlf or message.count(b"\r") != crlf:
-        message = smtplib._fix_eols(message)
+        message = _LINE_ENDS.sub(b"\r\n", message)
     if message.startswith(b".") or b"\n." in message:
         message = _PERIODS.sub(b"..", message)
     if not message.endswith(b"\r\n"):

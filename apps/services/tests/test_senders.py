@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import smtplib
 import socket
+import threading
+import time
 
 import pytest
 
@@ -190,3 +192,86 @@ def test_sender_for_a_password_the_key_cannot_read_is_a_service_fault(settings):
 def test_smtplib_is_what_reports_the_auth_codes():
     # Guards the mapping above: smtplib raises this class for 535.
     assert issubclass(smtplib.SMTPAuthenticationError, smtplib.SMTPResponseException)
+
+
+def test_the_fast_transaction_stuffs_dots_and_fixes_line_ends(smtp_sink):
+    """The one-recipient path writes the SMTP commands itself: a line starting with "."
+    must arrive intact (dot stuffing), bare LF and CR become CRLF, a message without a
+    final line break is terminated, as smtplib.sendmail would do."""
+    message = b"Subject: dots\r\n\r\n.hidden line\r\n..two\nbare lf\rbare cr\r\nlast"
+    sender = SMTPSender(host="127.0.0.1", port=smtp_sink.port)
+    sender.send(from_addr="a@example.com", to_addrs=["b@example.com"], message=message)
+    sender.send(from_addr="a@example.com", to_addrs=["c@example.com"], message=MESSAGE)
+    sender.close()
+    first, second = smtp_sink.handler.messages
+    assert (
+        first.data
+        == b"Subject: dots\r\n\r\n.hidden line\r\n..two\r\nbare lf\r\nbare cr\r\nlast\r\n"
+    )
+    assert (first.mail_from, first.rcpt_tos) == ("a@example.com", ["b@example.com"])
+    assert second.data == MESSAGE and second.peer_port == first.peer_port
+
+
+def test_addresses_that_are_not_plain_ascii_go_through_sendmail(smtp_sink):
+    sender = SMTPSender(host="127.0.0.1", port=smtp_sink.port)
+    sender.send(
+        from_addr="a@example.com", to_addrs=["b@example.com", "c@example.com"], message=MESSAGE
+    )
+    sender.send(from_addr="a@example.com", to_addrs=['"odd name"@example.com'], message=MESSAGE)
+    sender.close()
+    assert [m.rcpt_tos for m in smtp_sink.handler.messages] == [
+        ["b@example.com", "c@example.com"],
+        ['"odd name"@example.com'],
+    ]
+
+
+class _ScriptedServer:
+    """A one-connection SMTP server answering from a script: multi-line and split
+    replies, which aiosmtpd never sends after EHLO."""
+
+    def __init__(self, replies: list[bytes]) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.replies = replies
+        self.received: list[bytes] = []
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        conn, _ = self.listener.accept()
+        with conn, conn.makefile("rb") as lines:
+            conn.sendall(b"220 scripted\r\n")
+            lines.readline()  # EHLO
+            conn.sendall(b"250-scripted\r\n250 8BITMIME\r\n")
+            for reply in self.replies:
+                line = lines.readline()
+                self.received.append(line)
+                if line == b"DATA\r\n":
+                    conn.sendall(b"354 go ahead\r\n")
+                    while lines.readline() != b".\r\n":
+                        pass
+                    line = b"<data>"
+                for piece in reply.split(b"|"):  # "|": send in two segments
+                    conn.sendall(piece)
+                    time.sleep(0.02)
+        self.listener.close()
+
+
+def test_multi_line_and_split_replies_are_read_whole():
+    server = _ScriptedServer(
+        [
+            b"250-sender ok\r\n250 fine|\r\n",
+            b"25|0 recipient ok\r\n",
+            b"550-5.7.1 rejected\r\n550-see the policy\r\n550 5.7.1 bye\r\n",
+        ]
+    )
+    sender = SMTPSender(host="127.0.0.1", port=server.port)
+    with pytest.raises(SendError) as caught:
+        sender.send(from_addr="a@example.com", to_addrs=["b@example.com"], message=MESSAGE)
+    assert (caught.value.kind, caught.value.code) == ("permanent", 550)
+    assert caught.value.message == "5.7.1 rejected\nsee the policy\n5.7.1 bye"
+    assert server.received[:2] == [
+        b"MAIL FROM:<a@example.com>\r\n",
+        b"RCPT TO:<b@example.com>\r\n",
+    ]
+    sender._drop()
