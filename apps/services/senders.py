@@ -20,6 +20,7 @@ import re
 import smtplib
 import socket
 import ssl
+import struct
 import sys
 import time
 from pathlib import Path
@@ -81,6 +82,20 @@ def _text(value: bytes | str) -> str:
 _PLAIN_ADDRESS = re.compile(r"[!-;=?-~]+@[!-;=?-~]+")  # printable ASCII, no <, > or space
 _PERIODS = re.compile(rb"(?m)^\.")
 _LINE_ENDS = re.compile(rb"\r\n|\n|\r(?!\n)")
+
+
+def _kernel_timeouts(sock: socket.socket, timeout: float) -> None:
+    """Put a plain TCP socket in blocking mode with the kernel's send and receive timeouts
+    instead of Python's: a Python timeout makes the socket non-blocking and every read
+    that has to wait costs a failed ``recv``, a ``poll`` and a second ``recv`` — three
+    system calls per SMTP reply instead of one. A timeout still raises ``OSError``
+    (EAGAIN), which is handled like any broken connection. TLS sockets keep Python's
+    timeouts (their reads may need writes and vice versa)."""
+    seconds = int(timeout)
+    value = struct.pack("ll", seconds, int((timeout - seconds) * 1_000_000))
+    sock.settimeout(None)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, value)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, value)
 
 
 def _plain_address(address: str) -> bool:
@@ -242,6 +257,8 @@ class SMTPSender:
             raise SendError(
                 f"cannot connect to {self.host}:{self.port}: {exc}", kind=SendError.SERVICE
             ) from None
+        if not isinstance(connection.sock, ssl.SSLSocket):
+            _kernel_timeouts(connection.sock, self.timeout)
         self.connection = connection
 
     def send(self, *, from_addr: str, to_addrs: list[str], message: bytes) -> None:

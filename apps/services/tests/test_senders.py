@@ -275,3 +275,16 @@ def test_multi_line_and_split_replies_are_read_whole():
         b"RCPT TO:<b@example.com>\r\n",
     ]
     sender._drop()
+
+
+def test_a_server_that_stops_answering_times_out():
+    """Plain sockets run blocking with the kernel's timeouts: a silent server still ends
+    in a transient error after the sender's timeout."""
+    server = _ScriptedServer([b"", b"", b""])  # never answers MAIL FROM
+    sender = SMTPSender(host="127.0.0.1", port=server.port, timeout=0.5)
+    started = time.monotonic()
+    with pytest.raises(SendError) as caught:
+        sender.send(from_addr="a@example.com", to_addrs=["b@example.com"], message=MESSAGE)
+    assert caught.value.kind == "transient"
+    assert 0.4 < time.monotonic() - started < 3
+    assert sender.connection is None  # dropped: the next send reconnects
