@@ -577,9 +577,13 @@ def dlq_stats_time(task, *, count: int) -> dict:
 
 
 def db_time_per_message(dispatcher_class, *, seconds: float) -> dict:
-    """Run a loop in this process, timing every database round trip of every thread:
-    the statements through Django's cursors and the per-message position moves, which go
-    through libpq directly."""
+    """Run a loop in this process. Database time per message, two ways: PostgreSQL's CPU
+    (all its processes, from /proc) over the messages sent — the server's cost of claim
+    and record — and, from the client, the wall time of every round trip of every thread
+    (Django's cursors and the per-message position moves, which go through libpq
+    directly); the latter includes each thread's wait for the GIL and the CPU after the
+    reply, with 8 sender threads, PostgreSQL and the sink sharing 2 cores."""
+    from baselines import postgres_cpu_seconds
     from django.db.backends import utils
 
     from apps.dispatch.engine import outcomes
@@ -604,13 +608,18 @@ def db_time_per_message(dispatcher_class, *, seconds: float) -> dict:
     outcomes.chunk_advance = timing(original_advance)
     try:
         dispatcher = dispatcher_class(seconds=seconds, use_slot=False)
+        pg_before = postgres_cpu_seconds()
         stats = dispatcher.run()
+        pg_after = postgres_cpu_seconds()
     finally:
         utils.CursorWrapper._execute = original_execute
         outcomes.chunk_advance = original_advance
     return {
         "db_time_run_sent": stats.sent,
         "db_ms_per_message": round(spent[0] * 1000 / max(1, stats.sent), 3),
+        "postgres_cpu_ms_per_message": None
+        if pg_before is None
+        else round((pg_after - pg_before) * 1000 / max(1, stats.sent), 3),
         "loop_tick_ms_p50": round(percentile(stats.tick_seconds, 50) * 1000, 2),
     }
 
