@@ -1,38 +1,49 @@
 """One tick: reserve ready services and pick subtasks fairly, in one short transaction.
 
-Statements (one transaction, database clock only, no statement ever waits for a lock):
+Three statements (one transaction, database clock only, no statement ever waits for a
+lock), each a single round trip:
 
 1. **Reserve** services whose pool has a ready owner lane: ``SKIP LOCKED``,
    earliest ``next_available_at`` first (then success rate, response time). Each gets a
    number of *slots* (1 s worth at its ``sending_rate``, capped by the batch and by the
-   quota left for today; ``used_quota`` restarts when ``quota_day`` is not today) and is
-   *held*: ``next_available_at = now() + lease``. The dispatcher that holds a service is
-   the only one sending through it; when its chunk ends it sets ``next_available_at =
-   now() + sending_rate`` (after the last message was accepted), which is what makes "never
-   twice within ``sending_rate``" hold across dispatchers and crashes.
+   quota left for today; ``used_quota`` counts only when ``quota_day`` is today). The
+   rows are only locked here; step 3 writes the ones that got work.
 2. **Pick owners** per pool: the least recently served lanes (``ORDER BY served``: round
    numbers stamped at write time on a table of one row per owner, never a ranking of the
    pending set), and for each its best task lane (priority first, then least recently
-   served).
-3. **Claim** up to a fair share of subtasks per owner from the ready queue of the chosen
+   served). Each picked owner gets an equal share of its pool's slots.
+3. **Claim** up to its share of subtasks per owner from the ready queue of the chosen
    task (partial index, ``SKIP LOCKED``): ``allocated``, service assigned, a fresh attempt
-   token, a lease.
-4. **Stamp** the owners and tasks served; recompute the lanes that ran dry (rows we hold).
-5. **Give back** slots nobody needed (quota and ``next_available_at`` restored).
+   token, a lease. The same statement **stamps** the task and owner lanes served (one
+   round number per tick) and **holds** the services that got work:
+   ``next_available_at = now() + lease``, ``used_quota`` charged with what they got.
+   Slots nobody needed are thereby never taken: a service that got nothing is left as it
+   was. The dispatcher that holds a service is the only one sending through it; when its
+   chunk ends it sets ``next_available_at = now() + sending_rate`` (after the last message
+   was accepted), which is what makes "never twice within ``sending_rate``" hold across
+   dispatchers and crashes.
+
+Then the lanes that ran dry are recomputed (rows we hold) and tasks served for the first
+time become ``sending``.
 
 Row locks are ``FOR NO KEY UPDATE``: they do not block the ``KEY SHARE`` locks that
 foreign-key checks take (a dead letter or a wait metric inserted for a task or subtask
-this tick holds), which keeps lock waits one-directional.
+this tick holds), which keeps lock waits one-directional. Every write is driven by an
+array of primary keys, so the plans stay key lookups whatever the statistics say, and
+JIT is off for the transaction (the planner's estimate of a per-task ``LIMIT`` grows with
+the average task size, and compiling would cost more than the tick).
 """
 
 from __future__ import annotations
 
 import json
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import psycopg
 from django.db import connection, transaction
 
 from apps.dispatch import queues
@@ -92,53 +103,56 @@ class Chunk:
     subtasks: list[Claimed] = field(default_factory=list)
 
 
+# Lock the earliest-ready services of pools with a ready lane and size their slots. Nothing
+# is written here: the claim statement charges (and holds) only the services that got work,
+# so a service nobody needed is left exactly as it was.
 _RESERVE = """
-WITH candidates AS (
-    SELECT s.id, s.next_available_at AS old_next,
-           CASE WHEN s.quota_day = current_date THEN s.used_quota ELSE 0 END AS used
-    FROM services_emailservice s
-    WHERE s.is_enabled AND s.next_available_at <= now()
-      AND (s.daily_quota = 0 OR s.quota_day IS DISTINCT FROM current_date
-           OR s.used_quota < s.daily_quota)
-      AND s.pool_id = ANY(ARRAY(
-            SELECT p.id FROM services_pool p
-            WHERE EXISTS (SELECT 1 FROM dispatch_ownerqueue q
-                          WHERE q.pool_id = p.id AND q.ready_at <= now())))
-    ORDER BY s.next_available_at, s.success_rate DESC, s.avg_response_time, s.id
-    LIMIT %(services)s
-    FOR NO KEY UPDATE OF s SKIP LOCKED
-), sized AS (
-    SELECT c.id, c.old_next, c.used, LEAST(
-        CASE WHEN s.sending_rate > 0
-             THEN GREATEST(1, floor(%(horizon)s / s.sending_rate))::int
-             ELSE %(cap)s END,
-        %(cap)s,
-        CASE WHEN s.daily_quota = 0 THEN %(cap)s ELSE s.daily_quota - c.used END
-    ) AS slots
-    FROM candidates c JOIN services_emailservice s ON s.id = c.id
-)
-UPDATE services_emailservice s
-SET used_quota = z.used + z.slots, quota_day = current_date,
-    next_available_at = now() + make_interval(secs => %(hold)s)
-FROM sized z
-WHERE s.id = z.id
-RETURNING s.id, s.pool_id, z.slots, z.old_next, s.sending_rate, s.kind, s.host, s.port,
-          s.security, s.username, s.password_encrypted, s.from_email, s.from_name
+SELECT s.id, s.pool_id,
+       LEAST(CASE WHEN s.sending_rate > 0
+                  THEN GREATEST(1, floor(%(horizon)s::float8 / s.sending_rate))::int
+                  ELSE %(cap)s::int END,
+             %(cap)s::int,
+             CASE WHEN s.daily_quota = 0 THEN %(cap)s::int
+                  WHEN s.quota_day = current_date THEN s.daily_quota - s.used_quota
+                  ELSE s.daily_quota END) AS slots,
+       s.next_available_at, s.sending_rate, s.kind, s.host, s.port, s.security, s.username,
+       s.password_encrypted, s.from_email, s.from_name
+FROM services_emailservice s
+WHERE s.is_enabled AND s.next_available_at <= now()
+  AND (s.daily_quota = 0 OR s.quota_day IS DISTINCT FROM current_date
+       OR s.used_quota < s.daily_quota)
+  AND s.pool_id = ANY(ARRAY(
+        SELECT p.id FROM services_pool p
+        WHERE EXISTS (SELECT 1 FROM dispatch_ownerqueue q
+                      WHERE q.pool_id = p.id AND q.ready_at <= now())))
+ORDER BY s.next_available_at, s.success_rate DESC, s.avg_response_time, s.id
+LIMIT %(services)s::int
+FOR NO KEY UPDATE SKIP LOCKED
 """
 
+# The least recently served ready owner lanes of each pool (as many as it has slots), each
+# with its best ready task lane. The ordering reads 2 × slots candidates without locking
+# them (a bounded sort), then locks them in that order, skipping any another tick holds.
 _PICK = """
-SELECT o.pool_id, o.owner_id, t.task_id
+SELECT o.id, p.pool_id, o.owner_id, t.task_id
 FROM unnest(%(pools)s::bigint[], %(limits)s::int[]) AS p(pool_id, n)
 CROSS JOIN LATERAL (
-    SELECT q.pool_id, q.owner_id FROM dispatch_ownerqueue q
-    WHERE q.pool_id = p.pool_id AND q.ready_at IS NOT NULL AND q.ready_at <= now()
-    ORDER BY q.served
+    SELECT l.id, l.owner_id
+    FROM (SELECT q.id, q.served FROM dispatch_ownerqueue q
+          WHERE q.pool_id = p.pool_id AND q.ready_at IS NOT NULL AND q.ready_at <= now()
+          ORDER BY q.served
+          LIMIT 2 * p.n) c
+    CROSS JOIN LATERAL (
+        SELECT q.id, q.owner_id FROM dispatch_ownerqueue q
+        WHERE q.id = c.id AND q.ready_at IS NOT NULL AND q.ready_at <= now()
+        FOR NO KEY UPDATE SKIP LOCKED
+    ) l
+    ORDER BY c.served
     LIMIT p.n
-    FOR NO KEY UPDATE SKIP LOCKED
 ) o
 LEFT JOIN LATERAL (
     SELECT tq.task_id FROM dispatch_taskqueue tq
-    WHERE tq.owner_id = o.owner_id AND tq.pool_id = o.pool_id
+    WHERE tq.owner_id = o.owner_id AND tq.pool_id = p.pool_id
       AND tq.ready_at IS NOT NULL AND tq.ready_at <= now()
     ORDER BY tq.priority DESC, tq.served
     LIMIT 1
@@ -146,56 +160,65 @@ LEFT JOIN LATERAL (
 ) t ON true
 """
 
-_CLAIM_IDS = """
-SELECT x.task_id, x.id, x.contact_id
-FROM unnest(%(tasks)s::bigint[], %(quotas)s::int[]) AS w(task_id, n)
-CROSS JOIN LATERAL (
-    SELECT s.task_id, s.id, s.contact_id FROM dispatch_subtask s
-    WHERE s.task_id = w.task_id AND s.status = 'pending' AND s.next_attempt_at <= now()
-    ORDER BY s.next_attempt_at, s.id
-    LIMIT w.n
-    FOR NO KEY UPDATE SKIP LOCKED
-) x
-"""
-
-# Mark the claimed rows (already locked) and stamp the served lanes in one statement. The
-# update is driven by the id array, one primary-key lookup per row.
+# Claim each picked task's share from its ready queue and write it all in one statement:
+# the subtasks (each seated on a reserved slot of its pool: ``seats`` lays the pool's slots
+# out service after service, ``base`` is where the pool starts), the served task and owner
+# lanes (one round number for the tick: they were served together), and the services that
+# got work (held and charged for what they got; the others are left as they were). Every
+# write is driven by an array of keys, so the plan is primary-key lookups whatever the
+# planner believes about the rows claimed (and with hash joins off).
 _CLAIM = """
-WITH claimed AS (
+WITH picked AS (
+    SELECT w.task_id, w.lane_id, x.id,
+           (%(seats)s::bigint[])[w.base + row_number() OVER (
+               PARTITION BY w.pool_id ORDER BY w.ord, x.next_attempt_at, x.id)] AS service_id
+    FROM unnest(%(tasks)s::bigint[], %(quotas)s::int[], %(lanes)s::bigint[],
+                %(pools)s::bigint[], %(bases)s::int[])
+         WITH ORDINALITY AS w(task_id, n, lane_id, pool_id, base, ord)
+    CROSS JOIN LATERAL (
+        SELECT s.id, s.next_attempt_at FROM dispatch_subtask s
+        WHERE s.task_id = w.task_id AND s.status = 'pending' AND s.next_attempt_at <= now()
+        ORDER BY s.next_attempt_at, s.id
+        LIMIT w.n
+        FOR NO KEY UPDATE SKIP LOCKED
+    ) x
+), claimed AS (
     UPDATE dispatch_subtask s
     SET status = 'allocated', service_id = a.service_id,
         attempt_token = s.attempt_token + 1,
-        lease_expires_at = now() + make_interval(secs => %(lease)s)
-    FROM unnest(%(ids)s::bigint[], %(services)s::bigint[]) AS a(id, service_id)
+        lease_expires_at = now() + make_interval(secs => %(lease)s::float8)
+    FROM unnest(ARRAY(SELECT id FROM picked ORDER BY id),
+                ARRAY(SELECT service_id FROM picked ORDER BY id)) AS a(id, service_id)
     WHERE s.id = a.id
     RETURNING s.id, s.task_id, s.owner_id, s.attempt_token, s.to_email, s.message_id,
               s.attempts, s.created_at, s.history <> '[]'::jsonb AS had_failures,
-              a.service_id, s.contact_id
+              s.service_id, s.contact_id
+), round AS (
+    SELECT nextval('dispatch_served_seq') AS served
 ), served_tasks AS (
-    UPDATE dispatch_taskqueue q
-    SET served = nextval('dispatch_served_seq'), served_at = now()
-    WHERE q.task_id = ANY(%(served_tasks)s::bigint[])
-    RETURNING q.pool_id, q.owner_id
+    UPDATE dispatch_taskqueue q SET served = r.served, served_at = now()
+    FROM round r
+    WHERE q.task_id = ANY(ARRAY(SELECT task_id FROM picked))
 ), served_owners AS (
-    UPDATE dispatch_ownerqueue o SET served = nextval('dispatch_served_seq')
-    FROM (SELECT DISTINCT pool_id, owner_id FROM served_tasks) t
-    WHERE o.pool_id = t.pool_id AND o.owner_id = t.owner_id
-    RETURNING 1
+    UPDATE dispatch_ownerqueue o SET served = r.served
+    FROM round r
+    WHERE o.id = ANY(ARRAY(SELECT lane_id FROM picked))
+), charged AS (
+    -- The service rows are locked since the reservation: used_quota is still what it read.
+    UPDATE services_emailservice s
+    SET used_quota = CASE WHEN s.quota_day = current_date THEN s.used_quota ELSE 0 END + c.n,
+        quota_day = current_date,
+        next_available_at = now() + make_interval(secs => %(hold)s::float8)
+    FROM unnest(ARRAY(SELECT service_id FROM picked GROUP BY 1 ORDER BY 1),
+                ARRAY(SELECT count(*)::int FROM picked GROUP BY service_id
+                      ORDER BY service_id)) AS c(id, n)
+    WHERE s.id = c.id
 )
 SELECT k.id, k.task_id, k.owner_id, k.attempt_token, k.to_email, k.message_id, k.attempts,
        k.created_at, k.had_failures, k.service_id,
        c.first_name, c.last_name, c.email, c.attributes
 FROM claimed k
 LEFT JOIN contacts_contact c ON c.id = k.contact_id
-"""
-
-_GIVE_BACK = """
-UPDATE services_emailservice s
-SET used_quota = GREATEST(0, s.used_quota - g.unused),
-    next_available_at = CASE WHEN g.used = 0 THEN g.old_next ELSE s.next_available_at END
-FROM unnest(%(ids)s::bigint[], %(unused)s::int[], %(used)s::int[], %(old)s::timestamptz[])
-         AS g(id, unused, used, old_next)
-WHERE s.id = g.id
 """
 
 
@@ -209,6 +232,11 @@ def _contact(row: tuple) -> dict[str, Any]:
         "email": email or "",
         "attributes": attributes or {},
     }
+
+
+def _ints(values: Iterable[int]) -> str:
+    """An integer array as one literal (cast in SQL): cheaper to send than a list."""
+    return "{" + ",".join(map(str, values)) + "}"
 
 
 def _share(slots: int, owners: int) -> list[int]:
@@ -230,95 +258,85 @@ def tick(
     if free <= 0:
         return []
     cap = max(1, conf.batch_size // max(1, conf.concurrency))
-    with transaction.atomic(), connection.cursor() as cursor:
+    with transaction.atomic(), _raw_cursor() as cursor:
+        cursor.execute("SET LOCAL jit = off")  # see the module docstring
         cursor.execute(
             _RESERVE,
             {
                 "services": min(free, conf.batch_size),
                 "horizon": CHUNK_SECONDS,
                 "cap": cap,
-                "hold": conf.lease_seconds,
             },
+            binary=True,
         )
-        services = [ReservedService(*row) for row in cursor.fetchall()]
-        if not services:
+        rows = cursor.fetchall()
+        if not rows:
             return []
-        slots_by_pool: dict[int, int] = defaultdict(int)
+        services = [ReservedService(*row) for row in rows]
+        seats_by_pool: dict[int, list[int]] = defaultdict(list)
         for service in services:
-            slots_by_pool[service.pool_id] += service.slots
-        pools = sorted(slots_by_pool)
-        cursor.execute(_PICK, {"pools": pools, "limits": [slots_by_pool[p] for p in pools]})
+            seats_by_pool[service.pool_id].extend([service.id] * service.slots)
+        pools = sorted(seats_by_pool)
+        cursor.execute(
+            _PICK,
+            {"pools": _ints(pools), "limits": _ints(len(seats_by_pool[p]) for p in pools)},
+            binary=True,
+        )
         picked = cursor.fetchall()
 
         # Fair shares: each owner picked in a pool gets an equal part of its slots.
         owners_by_pool: dict[int, list[tuple[int, int]]] = defaultdict(list)
         dry_owners: list[tuple[int, int]] = []
-        for pool_id, owner_id, task_id in picked:
+        for lane_id, pool_id, owner_id, task_id in picked:
             if task_id is None:
                 dry_owners.append((pool_id, owner_id))
             else:
-                owners_by_pool[pool_id].append((owner_id, task_id))
-        tasks, quotas, task_pool = [], [], {}
+                owners_by_pool[pool_id].append((lane_id, task_id))
+        tasks, quotas, lanes, task_pools, bases, seats = [], [], [], [], [], []
         for pool_id, entries in owners_by_pool.items():
-            for (owner_id, task_id), share in zip(
-                entries, _share(slots_by_pool[pool_id], len(entries)), strict=True
+            base = len(seats)
+            slots = seats_by_pool[pool_id]
+            seats.extend(slots)
+            for (lane_id, task_id), share in zip(
+                entries, _share(len(slots), len(entries)), strict=True
             ):
                 if share:
                     tasks.append(task_id)
                     quotas.append(share)
-                    task_pool[task_id] = (pool_id, owner_id)
-        claimed_ids: list[tuple[int, int, int]] = []
-        if tasks:
-            cursor.execute(_CLAIM_IDS, {"tasks": tasks, "quotas": quotas})
-            claimed_ids = cursor.fetchall()
-        got: dict[int, int] = defaultdict(int)
-        for task_id, _, _ in claimed_ids:
-            got[task_id] += 1
-
-        # Assign the claimed subtasks to the reserved services of their pool, in order.
-        free_slots: dict[int, list[list]] = defaultdict(list)
-        for service in services:
-            free_slots[service.pool_id].append([service, service.slots])
-        ids, service_ids = [], []
-        for task_id, subtask_id, _ in claimed_ids:
-            pool_slots = free_slots[task_pool[task_id][0]]
-            ids.append(subtask_id)
-            service_ids.append(pool_slots[0][0].id)
-            pool_slots[0][1] -= 1
-            if pool_slots[0][1] == 0:
-                pool_slots.pop(0)
+                    lanes.append(lane_id)
+                    task_pools.append(pool_id)
+                    bases.append(base)
 
         chunks: dict[int, Chunk] = {}
-        if ids:
+        got: dict[int, int] = defaultdict(int)
+        if tasks:
             cursor.execute(
                 _CLAIM,
                 {
-                    "ids": ids,
-                    "services": service_ids,
-                    "lease": conf.lease_seconds,
-                    "served_tasks": sorted(got),
+                    "tasks": _ints(tasks),
+                    "quotas": _ints(quotas),
+                    "lanes": _ints(lanes),
+                    "pools": _ints(task_pools),
+                    "bases": _ints(bases),
+                    "seats": _ints(seats),
+                    "lease": float(conf.lease_seconds),
+                    "hold": float(conf.lease_seconds),
                 },
+                binary=True,
             )
             by_id = {service.id: service for service in services}
             for row in cursor.fetchall():
                 service_id = row[9]
-                chunk = chunks.setdefault(service_id, Chunk(service=by_id[service_id]))
-                chunk.subtasks.append(
-                    Claimed(
-                        id=row[0],
-                        task_id=row[1],
-                        owner_id=row[2],
-                        token=row[3],
-                        to_email=row[4],
-                        message_id=row[5],
-                        attempts=row[6],
-                        created_at=row[7],
-                        had_failures=row[8],
-                        contact=_contact(row[10:14]),
-                    )
-                )
+                chunk = chunks.get(service_id)
+                if chunk is None:
+                    chunk = chunks[service_id] = Chunk(service=by_id[service_id])
+                got[row[1]] += 1
+                # The first nine columns are Claimed's fields, in order.
+                chunk.subtasks.append(Claimed(*row[:9], contact=_contact(row[10:14])))
             for chunk in chunks.values():
                 chunk.subtasks.sort(key=lambda claimed: claimed.id)
+                # Only what was claimed was charged; the rest of the slots were never taken.
+                chunk.service.slots = len(chunk.subtasks)
 
         # Lanes that ran dry (fewer ready rows than their share) are recomputed; every
         # lane touched here was locked by this transaction's pick, so a writer adding
@@ -330,12 +348,19 @@ def tick(
             queues.lanes_refresh(task_ids=dry_tasks)
         if dry_owners:
             queues.owners_refresh(lanes=dry_owners)
-        _give_back(cursor, services, chunks)
         _mark_tasks_sending(cursor, set(got), known_sending)
     return list(chunks.values())
 
 
-def _mark_tasks_sending(cursor, task_ids: set[int], known: set[int] | None) -> None:
+def _raw_cursor() -> psycopg.Cursor:
+    """A plain psycopg cursor on Django's connection (same session, same transaction):
+    server-side binding and binary results (timestamps and JSON parsed in C), without
+    Django's cursor wrapper and its query log."""
+    connection.ensure_connection()
+    return psycopg.Cursor(connection.connection)
+
+
+def _mark_tasks_sending(cursor: psycopg.Cursor, task_ids: set[int], known: set[int] | None) -> None:
     """queued/scheduled → sending for tasks served now. A task row locked by an operator
     action (pause, cancel) is skipped rather than waited for: the tick never waits."""
     new = sorted(task_ids - known) if known is not None else sorted(task_ids)
@@ -345,37 +370,15 @@ def _mark_tasks_sending(cursor, task_ids: set[int], known: set[int] | None) -> N
         """
         UPDATE dispatch_task t SET status = 'sending',
                started_at = COALESCE(t.started_at, now()), updated_at = now()
-        FROM (SELECT id FROM dispatch_task WHERE id = ANY(%s)
-              AND status IN ('queued', 'scheduled') FOR NO KEY UPDATE SKIP LOCKED) x
-        WHERE t.id = x.id
+        WHERE t.id = ANY(ARRAY(
+            SELECT d.id FROM dispatch_task d
+            WHERE d.id = ANY(%(ids)s::bigint[]) AND d.status IN ('queued', 'scheduled')
+            FOR NO KEY UPDATE SKIP LOCKED))
         """,
-        [new],
+        {"ids": new},
     )
     if known is not None:
         known.update(new)
-
-
-def _give_back(cursor, services: list[ReservedService], chunks: dict[int, Chunk]) -> None:
-    """Return the slots of reserved services that got fewer subtasks than reserved."""
-    rows = []
-    for service in services:
-        used = len(chunks[service.id].subtasks) if service.id in chunks else 0
-        if used < service.slots:
-            rows.append((service.id, service.slots - used, used, service.old_next))
-    if not rows:
-        return
-    cursor.execute(
-        _GIVE_BACK,
-        {
-            "ids": [row[0] for row in rows],
-            "unused": [row[1] for row in rows],
-            "used": [row[2] for row in rows],
-            "old": [row[3] for row in rows],
-        },
-    )
-    for service in services:
-        if service.id in chunks:
-            service.slots = len(chunks[service.id].subtasks)
 
 
 def next_ready_in() -> float | None:
