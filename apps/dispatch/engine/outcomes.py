@@ -89,8 +89,10 @@ RETURNING s.task_id, s.status
 # driven by id arrays are written ``(s.status = 'allocated') IS TRUE``, which no index
 # can serve: the primary key is the only way in.
 # The loop's own connection (ticks, housekeeping) keeps sequential scans for its small
-# tables; it sets these for the loop's lifetime only (``engine/loop.py``).
-KEY_LOOKUP_JOINS = ("enable_hashjoin", "enable_mergejoin")
+# tables; it sets these for the loop's lifetime only (``engine/loop.py``). JIT is off
+# too: a plan that still holds a disabled path carries a cost of 10^10, far above
+# ``jit_above_cost``, and compiling it would take longer than running it.
+KEY_LOOKUP_JOINS = ("enable_hashjoin", "enable_mergejoin", "jit")
 KEY_LOOKUP_SETTINGS = ("enable_seqscan", *KEY_LOOKUP_JOINS)
 
 

@@ -11,7 +11,7 @@ class Migration(migrations.Migration):
     as their rows move; new pages are filled to half."""
 
     dependencies = [
-        ("dispatch", "0001_initial"),
+        ("dispatch", "0002_send_chunk"),
         ("services", "0001_initial"),
     ]
 
