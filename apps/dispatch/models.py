@@ -61,6 +61,14 @@ class Task(TimeStampedModel):
     started_at = models.DateTimeField(null=True, blank=True, editable=False)
     completed_at = models.DateTimeField(null=True, blank=True, editable=False)
     message_id_domain = models.CharField(max_length=253, blank=True, editable=False)
+    subtask_id_floor = models.BigIntegerField(
+        null=True,
+        blank=True,
+        editable=False,
+        help_text="Below every id of the task's subtasks (drawn from the id sequence just "
+        "before they were inserted): a page of them walks the primary key from here, not "
+        "through the rows of every earlier task.",
+    )
 
     class Meta:
         indexes = [

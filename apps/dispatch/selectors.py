@@ -90,9 +90,13 @@ def dlq_stats(*, owner=None) -> dict:
 
 
 def subtasks_for(task: Task | int, *, status: str | None = None):
-    """The subtasks of a task, optionally of one status, newest first by id."""
+    """The subtasks of a task, optionally of one status, in id order. Given the task
+    itself, the primary-key walk starts at its ``subtask_id_floor``."""
     pk = getattr(task, "pk", task)
     queryset = SubTask.objects.filter(task_id=pk)
+    floor = getattr(task, "subtask_id_floor", None)
+    if floor is not None:
+        queryset = queryset.filter(pk__gt=floor)
     if status:
         queryset = queryset.filter(status=status)
     return queryset.order_by("id")

@@ -162,6 +162,8 @@ def _materialize(task: Task, *, first_attempt_at) -> tuple[int, int]:
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_get_serial_sequence('dispatch_subtask', 'id')")
         sequence = cursor.fetchone()[0]
+        cursor.execute("SELECT nextval(%s::regclass)", [sequence])
+        task.subtask_id_floor = cursor.fetchone()[0]
         cursor.execute(
             """
             INSERT INTO dispatch_subtask (
@@ -276,6 +278,7 @@ def task_queue(*, task: Task | int) -> Task:
             "status",
             "completed_at",
             "message_id_domain",
+            "subtask_id_floor",
             "updated_at",
         ]
     )

@@ -12,7 +12,7 @@ from apps.contacts.models import Contact, Tag
 from apps.core.errors import ApplicationError
 from apps.dispatch import services
 from apps.dispatch.models import OwnerQueue, SubTask, Task, TaskQueue
-from apps.dispatch.selectors import task_progress, tasks_progress
+from apps.dispatch.selectors import subtasks_for, task_progress, tasks_progress
 from apps.dispatch.templates import CompiledTask, task_validate_templates
 from apps.dispatch.tests.helpers import chunk_in_progress
 from apps.services.models import Pool
@@ -233,3 +233,19 @@ def test_contact_is_a_plain_contact_model(user, make_contacts):
     # The materialization reads contacts_contact directly; its columns must be there.
     contact = make_contacts(user, 1)[0]
     assert Contact.objects.filter(pk=contact.pk, status="active").exists()
+
+
+def test_a_tasks_subtask_ids_lie_above_its_floor_and_pages_start_there(user, pool, make_contacts):
+    make_contacts(user, 3)
+    first = services.task_queue(task=make_task(user))
+    second = services.task_queue(task=make_task(user, name="second"))
+    first_ids = set(SubTask.objects.filter(task=first).values_list("pk", flat=True))
+    second_ids = set(SubTask.objects.filter(task=second).values_list("pk", flat=True))
+    assert max(first_ids) <= second.subtask_id_floor < min(second_ids)
+    assert first.subtask_id_floor < min(first_ids)
+    page = subtasks_for(second)
+    assert set(page.values_list("pk", flat=True)) == second_ids
+    assert f'"dispatch_subtask"."id" > {second.subtask_id_floor}' in str(page.query)
+    assert set(subtasks_for(second.pk, status="pending").values_list("pk", flat=True)) == (
+        second_ids
+    )
