@@ -93,7 +93,13 @@ class Task(TimeStampedModel):
 
 
 class SubTask(models.Model):
-    """One recipient of a task. ``message_id`` is fixed at creation, reused on retries."""
+    """One recipient of a task. ``message_id`` is fixed at creation, reused on retries.
+
+    A claimed row stays ``allocated`` until its chunk ends, the moment it is on the wire
+    included: which one is on the wire is the chunk's position (:class:`SendChunk`), and
+    progress reports it as ``sending`` (``selectors.tasks_progress``). ``Status.SENDING``
+    names that counter; no row is stored with it.
+    """
 
     class Status(models.TextChoices):
         PENDING = "pending", "Pending"
