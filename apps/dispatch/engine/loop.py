@@ -31,6 +31,8 @@ from apps.monitoring import metrics
 logger = logging.getLogger("edm.dispatch")
 
 MAX_SLEEP = 1.0
+# A loop that lost its LISTEN connection tries to open it again this often (seconds).
+RELISTEN_EVERY = 5.0
 # Waits are cut into pieces this long so that a stop request is seen quickly.
 STOP_CHECK = 0.2
 MIN_SLEEP = 0.01
@@ -169,6 +171,8 @@ class Dispatcher:
         self.senders = SenderCache(timeout=self.conf.smtp_timeout)
         self.pool = _SenderPool(self._run_chunk)
         self._next_completion_check = 0.0
+        self.listener: psycopg.Connection | None = None
+        self._relisten_at = 0.0
 
     def _run_chunk(self, chunk: Chunk):
         return run_chunk(
@@ -191,7 +195,8 @@ class Dispatcher:
             logger.info("no free dispatcher slot (queue.dispatchers=%s)", self.conf.dispatchers)
             return self.stats
         deadline = None if self.seconds is None else time.monotonic() + self.seconds
-        listener = _listen_connection()
+        self.listener = _listen_connection()
+        self._relisten_at = time.monotonic() + RELISTEN_EVERY
         next_tick = 0.0
         next_housekeeping = 0.0
         _plan_for_key_lookups(True)
@@ -227,9 +232,9 @@ class Dispatcher:
                         self._collected(reports)
                         if self.once and not self.pool.in_flight:
                             break
-                    if self._drain(listener, 0.0):
+                    if self._drain(0.0):
                         next_tick = time.monotonic()
-                elif wait > 0 and self._drain(listener, wait):
+                elif wait > 0 and self._drain(wait):
                     next_tick = time.monotonic()
         finally:
             self.stop.set()  # sender threads stop before their next message
@@ -237,8 +242,9 @@ class Dispatcher:
                 if report is not None:
                     self.stats.sent += len(report.sent)
             self.senders.close_all()
-            if listener is not None:
-                listener.close()
+            if self.listener is not None:
+                self.listener.close()
+                self.listener = None
             if self.slot is not None:
                 slot_lib.slot_release(*self.slot)
                 self.slot = None
@@ -300,20 +306,31 @@ class Dispatcher:
         self.senders.close_idle()
         return True
 
-    def _drain(self, listener: psycopg.Connection | None, timeout: float) -> bool:
-        """Wait up to ``timeout`` for notifications; drain them all; True if any came."""
-        if listener is None:
-            if timeout > 0:
-                self.stop.wait(timeout)
-            return False
+    def _drain(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` for notifications; drain them all; True if any came.
+
+        Without a LISTEN connection (none could be opened, or it broke: a database
+        restart, a network cut) the loop polls — it waits ``timeout`` and ticks, at most
+        a second late — and tries to listen again every ``RELISTEN_EVERY`` seconds."""
+        if self.listener is None:
+            if time.monotonic() >= self._relisten_at:
+                self.listener = _listen_connection()
+                self._relisten_at = time.monotonic() + RELISTEN_EVERY
+            if self.listener is None:
+                if timeout > 0:
+                    self.stop.wait(timeout)
+                return False
         got = False
         try:
-            for _ in listener.notifies(timeout=timeout, stop_after=1):
+            for _ in self.listener.notifies(timeout=timeout, stop_after=1):
                 got = True
             if got:  # debounce: everything already queued counts as one wake-up
-                for _ in listener.notifies(timeout=0.0):
+                for _ in self.listener.notifies(timeout=0.0):
                     pass
-        except psycopg.Error:
-            logger.warning("lost the LISTEN connection; polling instead", exc_info=True)
-            return False
+        except psycopg.Error as exc:
+            logger.warning("lost the LISTEN connection (%s); polling instead", exc)
+            self.listener.close()
+            self.listener = None
+            self._relisten_at = time.monotonic() + RELISTEN_EVERY
+            return True  # something may have been missed: tick now
         return got

@@ -214,3 +214,40 @@ def test_a_throttled_service_is_pushed_back_and_the_message_not_charged(
     assert (slow.next_available_at - timezone.now()).total_seconds() > 200
     assert slow.consecutive_failures == 0
     assert not SubTask.objects.filter(task=task, attempts__gt=1).exists()
+
+
+def test_a_lost_listen_connection_means_polling_and_listening_again(
+    user, make_contacts, make_service, smtp_sink, monkeypatch, caplog
+):
+    """The LISTEN connection dies (a database restart, a network cut): the loop warns
+    once, keeps sending by polling, and listens again."""
+    from django.db import connection
+
+    from apps.dispatch.engine import loop
+
+    monkeypatch.setattr(loop, "RELISTEN_EVERY", 0.5)
+    make_contacts(user, 3)
+    make_service(port=smtp_sink.port)
+    with ThreadedDispatcher() as running:
+        wait_until(
+            lambda: running.dispatcher is not None and running.dispatcher.listener is not None,
+            message="listening",
+        )
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE query LIKE 'LISTEN %%' AND pid <> pg_backend_pid()"
+            )
+            assert cursor.fetchone()[0]
+        task = queue_task(user)
+        wait_done(task, timeout=10)
+        wait_until(
+            lambda: (
+                running.dispatcher.listener is not None
+                and running.dispatcher.listener.info.backend_pid > 0
+            ),
+            message="listening again",
+        )
+    lost = [r for r in caplog.records if "lost the LISTEN connection" in r.getMessage()]
+    assert len(lost) == 1
+    assert len(smtp_sink.handler.messages) == 3
