@@ -13,7 +13,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import signal
+import threading
 
 from django_q.tasks import async_task
 
@@ -24,6 +27,7 @@ logger = logging.getLogger("edm.dispatch")
 
 LOOP_SECONDS = 240.0
 LOOP_FUNC = "apps.dispatch.tasks.dispatcher_loop"
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 SCHEDULES = [
     {
@@ -48,19 +52,49 @@ SCHEDULES = [
 
 
 def dispatcher_loop(seconds: float = LOOP_SECONDS) -> str:
-    """Run one loop for ``seconds`` if a slot is free, then enqueue the successor."""
+    """Run one loop for ``seconds`` if a slot is free, then enqueue the successor.
+
+    A q2 cluster that is told to stop waits for its workers' tasks to end, and a loop
+    runs for minutes; so the loop itself stops at SIGINT or SIGTERM (Ctrl-C reaches the
+    whole process group; systemd signals the whole cgroup): the messages on the wire
+    finish and are recorded, claimed ones go back to the queue, and no successor is
+    enqueued. The worker's own handlers are restored afterwards."""
     dispatcher = Dispatcher(seconds=seconds)
     if not dispatcher.acquire_slot():
         return "no free dispatcher slot"
     number = dispatcher.slot[0]
+    signalled: list[int] = []
     try:
-        stats = dispatcher.run()
+        with _stop_on_signals(dispatcher.stop, signalled):
+            stats = dispatcher.run()
     finally:
         # The slot is released by run(); the successor takes the first free one. A loop
         # whose slot was taken away (queue.dispatchers lowered) has no successor.
-        if not dispatcher.slot_lost:
+        if not dispatcher.slot_lost and not signalled:
             async_task(LOOP_FUNC, seconds, q_options={"task_name": f"dispatcher-{number}"})
+    if signalled:
+        logger.info("dispatcher loop in slot %s stopped by signal %s", number, signalled[0])
     return f"slot {number}: {stats.ticks} ticks, {stats.claimed} claimed, {stats.sent} sent"
+
+
+@contextlib.contextmanager
+def _stop_on_signals(stop: threading.Event, signalled: list[int]):
+    """Set ``stop`` on SIGINT/SIGTERM while the block runs (main thread only: Python
+    delivers signals there); put the previous handlers back after."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame) -> None:
+        signalled.append(signum)
+        stop.set()
+
+    previous = {number: signal.signal(number, handler) for number in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for number, old in previous.items():
+            signal.signal(number, old)
 
 
 def dispatch_watchdog() -> str:

@@ -276,3 +276,46 @@ def test_a_django_q2_cluster_runs_loops_with_successors(
             os.killpg(cluster.pid, signal.SIGKILL)
     assert task_progress(task)["sent"] == 5
     assert len(smtp_sink.handler.messages) == 5
+
+
+def test_ctrl_c_stops_a_cluster_loop_at_once_without_a_successor(make_service, smtp_sink):
+    """Ctrl-C reaches the cluster's whole process group: the loop (asked to run two
+    minutes) stops within seconds, gives its slot back and enqueues no successor, so the
+    cluster, which waits for its workers' tasks, stops too."""
+    import os
+    import subprocess
+    import sys
+
+    from django_q.models import OrmQ
+    from django_q.tasks import async_task
+
+    from apps.dispatch.engine.slots import slots_live
+    from apps.dispatch.tests.helpers import ROOT, database_url
+
+    make_service(port=smtp_sink.port)
+    async_task("apps.dispatch.tasks.dispatcher_loop", 120.0)
+    env = dict(
+        os.environ, DATABASE_URL=database_url(), DEBUG="1", LOG_LEVEL="WARNING", EDM_Q_WORKERS="2"
+    )
+    cluster = subprocess.Popen(
+        [sys.executable, str(ROOT / "manage.py"), "qcluster"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        wait_until(lambda: slots_live() == 1, timeout=30, message="the loop to take a slot")
+        OrmQ.objects.all().delete()  # so that a successor would show
+        os.killpg(cluster.pid, signal.SIGINT)
+        started = time.monotonic()
+        cluster.wait(timeout=30)
+        stopped_in = time.monotonic() - started
+    finally:
+        if cluster.poll() is None:
+            os.killpg(cluster.pid, signal.SIGKILL)
+            cluster.wait()
+    assert stopped_in < 15
+    assert slots_live() == 0
+    assert not OrmQ.objects.exists()
