@@ -146,3 +146,19 @@ def spawn_dispatcher(*args: str) -> subprocess.Popen:
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+def spawn_qcluster() -> subprocess.Popen:
+    """``manage.py qcluster`` (2 workers) against the test database, in its own session
+    so that a test can signal its whole process group, workers included."""
+    env = dict(
+        os.environ, DATABASE_URL=database_url(), DEBUG="1", LOG_LEVEL="WARNING", EDM_Q_WORKERS="2"
+    )
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "manage.py"), "qcluster"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )

@@ -232,28 +232,17 @@ def test_a_django_q2_cluster_runs_loops_with_successors(
 ):
     import os
     import subprocess
-    import sys
 
     from django_q.models import Success
     from django_q.tasks import async_task
 
-    from apps.dispatch.tests.helpers import ROOT, database_url
+    from apps.dispatch.tests.helpers import spawn_qcluster
 
     set_config(queue__dispatchers=1)
     make_contacts(user, 5)
     make_service(port=smtp_sink.port)
     async_task("apps.dispatch.tasks.dispatcher_loop", 1.5)
-    env = dict(
-        os.environ, DATABASE_URL=database_url(), DEBUG="1", LOG_LEVEL="WARNING", EDM_Q_WORKERS="2"
-    )
-    cluster = subprocess.Popen(
-        [sys.executable, str(ROOT / "manage.py"), "qcluster"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    cluster = spawn_qcluster()
     try:
         wait_until(
             lambda: Success.objects.filter(func__endswith="dispatcher_loop").exists(),
@@ -283,28 +272,16 @@ def test_ctrl_c_stops_a_cluster_loop_at_once_without_a_successor(make_service, s
     minutes) stops within seconds, gives its slot back and enqueues no successor, so the
     cluster, which waits for its workers' tasks, stops too."""
     import os
-    import subprocess
-    import sys
 
     from django_q.models import OrmQ
     from django_q.tasks import async_task
 
     from apps.dispatch.engine.slots import slots_live
-    from apps.dispatch.tests.helpers import ROOT, database_url
+    from apps.dispatch.tests.helpers import spawn_qcluster
 
     make_service(port=smtp_sink.port)
     async_task("apps.dispatch.tasks.dispatcher_loop", 120.0)
-    env = dict(
-        os.environ, DATABASE_URL=database_url(), DEBUG="1", LOG_LEVEL="WARNING", EDM_Q_WORKERS="2"
-    )
-    cluster = subprocess.Popen(
-        [sys.executable, str(ROOT / "manage.py"), "qcluster"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    cluster = spawn_qcluster()
     try:
         wait_until(lambda: slots_live() == 1, timeout=30, message="the loop to take a slot")
         OrmQ.objects.all().delete()  # so that a successor would show
