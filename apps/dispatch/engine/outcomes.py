@@ -36,7 +36,6 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import psycopg
@@ -56,7 +55,7 @@ ALPHA = 0.1
 # Task statuses whose claimed subtasks may still be sent.
 LIVE_TASK_STATUSES = ("scheduled", "queued", "sending")
 
-HOLDER = f"{socket.gethostname()[:48]}:{os.getpid()}"
+_HOSTNAME = socket.gethostname()[:48]
 
 # The per-message statement, prepared once per connection and run through libpq
 # directly (a third of the client CPU of a cursor's execute).
@@ -155,7 +154,7 @@ def chunk_start(
             """,
             [
                 service.id,
-                HOLDER,
+                f"{_HOSTNAME}:{os.getpid()}",
                 [c.id for c in claimed],
                 [c.token for c in claimed],
                 sorted({c.task_id for c in claimed}),
@@ -494,9 +493,3 @@ def _first_sends(cursor, report: ChunkReport, wait_recorded: set[int], now: floa
         [tasks, [now - first[task] for task in tasks]],
     )
     wait_recorded.update(tasks)
-
-
-def release_unsent(claimed: Iterable[Claimed]) -> None:
-    """Give claimed subtasks back (used when a chunk cannot start at all)."""
-    with transaction.atomic(), connection.cursor() as cursor:
-        _release(cursor, list(claimed))
