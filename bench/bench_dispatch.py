@@ -583,8 +583,9 @@ def db_time_per_message(dispatcher_class, *, seconds: float) -> dict:
     (all its processes, from /proc) over the messages sent — the server's cost of claim
     and record — and, from the client, the wall time of every round trip of every thread
     (Django's cursors and the per-message position moves, which go through libpq
-    directly); the latter includes each thread's wait for the GIL and the CPU after the
-    reply, with 8 sender threads, PostgreSQL and the sink sharing 2 cores."""
+    directly: sending each and waiting for its answer, which overlaps SMTP round trips);
+    the latter includes each thread's wait for the GIL and the CPU after the reply, with
+    8 sender threads, PostgreSQL and the sink sharing 2 cores."""
     from baselines import postgres_cpu_seconds
     from django.db.backends import utils
 
@@ -605,9 +606,10 @@ def db_time_per_message(dispatcher_class, *, seconds: float) -> dict:
         return timed
 
     original_execute = utils.CursorWrapper._execute
-    original_advance = outcomes.chunk_advance
+    original_begin, original_end = outcomes.advance_begin, outcomes.advance_end
     utils.CursorWrapper._execute = timing(original_execute)
-    outcomes.chunk_advance = timing(original_advance)
+    outcomes.advance_begin = timing(original_begin)
+    outcomes.advance_end = timing(original_end)
     try:
         dispatcher = dispatcher_class(seconds=seconds, use_slot=False)
         pg_before = postgres_cpu_seconds()
@@ -615,7 +617,7 @@ def db_time_per_message(dispatcher_class, *, seconds: float) -> dict:
         pg_after = postgres_cpu_seconds()
     finally:
         utils.CursorWrapper._execute = original_execute
-        outcomes.chunk_advance = original_advance
+        outcomes.advance_begin, outcomes.advance_end = original_begin, original_end
     return {
         "db_time_run_sent": stats.sent,
         "db_ms_per_message": round(spent[0] * 1000 / max(1, stats.sent), 3),

@@ -23,6 +23,7 @@ import ssl
 import struct
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -51,10 +52,26 @@ class SendError(Exception):
         return f"SendError(kind={self.kind!r}, code={self.code!r}, message={self.message!r})"
 
 
+class Withdrawn(Exception):
+    """The caller's ``before_data`` withdrew the message: nothing was delivered (the
+    transaction was reset before its data)."""
+
+
 class Sender(Protocol):
     def open(self) -> None: ...
 
-    def send(self, *, from_addr: str, to_addrs: list[str], message: bytes) -> None: ...
+    def send(
+        self,
+        *,
+        from_addr: str,
+        to_addrs: list[str],
+        message: bytes,
+        before_data: Callable[[], bool] | None = None,
+    ) -> None:
+        """Send ``message``. ``before_data`` is called once the recipients are accepted,
+        before the message's data goes out; ``False`` withdraws the message (raises
+        :class:`Withdrawn`, nothing is delivered)."""
+        ...
 
     def close(self) -> None: ...
 
@@ -125,6 +142,24 @@ def _refused(connection: smtplib.SMTP, code: int) -> None:
         connection._rset()
 
 
+def _check_before_data(
+    connection: smtplib.SMTP | None, before_data: Callable[[], bool] | None
+) -> None:
+    """Ask the caller whether the message may go; reset the transaction if not."""
+    if before_data is None:
+        return
+    try:
+        go = before_data()
+    except BaseException:
+        if connection is not None:
+            connection._rset()
+        raise
+    if not go:
+        if connection is not None:
+            connection._rset()
+        raise Withdrawn
+
+
 def _reply(connection: smtplib.SMTP) -> tuple[int, bytes]:
     """Read one reply as ``smtplib.SMTP.getreply`` does (multi-line replies included),
     straight from the socket: the transaction below runs in lockstep (no pipelining), so
@@ -154,7 +189,13 @@ def _reply(connection: smtplib.SMTP) -> tuple[int, bytes]:
     return code, b"\n".join(line[4:].strip(b" \t\r\n") for line in lines)
 
 
-def _transaction(connection: smtplib.SMTP, from_addr: str, to_addr: str, message: bytes) -> None:
+def _transaction(
+    connection: smtplib.SMTP,
+    from_addr: str,
+    to_addr: str,
+    message: bytes,
+    before_data: Callable[[], bool] | None = None,
+) -> None:
     """One mail transaction for one recipient with plain ASCII addresses — the same
     commands, replies and exceptions as ``smtplib.SMTP.sendmail`` (SIZE included when the
     server offers it), without its per-message address parsing, regular expressions and
@@ -179,6 +220,7 @@ def _transaction(connection: smtplib.SMTP, from_addr: str, to_addr: str, message
     if code not in (250, 251):
         _refused(connection, code)
         raise smtplib.SMTPRecipientsRefused({to_addr: (code, reply)})
+    _check_before_data(connection, before_data)
     sock.sendall(b"DATA\r\n")
     code, reply = _reply(connection)
     if code != 354:
@@ -261,13 +303,21 @@ class SMTPSender:
             _kernel_timeouts(connection.sock, self.timeout)
         self.connection = connection
 
-    def send(self, *, from_addr: str, to_addrs: list[str], message: bytes) -> None:
+    def send(
+        self,
+        *,
+        from_addr: str,
+        to_addrs: list[str],
+        message: bytes,
+        before_data: Callable[[], bool] | None = None,
+    ) -> None:
         self.open()
         assert self.connection is not None
         try:
             if len(to_addrs) == 1 and _plain_address(from_addr) and _plain_address(to_addrs[0]):
-                _transaction(self.connection, from_addr, to_addrs[0], message)
+                _transaction(self.connection, from_addr, to_addrs[0], message, before_data)
                 return
+            _check_before_data(None, before_data)
             refused = self.connection.sendmail(from_addr, to_addrs, message)
         except smtplib.SMTPRecipientsRefused as exc:
             code, reply = next(iter(exc.recipients.values()))
@@ -346,7 +396,15 @@ class ConsoleSender:
     def verify(self, *, from_addr: str = "") -> None:
         pass
 
-    def send(self, *, from_addr: str, to_addrs: list[str], message: bytes) -> None:
+    def send(
+        self,
+        *,
+        from_addr: str,
+        to_addrs: list[str],
+        message: bytes,
+        before_data: Callable[[], bool] | None = None,
+    ) -> None:
+        _check_before_data(None, before_data)
         sys.stdout.write(f"--- message from {from_addr} to {', '.join(to_addrs)}\n")
         sys.stdout.write(message.decode("utf-8", "replace"))
         sys.stdout.write("\n")
@@ -375,7 +433,15 @@ class FileSender:
         if not os.access(self.directory, os.W_OK):
             raise SendError(f"cannot write to {self.directory}", kind=SendError.SERVICE)
 
-    def send(self, *, from_addr: str, to_addrs: list[str], message: bytes) -> None:
+    def send(
+        self,
+        *,
+        from_addr: str,
+        to_addrs: list[str],
+        message: bytes,
+        before_data: Callable[[], bool] | None = None,
+    ) -> None:
+        _check_before_data(None, before_data)
         name = f"{time.time_ns()}-{socket.gethostname()}-{os.getpid()}.eml"
         try:
             (self.directory / name).write_bytes(message)

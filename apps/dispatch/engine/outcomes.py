@@ -11,9 +11,10 @@ row per chunk, :class:`~apps.dispatch.models.SendChunk`:
 * :func:`chunk_advance` — one round trip per message, before it goes on the wire: the
   chunk's ``position`` moves to it, fenced by epoch and lease (a HOT update of a small
   row, a prepared statement run through libpq, ``synchronous_commit = off`` on the
-  sender threads' connections). When the fence fails, :func:`chunk_recheck` says why: the lease is
-  lost (stop), or a task of the chunk was paused or cancelled (its subtasks are handed
-  back at once and the chunk goes on).
+  sender threads' connections). The sender threads send it before ``MAIL FROM`` and
+  collect the answer after ``RCPT TO``, before the message's data. When the fence
+  fails, :func:`chunk_recheck` says why: the lease is lost (stop), or a task of the chunk
+  was paused or cancelled (its subtasks are handed back at once and the chunk goes on).
 * :func:`record_failure` — one transaction per failed message (rare): back-off, DLQ,
   bounce, refund of the attempt for faults that are not the recipient's. Failures and
   skips are written at once, so every entry before ``position`` that is still
@@ -34,6 +35,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import select
 import socket
 import time
 from dataclasses import dataclass, field
@@ -195,13 +197,42 @@ def drop_tasks(claimed: list[Claimed], stopped: set[int]) -> list[Claimed]:
 def chunk_advance(log: ChunkLog, position: int, pgconn: psycopg.pq.abc.PGconn) -> bool:
     """Move the chunk's position to ``position`` (the message about to go on the wire)
     through ``pgconn`` (:func:`advance_connection` of this thread, in autocommit, outside
-    any transaction). ``False``: the fence failed — call :func:`chunk_recheck`."""
-    result = pgconn.exec_prepared(
-        _ADVANCE_NAME, [b"%d" % position, b"%d" % log.id, b"%d" % log.epoch]
-    )
-    if result.status != psycopg.pq.ExecStatus.COMMAND_OK:
-        raise psycopg.OperationalError(result.error_message.decode("utf-8", "replace"))
-    moved = result.command_tuples == 1
+    any transaction) and wait for the answer. ``False``: the fence failed — call
+    :func:`chunk_recheck`. The sender threads split it in two (:func:`advance_begin`,
+    :func:`advance_end`) around the first SMTP round trips."""
+    advance_begin(log, position, pgconn)
+    return advance_end(log, position, pgconn)
+
+
+def advance_begin(log: ChunkLog, position: int, pgconn: psycopg.pq.abc.PGconn) -> None:
+    """Send :func:`chunk_advance`'s statement without waiting for its answer: the
+    thread goes on with the SMTP transaction (``MAIL``, ``RCPT``) and collects the answer
+    with :func:`advance_end` right before the message's data. Nothing else may use the
+    connection in between."""
+    pgconn.send_query_prepared(_ADVANCE_NAME, [b"%d" % position, b"%d" % log.id, b"%d" % log.epoch])
+    while pgconn.flush():
+        select.select([], [pgconn.socket], [])
+
+
+def advance_end(log: ChunkLog, position: int, pgconn: psycopg.pq.abc.PGconn) -> bool:
+    """The answer to :func:`advance_begin`: ``True`` when the position moved. Waits in
+    ``select`` (libpq's own wait would hold the GIL)."""
+    moved = False
+    error = None
+    while True:
+        pgconn.consume_input()
+        while pgconn.is_busy():
+            select.select([pgconn.socket], [], [])
+            pgconn.consume_input()
+        result = pgconn.get_result()
+        if result is None:
+            break
+        if result.status == psycopg.pq.ExecStatus.COMMAND_OK:
+            moved = result.command_tuples == 1
+        else:
+            error = result.error_message.decode("utf-8", "replace")
+    if error is not None:
+        raise psycopg.OperationalError(error)
     if moved:
         log.position = position
     return moved

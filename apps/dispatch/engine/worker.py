@@ -24,7 +24,7 @@ from apps.dispatch.models import Task
 from apps.dispatch.templates import CompiledTask
 from apps.monitoring import metrics
 from apps.services.models import EmailService
-from apps.services.senders import SendError, sender_for
+from apps.services.senders import SendError, Withdrawn, sender_for
 
 logger = logging.getLogger("edm.dispatch")
 
@@ -185,7 +185,10 @@ def run_chunk(
 ) -> outcomes.ChunkReport:
     """Send a chunk and record every outcome; never raises for a send failure.
 
-    Per message: render, move the chunk's position (the one database round trip), send.
+    Per message: render; send the chunk's position move (the one database round trip)
+    and, while it travels, start the SMTP transaction; once the recipient is accepted,
+    wait for the move's answer, then send the data — so the message is on the wire only
+    after its position is written, without the round trip adding to each message's time.
     A failure is recorded at once; the accepted messages are recorded together when the
     chunk ends (``outcomes.finish_chunk``)."""
     service = chunk.service
@@ -205,6 +208,7 @@ def run_chunk(
     broken = False
     last_done = 0.0
     pending: deque[Claimed] = deque()
+    move: _Move | None = None
     try:
         report.log, todo = outcomes.chunk_start(service, chunk.subtasks)
         if report.log is None:
@@ -225,7 +229,19 @@ def run_chunk(
                 pending.popleft()
                 _record_render_error(claimed, service, exc, report, conf)
                 continue
-            if not outcomes.chunk_advance(report.log, position[claimed.id], pgconn):
+            # The position moves while MAIL and RCPT are exchanged; the message's data
+            # goes out only once the move is confirmed (``before_data``).
+            move = _Move(report.log, position[claimed.id], pgconn)
+            started = time.monotonic()
+            try:
+                sender.send(
+                    from_addr=service.from_email,
+                    to_addrs=[claimed.to_email],
+                    message=message,
+                    before_data=move.answer,
+                )
+            except Withdrawn:
+                # The fence failed, nothing went out: find out why.
                 stopped = outcomes.chunk_recheck(report.log, report.task_ids)
                 if stopped is None:
                     logger.warning("chunk %s lost its lease; stopping it", report.log.id)
@@ -235,15 +251,11 @@ def run_chunk(
                     pending.clear()
                     pending.extend(kept)
                 continue
-            pending.popleft()
-            report.attempted += 1
-            started = time.monotonic()
-            try:
-                sender.send(
-                    from_addr=service.from_email, to_addrs=[claimed.to_email], message=message
-                )
             except SendError as exc:
                 last_done = time.monotonic()
+                move.answer()  # refused before its data: the answer is still to collect
+                pending.popleft()
+                report.attempted += 1
                 broken = exc.kind in (SendError.SERVICE, SendError.THROTTLED) or (
                     getattr(sender, "connection", True) is None
                 )
@@ -255,17 +267,48 @@ def run_chunk(
                     report.fault = exc
                     break
                 continue
+            pending.popleft()
+            report.attempted += 1
             last_done = time.monotonic()
             report.latencies.append(last_done - started)
             report.sent.append(claimed)
             report.sent_at.append(last_done)
     finally:
+        if move is not None:
+            move.collect_quietly()
         report.unattempted = list(pending)
         senders.release(service.id, broken=broken)
         outcomes.finish_chunk(service, report, conf=conf, wait_recorded=wait_recorded)
         if report.sent:
             metrics.DISPATCH_MESSAGES.labels(outcome="sent").inc(len(report.sent))
     return report
+
+
+class _Move:
+    """A position move sent ahead (``outcomes.advance_begin``) and answered once."""
+
+    __slots__ = ("log", "pgconn", "position", "result")
+
+    def __init__(self, log: outcomes.ChunkLog, position: int, pgconn) -> None:
+        self.log = log
+        self.position = position
+        self.pgconn = pgconn
+        self.result: bool | None = None
+        outcomes.advance_begin(log, position, pgconn)
+
+    def answer(self) -> bool:
+        if self.result is None:
+            self.result = False  # answered, whatever happens below
+            self.result = outcomes.advance_end(self.log, self.position, self.pgconn)
+        return self.result
+
+    def collect_quietly(self) -> None:
+        """Leave the connection free for the chunk's end, whatever went wrong."""
+        if self.result is None:
+            try:
+                self.answer()
+            except Exception:
+                logger.debug("position move of an interrupted message", exc_info=True)
 
 
 def _record_render_error(

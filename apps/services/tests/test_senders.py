@@ -14,6 +14,7 @@ from apps.services.senders import (
     FileSender,
     SendError,
     SMTPSender,
+    Withdrawn,
     sender_for,
 )
 from apps.services.tests.conftest import SMTP_PASSWORD, SMTP_USER, EmailServiceFactory
@@ -288,3 +289,54 @@ def test_a_server_that_stops_answering_times_out():
     assert caught.value.kind == "transient"
     assert 0.4 < time.monotonic() - started < 3
     assert sender.connection is None  # dropped: the next send reconnects
+
+
+def test_before_data_can_withdraw_a_message_and_the_connection_goes_on(smtp_sink):
+    """The dispatcher confirms each message's position between RCPT and DATA: a refusal
+    resets the transaction (nothing delivered) and the connection stays usable; an error
+    in the hook resets it too and propagates."""
+    calls = []
+
+    def refuse() -> bool:
+        calls.append("asked")
+        return False
+
+    def fail() -> bool:
+        raise RuntimeError("database gone")
+
+    sender = SMTPSender(host="127.0.0.1", port=smtp_sink.port)
+    with pytest.raises(Withdrawn):
+        sender.send(
+            from_addr="a@example.com",
+            to_addrs=["b@example.com"],
+            message=MESSAGE,
+            before_data=refuse,
+        )
+    with pytest.raises(RuntimeError, match="database gone"):
+        sender.send(
+            from_addr="a@example.com", to_addrs=["c@example.com"], message=MESSAGE, before_data=fail
+        )
+    sender.send(
+        from_addr="a@example.com",
+        to_addrs=["d@example.com"],
+        message=MESSAGE,
+        before_data=lambda: True,
+    )
+    sender.close()
+    assert calls == ["asked"]
+    assert [m.rcpt_tos for m in smtp_sink.handler.messages] == [["d@example.com"]]
+
+
+def test_before_data_is_not_asked_when_the_recipient_is_refused(smtp_sink):
+    smtp_sink.handler.reject = {"gone@example.com": "550 5.1.1 no such user"}
+    asked = []
+    sender = SMTPSender(host="127.0.0.1", port=smtp_sink.port)
+    with pytest.raises(SendError):
+        sender.send(
+            from_addr="a@example.com",
+            to_addrs=["gone@example.com"],
+            message=MESSAGE,
+            before_data=lambda: asked.append(True) or True,
+        )
+    sender.close()
+    assert asked == []
