@@ -318,3 +318,29 @@ class SendChunk(models.Model):
 
     def __str__(self) -> str:
         return f"chunk {self.pk} of service {self.service_id}"
+
+
+class ProgressDelta(models.Model):
+    """How many subtasks of a task entered (``n`` > 0) or left (``n`` < 0) a status: the
+    progress counters, kept by the database itself.
+
+    Statement-level triggers on ``dispatch_subtask`` (migration ``0005``) append one row
+    per (task, status) that a statement changed, computed from its transition tables, in
+    the statement's own transaction: a task's progress is the sum of its rows, exact in
+    every snapshot, whoever wrote the subtasks (the dispatcher, recovery, the API, the
+    admin, a migration, SQL by hand). Rows are only ever appended, never updated, so
+    concurrent writers never wait for each other on them (counter rows updated in place
+    would serialize every chunk of a task, and lock several tasks in varying orders).
+    ``progress.compact`` folds a task's rows into one per status now and then.
+
+    ``task_id`` has no foreign key: deleting a task's subtasks appends the rows that
+    cancel its counts, and compaction drops what sums to zero.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    task_id = models.BigIntegerField(db_index=True)
+    status = models.CharField(max_length=16)
+    n = models.BigIntegerField()
+
+    def __str__(self) -> str:
+        return f"task {self.task_id}: {self.status} {self.n:+d}"

@@ -7,6 +7,7 @@
   never attempted → ``pending``.
 * ``allocated`` with an expired lease outside any chunk (claimed, never started): never
   on the wire → back to ``pending``.
+* The progress counters' rows are folded (``progress.compact``).
 * A live task with ready work whose lane was not served for ``recovery.stuck_threshold``
   (or has no lane) is re-queued (its lanes rebuilt, the dispatchers woken) and reported.
 
@@ -21,7 +22,7 @@ import logging
 
 from django.db import connection, transaction
 
-from apps.dispatch import queues
+from apps.dispatch import progress, queues
 from apps.dispatch.conf import DispatchSettings
 from apps.dispatch.services import tasks_complete_finished
 from apps.monitoring import metrics
@@ -121,6 +122,7 @@ def recover_stuck(*, stuck_threshold: float | None = None) -> dict:
             queues.lane_open(task_id=task_id, owner_id=owner_id, pool_id=pool_id, priority=priority)
             queues.notify_new_work(task_id=task_id)
     completed = tasks_complete_finished()
+    progress.compact()  # also where no dispatcher loop runs
     result = {
         "skipped": False,
         "sent": sent,

@@ -34,16 +34,18 @@ GROUP BY s.task_id
 
 def tasks_progress(task_ids: list[int]) -> dict[int, dict[str, int]]:
     """``{total, pending, allocated, sending, sent, failed, dead, skipped, cancelled,
-    unknown}`` per task, counted in ONE statement (one snapshot), so the parts always add
-    up to ``total``. ``sending`` is the messages on the wire right now, ``allocated`` the
-    ones claimed by a dispatcher and not yet sent."""
+    unknown}`` per task, read in ONE statement (one snapshot), so the parts always add
+    up to ``total``: the counters the triggers keep (``progress``), plus the messages on
+    the wire right now as ``sending`` (``allocated`` is then the ones claimed by a
+    dispatcher and not yet on the wire). A few rows per task whatever its size."""
     result = {pk: dict.fromkeys(("total", *PROGRESS_KEYS), 0) for pk in task_ids}
     if not task_ids:
         return result
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT task_id, status, count(*) FROM dispatch_subtask WHERE task_id = ANY(%(ids)s) "
-            f"GROUP BY task_id, status UNION ALL {_IN_FLIGHT}",
+            "SELECT task_id, status, sum(n)::bigint FROM dispatch_progressdelta "
+            "WHERE task_id = ANY(%(ids)s) GROUP BY task_id, status HAVING sum(n) <> 0 "
+            f"UNION ALL {_IN_FLIGHT}",
             {"ids": sorted(set(task_ids))},
         )
         for task_id, status, count in cursor.fetchall():

@@ -199,11 +199,13 @@ def _materialize(task: Task, *, first_attempt_at) -> tuple[int, int]:
             },
         )
         total = cursor.rowcount
+        # The counters the insert's trigger just wrote (``progress``), not a recount.
         cursor.execute(
-            "SELECT count(*) FROM dispatch_subtask WHERE task_id = %s AND status = 'pending'",
+            "SELECT coalesce(sum(n), 0) FROM dispatch_progressdelta "
+            "WHERE task_id = %s AND status = 'pending'",
             [task.pk],
         )
-        pending = cursor.fetchone()[0]
+        pending = int(cursor.fetchone()[0])
     task.message_id_domain = domain
     return total, pending
 

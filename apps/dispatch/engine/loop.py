@@ -7,6 +7,8 @@
   1 s), or until a ``NOTIFY`` on :data:`apps.dispatch.queues.NOTIFY_CHANNEL` (sent once
   per queued task) or a finished chunk wakes it.
 * Configuration is re-read every second, so changes apply without a restart.
+* Every ``COMPACT_EVERY`` seconds the loop folds the progress counters' rows
+  (``progress.compact``).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from dataclasses import dataclass, field
 import psycopg
 from django.db import DatabaseError, connection, connections
 
+from apps.dispatch import progress
 from apps.dispatch.conf import DispatchSettings
 from apps.dispatch.engine import outcomes
 from apps.dispatch.engine import slots as slot_lib
@@ -37,6 +40,7 @@ RELISTEN_EVERY = 5.0
 STOP_CHECK = 0.2
 MIN_SLEEP = 0.01
 HOUSEKEEPING_EVERY = 1.0
+COMPACT_EVERY = 10.0
 
 
 @dataclass
@@ -171,6 +175,7 @@ class Dispatcher:
         self.senders = SenderCache(timeout=self.conf.smtp_timeout)
         self.pool = _SenderPool(self._run_chunk)
         self._next_completion_check = 0.0
+        self._next_compaction = 0.0
         self.listener: psycopg.Connection | None = None
         self._relisten_at = 0.0
 
@@ -304,6 +309,10 @@ class Dispatcher:
             return False
         tasks_complete_finished()
         self.senders.close_idle()
+        now = time.monotonic()
+        if now >= self._next_compaction:
+            progress.compact()
+            self._next_compaction = now + COMPACT_EVERY
         return True
 
     def _drain(self, timeout: float) -> bool:

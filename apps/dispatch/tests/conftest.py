@@ -11,6 +11,26 @@ from apps.contacts.models import Contact, ContactTag, Tag
 from apps.services.models import EmailService, Pool
 
 
+@pytest.fixture(autouse=True)
+def _progress_counters_exact(request):
+    """After every test that used the database: each task's progress counters (the rows
+    the triggers append) equal a count of its subtasks — no write of any test escaped
+    them. The database fixture is set up first, so it is still there at this check."""
+    marker = request.node.get_closest_marker("django_db")
+    names = request.fixturenames
+    if marker is None and "db" not in names and "transactional_db" not in names:
+        yield
+        return
+    transactional = "transactional_db" in names or (
+        marker is not None and marker.kwargs.get("transaction", False)
+    )
+    request.getfixturevalue("transactional_db" if transactional else "db")
+    yield
+    from apps.dispatch import progress
+
+    assert progress.mismatches() == [], "progress counters differ from the subtasks"
+
+
 @pytest.fixture
 def pool(db):
     return Pool.objects.get_or_create(name=Pool.DEFAULT_NAME)[0]

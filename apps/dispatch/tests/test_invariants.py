@@ -15,6 +15,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from apps.dispatch import progress as progress_lib
 from apps.dispatch import services
 from apps.dispatch.models import SubTask, Task
 from apps.dispatch.recovery import recover_stuck
@@ -75,6 +76,8 @@ def test_several_dispatchers_send_each_message_once_within_rate_and_quota(
 
         def check(progress):
             conserved(progress)
+            # The counters equal a count of the subtasks, in one snapshot.
+            assert progress_lib.mismatches([task.pk]) == []
             samples.append(progress)
 
         with Dispatchers(3):
