@@ -30,7 +30,7 @@ from apps.core.pagination import KeysetPagination
 from apps.dispatch import services
 from apps.dispatch.filters import DeadLetterFilter, SubTaskFilter, TaskFilter
 from apps.dispatch.models import DeadLetter, SubTask, Task
-from apps.dispatch.selectors import dlq_stats, subtasks_for
+from apps.dispatch.selectors import dlq_stats, subtasks_for, tasks_progress
 from apps.dispatch.serializers import (
     DeadLetterSerializer,
     DlqStatsSerializer,
@@ -41,7 +41,6 @@ from apps.dispatch.serializers import (
     SubTaskSerializer,
     TaskCreateSerializer,
     TaskDetailSerializer,
-    TaskSerializer,
 )
 
 TASKS = "tasks"
@@ -95,8 +94,9 @@ class SubTaskPagination(KeysetPagination):
     get=extend_schema(
         tags=[TASKS],
         summary="List your tasks",
-        description="Newest first, paginated (`results`, `next`). No progress here: "
-        "read a task's detail for its counts.",
+        description="Newest first, paginated (`results`, `next`), each with its "
+        "`progress` (one statement for the page, whatever the tasks' sizes).",
+        responses=TaskDetailSerializer(many=True),
     ),
     post=extend_schema(
         tags=[TASKS],
@@ -108,8 +108,16 @@ class SubTaskPagination(KeysetPagination):
     ),
 )
 class TaskListCreateView(generics.ListAPIView):
-    serializer_class = TaskSerializer
+    serializer_class = TaskDetailSerializer
     filterset_class = TaskFilter
+
+    def paginate_queryset(self, queryset):
+        page = super().paginate_queryset(queryset)
+        if page is not None:
+            counts = tasks_progress([task.pk for task in page])
+            for task in page:
+                task.progress_counts = counts[task.pk]
+        return page
 
     def get_queryset(self) -> QuerySet[Task]:
         ids_only = Contact.objects.only("pk")

@@ -120,7 +120,8 @@ class TaskSerializer(serializers.ModelSerializer):
 
 
 class TaskDetailSerializer(TaskSerializer):
-    """A task with its ``progress`` (counted when serialized)."""
+    """A task with its ``progress`` (read from the task's counters when serialized, or
+    set beforehand as ``progress_counts``)."""
 
     progress = serializers.SerializerMethodField()
 
@@ -130,7 +131,9 @@ class TaskDetailSerializer(TaskSerializer):
 
     @extend_schema_field(ProgressSerializer)
     def get_progress(self, task: Task) -> dict[str, int]:
-        return task_progress(task)
+        # A list page reads every row's progress in one statement beforehand.
+        counts = getattr(task, "progress_counts", None)
+        return counts if counts is not None else task_progress(task)
 
 
 class SubTaskSerializer(serializers.ModelSerializer):

@@ -241,6 +241,11 @@ def test_list_shows_only_own_tasks_paginated_and_filtered_by_status(api, other_a
     response = api.get("/api/tasks/")
     assert response.status_code == 200
     assert [t["id"] for t in response.data["results"]] == [queued["id"], draft["id"]]
+    assert [t["progress"]["pending"] for t in response.data["results"]] == [
+        queued["progress"]["pending"],
+        0,
+    ]
+    assert queued["progress"]["pending"] > 0
     assert response.data["next"] is None and response.data["count"] == 2
 
     page = api.get("/api/tasks/", {"page_size": 1})
@@ -625,6 +630,7 @@ def test_list_pages_cost_a_fixed_number_of_queries(api, tag, dead, django_assert
     # token, one page of dead letters (joined to their subtasks)
     with django_assert_num_queries(2):
         assert len(api.get("/api/dlq").data["results"]) == 3
-    # token, count, page, the three id lists
-    with django_assert_num_queries(6):
-        assert len(api.get("/api/tasks/").data["results"]) == 1
+    # token, count, page, the three id lists, the progress of the page
+    with django_assert_num_queries(7):
+        rows = api.get("/api/tasks/").data["results"]
+    assert len(rows) == 1 and rows[0]["progress"]["total"] == 5
