@@ -321,26 +321,35 @@ class SendChunk(models.Model):
 
 
 class ProgressDelta(models.Model):
-    """How many subtasks of a task entered (``n`` > 0) or left (``n`` < 0) a status: the
-    progress counters, kept by the database itself.
+    """How many subtasks of a task entered (> 0) or left (< 0) each status in one
+    statement: the progress counters, kept by the database itself.
 
     Statement-level triggers on ``dispatch_subtask`` (migration ``0005``) append one row
-    per (task, status) that a statement changed, computed from its transition tables, in
-    the statement's own transaction: a task's progress is the sum of its rows, exact in
-    every snapshot, whoever wrote the subtasks (the dispatcher, recovery, the API, the
-    admin, a migration, SQL by hand). Rows are only ever appended, never updated, so
-    concurrent writers never wait for each other on them (counter rows updated in place
-    would serialize every chunk of a task, and lock several tasks in varying orders).
-    ``progress.compact`` folds a task's rows into one per status now and then.
+    per task that a statement changed, computed from its transition tables, in the
+    statement's own transaction: a task's progress is the sum of its rows, exact in every
+    snapshot, whoever wrote the subtasks (the dispatcher, recovery, the API, the admin, a
+    migration, SQL by hand). Rows are only ever appended, never updated, so concurrent
+    writers never wait for each other on them (counter rows updated in place would
+    serialize every chunk of a task, and lock several tasks in varying orders). One row
+    per task with a column per status, rather than a row per status, halves what a tick
+    claiming from 200 tasks writes. ``progress.compact`` folds a task's rows into one now
+    and then.
 
-    ``task_id`` has no foreign key: deleting a task's subtasks appends the rows that
-    cancel its counts, and compaction drops what sums to zero.
+    ``task_id`` has no foreign key: deleting a task's subtasks appends the row that
+    cancels its counts, and compaction drops what sums to zero.
     """
 
     id = models.BigAutoField(primary_key=True)
     task_id = models.BigIntegerField(db_index=True)
-    status = models.CharField(max_length=16)
-    n = models.BigIntegerField()
+    pending = models.BigIntegerField(db_default=0)
+    allocated = models.BigIntegerField(db_default=0)
+    sending = models.BigIntegerField(db_default=0)
+    sent = models.BigIntegerField(db_default=0)
+    failed = models.BigIntegerField(db_default=0)
+    dead = models.BigIntegerField(db_default=0)
+    skipped = models.BigIntegerField(db_default=0)
+    cancelled = models.BigIntegerField(db_default=0)
+    unknown = models.BigIntegerField(db_default=0)
 
     def __str__(self) -> str:
-        return f"task {self.task_id}: {self.status} {self.n:+d}"
+        return f"progress delta of task {self.task_id}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.db import connection
 
+from apps.dispatch import progress
 from apps.dispatch.models import SubTask, Task
 
 PROGRESS_KEYS = (
@@ -43,8 +44,9 @@ def tasks_progress(task_ids: list[int]) -> dict[int, dict[str, int]]:
         return result
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT task_id, status, sum(n)::bigint FROM dispatch_progressdelta "
-            "WHERE task_id = ANY(%(ids)s) GROUP BY task_id, status HAVING sum(n) <> 0 "
+            f"SELECT s.task_id, u.status, u.n FROM (SELECT d.task_id, {progress.SUMS} "
+            "FROM dispatch_progressdelta d WHERE d.task_id = ANY(%(ids)s) "
+            f"GROUP BY d.task_id) s {progress.AS_ROWS} WHERE u.n <> 0 "
             f"UNION ALL {_IN_FLIGHT}",
             {"ids": sorted(set(task_ids))},
         )

@@ -201,8 +201,7 @@ def _materialize(task: Task, *, first_attempt_at) -> tuple[int, int]:
         total = cursor.rowcount
         # The counters the insert's trigger just wrote (``progress``), not a recount.
         cursor.execute(
-            "SELECT coalesce(sum(n), 0) FROM dispatch_progressdelta "
-            "WHERE task_id = %s AND status = 'pending'",
+            "SELECT coalesce(sum(pending), 0) FROM dispatch_progressdelta WHERE task_id = %s",
             [task.pk],
         )
         pending = int(cursor.fetchone()[0])
