@@ -16,7 +16,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from django.contrib.auth import get_user_model
-from django.db.models import F, Prefetch, QuerySet
+from django.contrib.postgres.expressions import ArraySubquery
+from django.db.models import F, OuterRef, QuerySet
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
@@ -24,7 +25,6 @@ from rest_framework import generics, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from apps.contacts.models import Contact, Tag
 from apps.core.errors import ApplicationError
 from apps.core.pagination import KeysetPagination
 from apps.dispatch import services
@@ -51,6 +51,20 @@ def _owned_tasks(request: Request) -> QuerySet[Task]:
     if request.user.is_anonymous:
         return Task.objects.none()  # schema generation (views require authentication)
     return Task.objects.filter(owner=request.user)
+
+
+def tasks_with_related_ids(queryset: QuerySet[Task]) -> QuerySet[Task]:
+    """Tasks with the ids of their tags and explicit contacts as arrays, in the same
+    query (read by ``serializers.RelatedIdsField``)."""
+    arrays = {}
+    for name, column in (
+        ("include_tags", "tag_id"),
+        ("exclude_tags", "tag_id"),
+        ("contacts", "contact_id"),
+    ):
+        rows = getattr(Task, name).through.objects.filter(task_id=OuterRef("pk"))
+        arrays[f"{name}_ids"] = ArraySubquery(rows.order_by(column).values(column))
+    return queryset.annotate(**arrays)
 
 
 def _owned_task(request: Request, pk: int) -> Task:
@@ -120,16 +134,7 @@ class TaskListCreateView(generics.ListAPIView):
         return page
 
     def get_queryset(self) -> QuerySet[Task]:
-        ids_only = Contact.objects.only("pk")
-        return (
-            _owned_tasks(self.request)
-            .prefetch_related(
-                Prefetch("include_tags", queryset=Tag.objects.only("pk")),
-                Prefetch("exclude_tags", queryset=Tag.objects.only("pk")),
-                Prefetch("contacts", queryset=ids_only),
-            )
-            .order_by("-created_at", "-id")
-        )
+        return tasks_with_related_ids(_owned_tasks(self.request)).order_by("-created_at", "-id")
 
     def post(self, request: Request) -> Response:
         serializer = TaskCreateSerializer(data=request.data)
@@ -145,7 +150,7 @@ class TaskDetailView(generics.RetrieveAPIView):
     serializer_class = TaskDetailSerializer
 
     def get_queryset(self) -> QuerySet[Task]:
-        return _owned_tasks(self.request)
+        return tasks_with_related_ids(_owned_tasks(self.request))
 
 
 class _TaskTransitionView(generics.GenericAPIView):

@@ -85,13 +85,28 @@ class ProgressSerializer(serializers.Serializer):
     unknown = serializers.IntegerField()
 
 
+class RelatedIdsField(serializers.ListField):
+    """The ids of one of a task's many-to-many relations, in ascending order: read from
+    ``<field>_ids`` when the queryset annotated them (``api.tasks_with_related_ids``: the
+    task and its three relations in one query), else from the relation itself."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(child=serializers.IntegerField(), read_only=True, **kwargs)
+
+    def get_attribute(self, instance: Task) -> list[int]:
+        ids = getattr(instance, f"{self.field_name}_ids", None)
+        if ids is None:
+            ids = [related.pk for related in getattr(instance, self.field_name).all()]
+        return sorted(ids)
+
+
 class TaskSerializer(serializers.ModelSerializer):
-    """A task as listed (no progress: counting a million subtasks per row is not a list)."""
+    """A task, without its progress."""
 
     pool = serializers.PrimaryKeyRelatedField(read_only=True)
-    include_tags = serializers.PrimaryKeyRelatedField(many=True, read_only=True)
-    exclude_tags = serializers.PrimaryKeyRelatedField(many=True, read_only=True)
-    contacts = serializers.PrimaryKeyRelatedField(many=True, read_only=True)
+    include_tags = RelatedIdsField()
+    exclude_tags = RelatedIdsField()
+    contacts = RelatedIdsField()
 
     class Meta:
         model = Task

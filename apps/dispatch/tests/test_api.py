@@ -630,7 +630,11 @@ def test_list_pages_cost_a_fixed_number_of_queries(api, tag, dead, django_assert
     # token, one page of dead letters (joined to their subtasks)
     with django_assert_num_queries(2):
         assert len(api.get("/api/dlq").data["results"]) == 3
-    # token, count, page, the three id lists, the progress of the page
-    with django_assert_num_queries(7):
+    # token, the task (with its id lists), its progress
+    with django_assert_num_queries(3):
+        detail = api.get(f"/api/tasks/{dead['task']}/").data
+    assert detail["include_tags"] == [tag.pk] and detail["progress"]["total"] == 5
+    # token, count, the page (with its id lists), the progress of the page
+    with django_assert_num_queries(4):
         rows = api.get("/api/tasks/").data["results"]
     assert len(rows) == 1 and rows[0]["progress"]["total"] == 5
