@@ -13,6 +13,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
+# Exit status of a benchmark that cannot run on this machine (a tool is missing): it says
+# why, and ``run_all.py`` reports it as skipped rather than failed.
+SKIPPED = 3
 
 
 def setup_django() -> None:

@@ -12,7 +12,7 @@ sends through 20 services to a counting sink in its own process.
     DEBUG=1 .venv/bin/python scripts/devdb.py -- .venv/bin/python bench/bench_api.py
 
 Needs ``wrk`` (Debian: ``apt-get install wrk``); without it the script says so and
-exits with status 2.
+exits with ``_common.SKIPPED``.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
-from _common import ROOT, report, setup_django  # noqa: E402
+from _common import ROOT, SKIPPED, report, setup_django  # noqa: E402
 
 
 def free_port() -> int:
@@ -121,7 +121,7 @@ def main() -> int:
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         print("bench_api: wrk is not installed (Debian: apt-get install wrk)", file=sys.stderr)
-        return 2
+        return SKIPPED
     setup_django()
 
     from bench_dispatch import (

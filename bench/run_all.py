@@ -15,6 +15,9 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from _common import SKIPPED  # noqa: E402
 
 
 def main() -> int:
@@ -30,7 +33,9 @@ def main() -> int:
         started = time.monotonic()
         code = subprocess.call([sys.executable, str(script), *flags], cwd=HERE.parent)
         print(f"=== {script.name}: exit {code} in {time.monotonic() - started:.0f}s", flush=True)
-        if code:
+        if code == SKIPPED:
+            print(f"=== {script.name}: skipped (it says why above)", flush=True)
+        elif code:
             failed.append(script.name)
     if failed:
         print(f"failed: {', '.join(failed)}")
