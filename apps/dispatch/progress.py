@@ -21,18 +21,11 @@ from collections.abc import Iterable
 
 from django.db import connection, transaction
 
-# The statuses a subtask row can hold, each a column of ``dispatch_progressdelta``.
-STATUSES = (
-    "pending",
-    "allocated",
-    "sending",
-    "sent",
-    "failed",
-    "dead",
-    "skipped",
-    "cancelled",
-    "unknown",
-)
+from apps.dispatch.models import SubTask
+
+# The statuses a subtask row can hold, each a column of ``dispatch_progressdelta`` (a new
+# status needs its column: see ``models.ProgressDelta``).
+STATUSES = tuple(SubTask.Status.values)
 COLUMNS = ", ".join(STATUSES)
 # A task's rows summed (``d`` is ``dispatch_progressdelta``), and the same as
 # ``(status, n)`` rows (``LATERAL`` after the sums).

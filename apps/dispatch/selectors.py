@@ -7,17 +7,8 @@ from django.db import connection
 from apps.dispatch import progress
 from apps.dispatch.models import SubTask, Task
 
-PROGRESS_KEYS = (
-    "pending",
-    "allocated",
-    "sending",
-    "sent",
-    "failed",
-    "dead",
-    "skipped",
-    "cancelled",
-    "unknown",
-)
+# The progress counters of a task, in order (one per subtask status).
+PROGRESS_KEYS = progress.STATUSES
 
 
 # Subtasks on the wire: the entry at each chunk's position while still ``allocated``
