@@ -281,6 +281,12 @@ class DeadLetter(models.Model):
         indexes = [
             models.Index(fields=["status", "error_type"], name="deadletter_status_type_idx"),
             models.Index(fields=["owner", "status"], name="deadletter_owner_status_idx"),
+            # Monitoring: "a dead letter entered" counts the recent pending entries.
+            models.Index(
+                fields=["updated_at"],
+                name="deadletter_pending_updated_idx",
+                condition=Q(status="pending"),
+            ),
         ]
 
     def __str__(self) -> str:
