@@ -37,8 +37,8 @@ def assert_no_secret(text: str, where: str) -> None:
 def test_no_password_in_logs_responses_or_columns_of_a_full_run(
     staff_api,
     user,
-    smtp_auth_server,
-    caplog,  # noqa: F811
+    smtp_auth_server,  # noqa: F811 - the fixture imported above
+    caplog,
 ):
     caplog.set_level(logging.DEBUG)
     Pool.objects.get_or_create(name=Pool.DEFAULT_NAME)
