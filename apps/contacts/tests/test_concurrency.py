@@ -169,9 +169,7 @@ def _race(*requests) -> list:
 
 
 @pytest.mark.slow
-def test_deleting_a_big_tag_while_members_are_added_never_leaves_a_member_of_a_gone_tag(
-    user, api
-):
+def test_deleting_a_big_tag_while_members_are_added_never_leaves_a_member_of_a_gone_tag(user, api):
     others = ContactFactory.create_batch(50, owner=user)
     other_ids = [c.pk for c in others]
     statuses = set()
@@ -201,7 +199,8 @@ def test_creating_a_contact_with_a_tag_being_deleted_never_lists_the_gone_tag(us
         deleted, created = _race(
             lambda tag=tag: api.delete(f"/api/tags/{tag.pk}/"),
             lambda tag=tag, trial=trial: api.post(
-                "/api/contacts/", {"email": f"new{trial}@example.com", "tags": [tag.pk]},
+                "/api/contacts/",
+                {"email": f"new{trial}@example.com", "tags": [tag.pk]},
                 format="json",
             ),
         )

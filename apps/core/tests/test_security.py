@@ -63,9 +63,7 @@ def test_a_user_over_the_rate_gets_429_with_retry_after_and_others_do_not(rates,
 
 
 @pytest.mark.django_db
-def test_one_address_over_its_rate_is_throttled_whoever_it_authenticates_as(
-    rates, api, other_api
-):
+def test_one_address_over_its_rate_is_throttled_whoever_it_authenticates_as(rates, api, other_api):
     rates(address="4/min")
     codes = [c.get("/api/tags/").status_code for c in (api, other_api, api, other_api, api)]
     assert codes == [200, 200, 200, 200, 429]
@@ -96,8 +94,9 @@ def test_the_token_endpoint_locks_a_username_out_at_the_fifth_failure(user, rate
     assert set(locked.json()) >= {"detail", "code", "errors"}
     # Another username from the same address is not locked.
     assert (
-        client.post("/api/auth/token/", {"username": "x", "password": "y"}, format="json")
-        .status_code
+        client.post(
+            "/api/auth/token/", {"username": "x", "password": "y"}, format="json"
+        ).status_code
         == 400
     )
 
