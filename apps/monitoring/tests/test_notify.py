@@ -187,3 +187,17 @@ def test_channel_targets_are_validated():
     with pytest.raises(Exception, match="kind must be one of"):
         services.channel_create(name="z", kind="pager", target="x")
     assert not NotificationChannel.objects.exists()
+
+
+def test_channel_secrets_move_to_a_new_encryption_key(settings):
+    from cryptography.fernet import Fernet
+
+    channel, secret = services.channel_create(
+        name="hook", kind="webhook", target="https://example.org/hook"
+    )
+    new_key = Fernet.generate_key().decode()
+    settings.EDM_ENCRYPTION_KEYS = [new_key, *settings.EDM_ENCRYPTION_KEYS]
+    assert services.channels_reencrypt_secrets() == 1
+    settings.EDM_ENCRYPTION_KEYS = [new_key]  # the old key is gone
+    channel.refresh_from_db()
+    assert channel.secret == secret
