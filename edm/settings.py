@@ -265,6 +265,10 @@ SPECTACULAR_SETTINGS = {
         "TaskStatusEnum": "apps.dispatch.models.Task.Status",
         "SubTaskStatusEnum": "apps.dispatch.models.SubTask.Status",
         "DeadLetterStatusEnum": "apps.dispatch.models.DeadLetter.Status",
+        "AlertStatusEnum": "apps.monitoring.models.Alert.Status",
+        "AlertLevelEnum": "apps.monitoring.models.Level",
+        "ChannelKindEnum": "apps.monitoring.models.NotificationChannel.Kind",
+        "ServiceKindEnum": "apps.services.models.EmailService.Kind",
     },
 }
 

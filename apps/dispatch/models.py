@@ -78,6 +78,12 @@ class Task(TimeStampedModel):
                 name="task_live_status_idx",
                 condition=Q(status__in=["scheduled", "queued", "sending", "paused"]),
             ),
+            # Monitoring: the tasks that finished lately (a task's failure-rate alert).
+            models.Index(
+                fields=["completed_at"],
+                name="task_finished_idx",
+                condition=Q(status__in=["completed", "cancelled", "failed"]),
+            ),
         ]
 
     def __str__(self) -> str:
