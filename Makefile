@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt |
 DEVDB  := $(BIN)/python scripts/devdb.py
 PYTEST_ARGS ?=
 
-.PHONY: venv test run lint format bench bench-smoke migrations-check clean
+.PHONY: venv browser test run lint format bench bench-smoke migrations-check clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,7 +17,18 @@ $(STAMP): requirements.txt requirements-dev.txt
 
 venv: $(STAMP)
 
-test: venv
+# The browser tests drive Debian's Chromium: installed here where the machine can (root with
+# apt-get); elsewhere those tests are skipped with the reason.
+browser:
+	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing Debian's chromium and chromium-driver for the browser tests"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	      chromium chromium-driver >/dev/null) || echo "could not install chromium: browser tests skip"; \
+	  else echo "no chromium installed: the browser tests will be skipped"; fi; \
+	fi
+
+test: venv browser
 	DEBUG=1 $(DEVDB) -- $(BIN)/pytest --cov --cov-report=term:skip-covered $(PYTEST_ARGS)
 	@# Coverage floors (apps ≥ 85 %, apps/dispatch ≥ 90 %) on the whole suite only.
 	@if [ -z "$(PYTEST_ARGS)" ]; then $(BIN)/python scripts/coverage_check.py; fi

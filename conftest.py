@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 from django.contrib.auth import get_user_model
 from rest_framework.authtoken.models import Token
@@ -92,3 +94,42 @@ def smtp_sink():
     controller.handler = handler
     yield controller
     controller.stop()
+
+
+@pytest.fixture
+def browser(tmp_path):
+    """Debian's Chromium, headless, driven by selenium (1400×1000); skipped where it is missing.
+
+    ``make test`` installs ``chromium`` and ``chromium-driver`` where the machine can
+    (root with apt-get); nothing is downloaded by the test itself.
+    """
+    chromium = shutil.which("chromium")
+    chromedriver = shutil.which("chromedriver")
+    if not (chromium and chromedriver):
+        pytest.skip(
+            "no Chromium on this machine: install Debian's chromium and chromium-driver "
+            "(make test does so where it runs as root with apt-get)"
+        )
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for argument in (
+        "--headless=new",
+        "--no-sandbox",  # required as root
+        "--disable-gpu",
+        "--window-size=1400,1000",
+        "--no-first-run",
+        # The machine's network is closed: no background calls to Google's hosts.
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-quic",
+        f"--user-data-dir={tmp_path / 'chromium-profile'}",
+    ):
+        options.add_argument(argument)
+    driver = webdriver.Chrome(service=Service(chromedriver), options=options)
+    driver.set_page_load_timeout(30)
+    yield driver
+    driver.quit()

@@ -47,11 +47,9 @@ def start_gunicorn(port: int, workers: int) -> subprocess.Popen:
     from cryptography.fernet import Fernet
     from django.conf import settings as django_settings
 
-    database = django_settings.DATABASES["default"]
-    url = (
-        f"postgresql://{database['USER'] or 'postgres'}@{database['HOST']}:"
-        f"{database['PORT']}/{database['NAME']}"
-    )
+    from apps.core.database import database_url
+
+    url = database_url()
     env = dict(
         os.environ,
         DATABASE_URL=url,

@@ -179,14 +179,9 @@ def drop_task(task) -> None:
 
 
 def spawn_dispatchers(count: int) -> list[subprocess.Popen]:
-    from django.db import connection
+    from apps.core.database import child_env
 
-    settings = connection.settings_dict
-    url = (
-        f"postgresql://{settings['USER'] or 'postgres'}@{settings['HOST']}:"
-        f"{settings['PORT']}/{settings['NAME']}"
-    )
-    env = dict(os.environ, DATABASE_URL=url, DEBUG="1", LOG_LEVEL="WARNING")
+    env = child_env(DEBUG="1", LOG_LEVEL="WARNING")
     processes = [
         subprocess.Popen(
             [sys.executable, str(ROOT / "manage.py"), "dispatch"],

@@ -156,12 +156,21 @@ class Cluster:
 
 
 class EmbeddedCluster:
-    """The pip package ``pgserver``: a real PostgreSQL from a wheel, for machines without one."""
+    """The pip package ``pgserver``: a real PostgreSQL from a wheel, for machines without one.
+
+    pgserver starts the server (as the ``pgserver`` system user when we are root) listening
+    on a Unix socket only. We stop it ourselves with ``pg_ctl stop`` rather than through
+    pgserver's handle counting, which leaves the postmaster running when an earlier run was
+    killed (its pid list in the data folder then never empties); and we verify that the
+    postmaster is gone.
+    """
 
     def __init__(self, data_dir: str, *, throwaway: bool) -> None:
         self.data_dir = data_dir
         self.throwaway = throwaway
         self.server = None
+        self.user: str | None = None
+        self.pg_ctl: str | None = None
 
     def start(self) -> str:
         if not os.environ.get("XDG_RUNTIME_DIR"):
@@ -177,19 +186,97 @@ class EmbeddedCluster:
                 [sys.executable, "-m", "pip", "install", "-q", "pgserver==0.1.4"], check=True
             )
             import pgserver
+        from pgserver._commands import POSTGRES_BIN_PATH
+
+        self.pg_ctl = str(POSTGRES_BIN_PATH / "pg_ctl")
+        self.user = "pgserver" if os.geteuid() == 0 else None
         self.server = pgserver.get_server(self.data_dir, cleanup_mode=None)
+        settings = COMMON_SETTINGS + (FAST_SETTINGS if self.throwaway else [])
+        if self._apply_settings(settings):
+            # pg_ctl restart keeps the options pgserver started it with (postmaster.opts).
+            run_as(
+                self.user,
+                [self.pg_ctl, "-D", self.data_dir, "-m", "fast", "-w", "-t", "60", "restart"],
+                check=True, stdout=subprocess.DEVNULL,
+            )
         exists = self.server.psql(f"SELECT 1 FROM pg_database WHERE datname='{DB_NAME}';")
         if "(1 row)" not in exists:
             self.server.psql(f"CREATE DATABASE {DB_NAME};")
-        # Put the socket folder where Django's URL parser reads the host, not in the query.
-        socket_dir = urllib.parse.quote(str(self.data_dir), safe="")
-        return f"postgresql://postgres@{socket_dir}/{DB_NAME}"
+        socket_dir, port = self._socket()
+        # The socket folder goes where Django's URL parser reads the host, not in the query.
+        host = urllib.parse.quote(socket_dir, safe="")
+        return f"postgresql://postgres@{host}:{port}/{DB_NAME}"
+
+    def _apply_settings(self, settings: list[str]) -> bool:
+        """ALTER SYSTEM the settings that differ; True when a restart is needed."""
+        changed = []
+        for setting in settings:
+            name, value = setting.split("=", 1)
+            current = self.server.psql(f"SELECT current_setting('{name}');")
+            if value not in current.split():
+                changed.append(f"ALTER SYSTEM SET {name} = '{value}';")
+        if changed:
+            self.server.psql("\n".join(changed))
+        return bool(changed)
+
+    def _socket(self) -> tuple[str, int]:
+        """The socket directory and port from ``postmaster.pid`` (lines 5 and 4)."""
+        with open(os.path.join(self.data_dir, "postmaster.pid")) as pidfile:
+            lines = pidfile.read().splitlines()
+        return lines[4].strip(), int(lines[3])
+
+    def _postmaster_pid(self) -> int | None:
+        try:
+            with open(os.path.join(self.data_dir, "postmaster.pid")) as pidfile:
+                return int(pidfile.readline())
+        except (OSError, ValueError):
+            return None
 
     def stop(self) -> None:
-        if self.server is not None:
-            self.server.cleanup()
+        pid = self._postmaster_pid()
+        if self.pg_ctl and pid:
+            run_as(
+                self.user,
+                [self.pg_ctl, "-D", self.data_dir, "-m", "fast", "-w", "-t", "30", "stop"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )
+            if not _wait_gone(pid, timeout=10):
+                log(f"postmaster {pid} did not stop; killing it")
+                _kill(pid)
         if self.throwaway:
             shutil.rmtree(self.data_dir, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie (exited, not yet reaped by its parent) is gone for our purpose.
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _wait_gone(pid: int, *, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while _alive(pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def _kill(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return
+    _wait_gone(pid, timeout=5)
 
 
 def pick_data_dir(requested: str | None) -> tuple[str, bool]:
@@ -252,9 +339,11 @@ def main() -> int:
     try:
         while True:
             try:
-                return child.wait()
+                code = child.wait()
             except KeyboardInterrupt:
                 continue
+            # A child killed by a signal exits as a shell reports it: 128 + the signal.
+            return 128 - code if code < 0 else code
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         cluster.stop()

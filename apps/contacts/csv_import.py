@@ -1,22 +1,19 @@
-"""CSV import of contacts: stream, validate, COPY into a staging table, merge.
+"""Reading a CSV file of contacts: header check, streaming parse and validation.
+
+Nothing here writes to the database; the import job that stores the rows is
+``apps.contacts.services.imports``.
 
 How a file flows (memory stays flat whatever its size):
 
 1. :func:`read_header` checks the first line before anything is stored: a file that is
    empty, binary, not UTF-8 or without an e-mail column raises :class:`ImportFileError`
    and nothing is imported.
-2. :class:`ChunkReader` (in a producer thread) reads the file line by line, parses CSV
-   records and validates each (column count, UTF-8, e-mail address, field lengths).
-   Good rows become PostgreSQL COPY text in chunks of :data:`CHUNK_ROWS`; bad rows are
-   kept with their first line number and the reason.
-3. For each chunk, one transaction: COPY into a session-local temp table, one
-   ``INSERT … SELECT … ON CONFLICT (owner_id, email) DO UPDATE … WHERE <something
-   changed>`` merge, the memberships of the requested tags (counts included, see
-   ``services``), the rejected rows, and the job's counters. What the counters say is
-   therefore exactly what is stored, and another connection sees the progress live.
-
-Parsing (Python) and merging (PostgreSQL) overlap: the producer thread parses the next
-chunk while the database works on the current one, so an import uses both cores.
+2. :class:`ChunkReader` reads the file line by line, parses CSV records and validates
+   each (column count, UTF-8, e-mail address, field lengths). Good rows become
+   PostgreSQL COPY text in chunks of :data:`CHUNK_ROWS`; bad rows are kept with their
+   first line number and the reason.
+3. :func:`read_ahead` runs that parser in a producer thread, so parsing (Python) and
+   merging (PostgreSQL, in the import job) overlap and an import uses both cores.
 """
 
 from __future__ import annotations
@@ -29,16 +26,12 @@ import queue
 import re
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
-from django.db import connection, transaction
-from django.utils import timezone
-
 from apps.contacts.emails import normalize_email
-from apps.contacts.models import ContactImport
-from apps.contacts.services import MAX_NAME_LENGTH, tag_add_contact_ids, tags_get_or_create
+from apps.contacts.models import MAX_NAME_LENGTH, ContactImport
 
 CHUNK_ROWS = 50_000
 MAX_RAW_LENGTH = 1000
@@ -57,7 +50,6 @@ LAST_NAME_HEADERS = {
 }
 _NEEDS_ESCAPE = re.compile(r"[\\\t\n\r\x00]")
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
-STAGE_TABLE = "contacts_import_stage"
 
 
 class ImportFileError(Exception):
@@ -234,7 +226,7 @@ class ChunkReader:
         yield chunk
 
 
-def _threaded(chunks: Iterator[Chunk]) -> Iterator[Chunk]:
+def read_ahead(chunks: Iterator[Chunk]) -> Iterator[Chunk]:
     """Run the parser in a thread, two chunks ahead of the database work."""
     q: queue.Queue = queue.Queue(maxsize=2)
     done = object()
@@ -273,154 +265,6 @@ def _threaded(chunks: Iterator[Chunk]) -> Iterator[Chunk]:
                 q.get(timeout=0.1)
             except queue.Empty:
                 pass
-
-
-# One INSERT cannot touch a row twice, so a chunk with a repeated address keeps only
-# its last occurrence (the sort is skipped for the usual chunk without repeats).
-_SOURCE_SQL = f"SELECT email, first_name, last_name, attributes FROM {STAGE_TABLE}"
-_DEDUPLICATED_SOURCE_SQL = (
-    "SELECT DISTINCT ON (email) email, first_name, last_name, attributes"
-    f" FROM {STAGE_TABLE} ORDER BY email, line DESC"
-)
-_MERGE_SQL = """
-WITH src AS MATERIALIZED ({source}), merged AS (
-    INSERT INTO contacts_contact AS c (owner_id, email, first_name, last_name, attributes,
-                                       status, source, created_at, updated_at)
-    SELECT %(owner)s, email, first_name, last_name, attributes, 'active', %(source)s,
-           now(), now()
-    FROM src
-    ON CONFLICT (owner_id, email) DO UPDATE SET
-        first_name = COALESCE(NULLIF(excluded.first_name, ''), c.first_name),
-        last_name = COALESCE(NULLIF(excluded.last_name, ''), c.last_name),
-        attributes = c.attributes || excluded.attributes,
-        updated_at = now()
-    WHERE (c.first_name, c.last_name, c.attributes) IS DISTINCT FROM (
-        COALESCE(NULLIF(excluded.first_name, ''), c.first_name),
-        COALESCE(NULLIF(excluded.last_name, ''), c.last_name),
-        c.attributes || excluded.attributes)
-    RETURNING (c.xmax = 0) AS inserted
-)
-SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM merged
-"""
-
-
-def _merge_chunk(job: ContactImport, chunk: Chunk, tag_ids: list[int]) -> None:
-    """Store one chunk and its counters in one transaction."""
-    created = updated = 0
-    with transaction.atomic(), connection.cursor() as cursor:
-        if tag_ids:
-            # Tags are locked before the contacts the merge updates: the lock order of
-            # every writer (see ``services.contacts_delete``), so no deadlock.
-            cursor.execute(
-                "SELECT id FROM contacts_tag WHERE id = ANY(%s::bigint[]) ORDER BY id FOR UPDATE",
-                [sorted(tag_ids)],
-            )
-        if chunk.good:
-            cursor.execute(f"TRUNCATE {STAGE_TABLE}")
-            with cursor.copy(
-                f"COPY {STAGE_TABLE} (line, email, first_name, last_name, attributes) FROM STDIN"
-            ) as copy:
-                copy.write(chunk.copy_data)
-            # An existing contact keeps its status and its non-empty names unless the
-            # file gives new ones; attributes are merged. Rows that would not change are
-            # not written, so re-importing a file reports 0 created and 0 updated.
-            source = _DEDUPLICATED_SOURCE_SQL if chunk.has_duplicates else _SOURCE_SQL
-            cursor.execute(
-                _MERGE_SQL.format(source=source), {"owner": job.owner_id, "source": "import"}
-            )
-            created, updated = cursor.fetchone()
-            if tag_ids:
-                tag_add_contact_ids(
-                    tag_ids=tag_ids,
-                    contact_ids_sql=(
-                        f"SELECT c.id FROM {STAGE_TABLE} s JOIN contacts_contact c"
-                        " ON c.owner_id = %s AND c.email = s.email"
-                    ),
-                    params=[job.owner_id],
-                )
-        if chunk.rejected:
-            with cursor.copy(
-                "COPY contacts_contactimportrejection (contact_import_id, line, reason, raw)"
-                " FROM STDIN"
-            ) as copy:
-                for line, reason, raw in chunk.rejected:
-                    copy.write_row((job.pk, line, reason, raw))
-        unchanged = chunk.good - created - updated
-        cursor.execute(
-            "UPDATE contacts_contactimport SET rows_read = rows_read + %s,"
-            " rows_created = rows_created + %s, rows_updated = rows_updated + %s,"
-            " rows_unchanged = rows_unchanged + %s, rows_rejected = rows_rejected + %s,"
-            " bytes_read = %s WHERE id = %s",
-            [
-                chunk.rows_read,
-                created,
-                updated,
-                unchanged,
-                len(chunk.rejected),
-                chunk.bytes_read,
-                job.pk,
-            ],
-        )
-    job.rows_read += chunk.rows_read
-    job.rows_created += created
-    job.rows_updated += updated
-    job.rows_unchanged += unchanged
-    job.rows_rejected += len(chunk.rejected)
-    job.bytes_read = chunk.bytes_read
-
-
-def _fail(job: ContactImport, message: str) -> None:
-    job.status = ContactImport.Status.FAILED
-    job.error = message
-    job.finished_at = timezone.now()
-    job.save(update_fields=["status", "error", "finished_at"])
-
-
-def run_import(
-    job: ContactImport,
-    stream: BinaryIO,
-    *,
-    progress: Callable[[ContactImport], None] | None = None,
-    chunk_rows: int = CHUNK_ROWS,
-) -> ContactImport:
-    """Import ``stream`` into ``job``'s owner's contacts; returns the finished job.
-
-    The job must already be claimed (status ``running``). A file-level problem marks the
-    job ``failed`` with the reason and imports nothing; a database error after some
-    chunks were committed marks it ``failed`` too, with the counters of what is stored.
-    """
-    try:
-        reader = ChunkReader(stream, chunk_rows=chunk_rows)
-        tags = tags_get_or_create(owner=job.owner, names=job.tag_names)
-    except ImportFileError as exc:
-        _fail(job, str(exc))
-        return job
-    except Exception as exc:
-        _fail(job, f"{exc.__class__.__name__}: {exc}")
-        raise
-    tag_ids = [t.pk for t in tags]
-    with connection.cursor() as cursor:
-        # Session-local: concurrent imports on other connections never see each other's
-        # rows, and no WAL is written for it.
-        cursor.execute(
-            f"CREATE TEMP TABLE IF NOT EXISTS {STAGE_TABLE} (line integer, email text,"
-            " first_name text, last_name text, attributes jsonb)"
-        )
-    try:
-        for chunk in _threaded(reader.chunks()):
-            _merge_chunk(job, chunk, tag_ids)
-            if progress is not None:
-                progress(job)
-    except Exception as exc:
-        _fail(job, f"{exc.__class__.__name__}: {exc}")
-        raise
-    finally:
-        with connection.cursor() as cursor:
-            cursor.execute(f"DROP TABLE IF EXISTS {STAGE_TABLE}")
-    job.status = ContactImport.Status.COMPLETED
-    job.finished_at = timezone.now()
-    job.save(update_fields=["status", "finished_at"])
-    return job
 
 
 def rejections_csv(job: ContactImport) -> Iterator[str]:

@@ -7,7 +7,7 @@
   ``(tag, contact)`` (no surrogate id: one index fewer to write on every membership
   change) with a second index ``(contact, tag)`` for the other direction.
   ``Tag.contact_count`` is changed in the same transaction as every membership change by
-  the services in ``services.py``; never write ``ContactTag`` rows elsewhere.
+  the services in ``services/``; never write ``ContactTag`` rows elsewhere.
 * :class:`ContactImport` is one CSV import: its counters are committed together with
   each merged chunk, so what they say is what is stored. Rejected rows are kept in
   :class:`ContactImportRejection` with their line number and reason.
@@ -20,6 +20,8 @@ from django.db import models
 from django.db.models.functions import Now
 
 from apps.core.models import TimeStampedModel
+
+MAX_NAME_LENGTH = 150
 
 
 class ContactQuerySet(models.QuerySet):
@@ -50,8 +52,8 @@ class Contact(TimeStampedModel):
         db_constraint=False,
     )
     email = models.EmailField(max_length=254)
-    first_name = models.CharField(max_length=150, blank=True)
-    last_name = models.CharField(max_length=150, blank=True)
+    first_name = models.CharField(max_length=MAX_NAME_LENGTH, blank=True)
+    last_name = models.CharField(max_length=MAX_NAME_LENGTH, blank=True)
     attributes = models.JSONField(default=dict, blank=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
     source = models.CharField(max_length=32, blank=True, default="")

@@ -22,10 +22,9 @@ import logging
 
 from django.db import connection, transaction
 
-from apps.dispatch import progress, queues
+from apps.dispatch import metrics, progress, queues
 from apps.dispatch.conf import DispatchSettings
 from apps.dispatch.services import tasks_complete_finished
-from apps.monitoring import metrics
 
 logger = logging.getLogger("edm.dispatch")
 

@@ -1,6 +1,6 @@
 """Cluster-wide Prometheus figures read from the database at scrape time.
 
-The dispatcher's own counters (:mod:`apps.monitoring.metrics`) live in the processes that
+The dispatcher's own counters (:mod:`apps.dispatch.metrics`) live in the processes that
 move them; this collector gives every scrape of ``/metrics`` on any web process the
 cluster-wide state, from small tables only (services, dispatcher slots, task lanes,
 dead-letter counts by status — never a scan of the subtask table):

@@ -8,13 +8,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from urllib.parse import quote
 
 import pytest
 from django.db import connection
 
 from apps.config import services
 from apps.config.selectors import config_get
+from apps.core.database import database_url
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -51,19 +51,12 @@ with connection.execute_wrapper(count):
 """
 
 
-def _database_url() -> str:
-    s = connection.settings_dict
-    auth = quote(s["USER"] or "postgres")
-    if s.get("PASSWORD"):
-        auth += ":" + quote(s["PASSWORD"])
-    return f"postgresql://{auth}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/{s['NAME']}"
-
-
+@pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 def test_a_second_process_sees_a_change_within_two_seconds(staff_user):
     env = {
         **os.environ,
-        "DATABASE_URL": _database_url(),
+        "DATABASE_URL": database_url(),
         "DEBUG": "1",
         "DJANGO_SETTINGS_MODULE": "edm.settings",
     }

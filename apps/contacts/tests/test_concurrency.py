@@ -106,8 +106,8 @@ def test_an_import_racing_a_concurrent_insert_of_the_same_address_merges_it(user
     import io
     import time
 
-    from apps.contacts.csv_import import run_import
     from apps.contacts.models import Contact, ContactImport
+    from apps.contacts.services import run_import
 
     inserted = threading.Event()
 

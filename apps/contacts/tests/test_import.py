@@ -7,9 +7,9 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import CommandError, call_command
 from django_q.models import OrmQ
 
-from apps.contacts.csv_import import ChunkReader, run_import
+from apps.contacts.csv_import import ChunkReader
 from apps.contacts.models import Contact, ContactImport, ContactImportRejection, Tag
-from apps.contacts.services import contact_import_create, contact_import_run
+from apps.contacts.services import contact_import_create, contact_import_run, run_import
 from apps.contacts.tasks import run_contact_import
 from apps.core.errors import ApplicationError
 

@@ -11,7 +11,6 @@ import sys
 import time
 from io import StringIO
 
-import pytest
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
@@ -96,56 +95,3 @@ def test_smtp_sink_command_stores_each_message_as_eml(tmp_path):
     assert sink.returncode == 0
     assert "stopped after 1 message" in out
     assert "subject 'hello sink'" in err
-
-
-@pytest.mark.slow
-def test_devdb_provisions_a_throwaway_postgresql_and_stops_it():
-    env = dict(os.environ)
-    env.pop("DATABASE_URL", None)
-    probe = (
-        "import os, psycopg; url = os.environ['DATABASE_URL']; print(url);"
-        "psycopg.connect(url).execute('select 1')"
-    )
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(settings.BASE_DIR / "scripts" / "devdb.py"),
-            "--",
-            sys.executable,
-            "-c",
-            probe,
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 0, result.stderr
-    url = result.stdout.strip()
-    assert url.startswith("postgresql://postgres@127.0.0.1:")
-    port = int(url.rsplit(":", 1)[1].split("/")[0])
-    with socket.socket() as sock:
-        assert sock.connect_ex(("127.0.0.1", port)) != 0, "server still running"
-    assert "PostgreSQL stopped" in result.stderr
-
-
-@pytest.mark.slow
-def test_devdb_passes_the_exit_code_through_and_still_stops():
-    env = dict(os.environ)
-    env.pop("DATABASE_URL", None)
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(settings.BASE_DIR / "scripts" / "devdb.py"),
-            "--",
-            sys.executable,
-            "-c",
-            "raise SystemExit(3)",
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 3
-    assert "PostgreSQL stopped" in result.stderr

@@ -12,18 +12,14 @@ import urllib.request
 
 import pytest
 from django.conf import settings
-from django.db import connection
+
+from apps.core.database import database_url
 
 
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def _database_url() -> str:
-    db = connection.settings_dict
-    return f"postgresql://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
 
 
 def _get(url: str) -> int:
@@ -41,7 +37,7 @@ def test_devstack_serves_the_api_runs_the_sink_and_stops_on_ctrl_c(tmp_path):
     env = dict(
         os.environ,
         DEBUG="1",
-        DATABASE_URL=_database_url(),
+        DATABASE_URL=database_url(),
         EDM_SINK_PORT=str(sink),
         EDM_SINK_DIR=str(tmp_path),
         EDM_Q_WORKERS="1",

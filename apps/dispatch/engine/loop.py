@@ -22,14 +22,13 @@ from dataclasses import dataclass, field
 import psycopg
 from django.db import DatabaseError, connection, connections
 
-from apps.dispatch import progress
+from apps.dispatch import metrics, progress
 from apps.dispatch.conf import DispatchSettings
 from apps.dispatch.engine import outcomes
 from apps.dispatch.engine import slots as slot_lib
 from apps.dispatch.engine.tick import Chunk, next_ready_in, tick
 from apps.dispatch.engine.worker import SenderCache, TemplateCache, run_chunk
 from apps.dispatch.queues import NOTIFY_CHANNEL
-from apps.monitoring import metrics
 
 logger = logging.getLogger("edm.dispatch")
 

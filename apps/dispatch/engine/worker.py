@@ -17,12 +17,12 @@ from dataclasses import dataclass, field
 from django.db import connection
 
 from apps.deliverability import sending as deliverability
+from apps.dispatch import metrics
 from apps.dispatch.conf import DispatchSettings
 from apps.dispatch.engine import outcomes
 from apps.dispatch.engine.tick import Chunk, Claimed, ReservedService
 from apps.dispatch.mime import build_message
 from apps.dispatch.templates import CompiledTask, compile_task
-from apps.monitoring import metrics
 from apps.services.models import EmailService
 from apps.services.senders import SendError, Withdrawn, sender_for
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import threading
@@ -11,11 +10,12 @@ from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
-from django.db import connection, connections
+from django.db import connections
 from django.db.models import F
 from django.utils import timezone
 
 from apps.contacts.models import Tag
+from apps.core.database import child_env
 from apps.dispatch import services
 from apps.dispatch.engine.loop import Dispatcher
 from apps.dispatch.models import SendChunk, SubTask, Task
@@ -128,16 +128,9 @@ def wait_done(task: Task, *, timeout: float = 30.0, check: Callable | None = Non
     return result
 
 
-def database_url() -> str:
-    settings = connection.settings_dict
-    user = settings["USER"] or "postgres"
-    password = f":{settings['PASSWORD']}" if settings["PASSWORD"] else ""
-    return f"postgresql://{user}{password}@{settings['HOST']}:{settings['PORT']}/{settings['NAME']}"
-
-
 def spawn_dispatcher(*args: str) -> subprocess.Popen:
     """``manage.py dispatch`` as a real subprocess against the test database."""
-    env = dict(os.environ, DATABASE_URL=database_url(), DEBUG="1", LOG_LEVEL="WARNING")
+    env = child_env(DEBUG="1", LOG_LEVEL="WARNING")
     return subprocess.Popen(
         [sys.executable, str(ROOT / "manage.py"), "dispatch", *args],
         cwd=ROOT,
@@ -151,9 +144,7 @@ def spawn_dispatcher(*args: str) -> subprocess.Popen:
 def spawn_qcluster() -> subprocess.Popen:
     """``manage.py qcluster`` (2 workers) against the test database, in its own session
     so that a test can signal its whole process group, workers included."""
-    env = dict(
-        os.environ, DATABASE_URL=database_url(), DEBUG="1", LOG_LEVEL="WARNING", EDM_Q_WORKERS="2"
-    )
+    env = child_env(DEBUG="1", LOG_LEVEL="WARNING", EDM_Q_WORKERS="2")
     return subprocess.Popen(
         [sys.executable, str(ROOT / "manage.py"), "qcluster"],
         cwd=ROOT,

@@ -1,0 +1,148 @@
+"""Single contacts: create, change, delete; status of a selection of contacts."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from django.db import IntegrityError, transaction
+
+from apps.contacts.emails import normalize_email
+from apps.contacts.models import MAX_NAME_LENGTH, Contact
+from apps.contacts.services.memberships import tag_add_contact_ids
+from apps.contacts.services.selection import ContactSelection, check_owned_tags, selection_sql
+from apps.contacts.services.sql import add_to_count, bound_cursor
+from apps.core.errors import ApplicationError
+
+
+def clean_contact_fields(data: dict, *, partial: bool) -> tuple[dict, dict]:
+    """Validated fields and a dict of field → reason for what is wrong."""
+    clean: dict = {}
+    errors: dict = {}
+    if "email" in data or not partial:
+        email = normalize_email(data.get("email"))
+        if email is None:
+            errors["email"] = "enter a valid e-mail address"
+        else:
+            clean["email"] = email
+    for name in ("first_name", "last_name"):
+        if name in data:
+            value = data[name]
+            if value is None:
+                value = ""
+            if not isinstance(value, str):
+                errors[name] = "must be a string"
+            elif len(value) > MAX_NAME_LENGTH:
+                errors[name] = f"at most {MAX_NAME_LENGTH} characters"
+            else:
+                clean[name] = value.strip()
+    if "attributes" in data:
+        value = data["attributes"]
+        if value is None:
+            value = {}
+        if not isinstance(value, dict):
+            errors["attributes"] = "must be a JSON object"
+        else:
+            clean["attributes"] = value
+    if "status" in data:
+        if data["status"] not in Contact.Status.values:
+            errors["status"] = f"must be one of {', '.join(Contact.Status.values)}"
+        else:
+            clean["status"] = data["status"]
+    return clean, errors
+
+
+def _raise_field_errors(errors: dict) -> None:
+    if errors:
+        name, reason = next(iter(errors.items()))
+        raise ApplicationError(f"{name}: {reason}", field=name)
+
+
+@transaction.atomic
+def contact_create(
+    *, owner, data: dict, tag_ids: Sequence[int] = (), source: str = "api"
+) -> Contact:
+    """Create one contact (e-mail normalised); ``ApplicationError`` if it exists already."""
+    clean, errors = clean_contact_fields(data, partial=False)
+    _raise_field_errors(errors)
+    tag_ids = check_owned_tags(owner, tag_ids, field_name="tags")
+    if Contact.objects.filter(owner=owner, email=clean["email"]).exists():
+        raise ApplicationError("a contact with this e-mail already exists", field="email")
+    try:
+        with transaction.atomic():
+            contact = Contact.objects.create(owner=owner, source=source, **clean)
+    except IntegrityError as exc:
+        raise ApplicationError("a contact with this e-mail already exists", field="email") from exc
+    if tag_ids:
+        tag_add_contact_ids(
+            tag_ids=tag_ids, contact_ids_sql="SELECT %s::bigint AS id", params=[contact.pk]
+        )
+    return contact
+
+
+@transaction.atomic
+def contact_update(*, contact: Contact, data: dict) -> Contact:
+    """Change the given fields of a contact (e-mail re-normalised and kept unique)."""
+    clean, errors = clean_contact_fields(data, partial=True)
+    _raise_field_errors(errors)
+    if "email" in clean and clean["email"] != contact.email:
+        taken = Contact.objects.filter(owner_id=contact.owner_id, email=clean["email"])
+        if taken.exclude(pk=contact.pk).exists():
+            raise ApplicationError("a contact with this e-mail already exists", field="email")
+    for name, value in clean.items():
+        setattr(contact, name, value)
+    contact.save()
+    return contact
+
+
+@transaction.atomic
+def contacts_delete(*, owner, contact_ids: Sequence[int]) -> int:
+    """Delete the owner's contacts with these ids and their memberships; returns how many.
+
+    The contacts' tags are locked in id order before their rows go, and each tag's count
+    drops by the memberships actually deleted.
+    """
+    ids = sorted({int(i) for i in contact_ids})
+    with bound_cursor() as cursor:
+        # All the owner's tags first (the global lock order is tags, then contacts): a
+        # concurrent tagging of these contacts either committed before (and its rows are
+        # deleted here) or starts after and no longer finds them. Without the foreign
+        # keys, that ordering is what keeps orphaned memberships from appearing.
+        cursor.execute(
+            "SELECT id FROM contacts_tag WHERE owner_id = %s ORDER BY id FOR UPDATE", [owner.pk]
+        )
+        cursor.execute(
+            "SELECT id FROM contacts_contact WHERE owner_id = %s AND id = ANY(%s::bigint[])"
+            " ORDER BY id FOR UPDATE",
+            [owner.pk, ids],
+        )
+        ids = [row[0] for row in cursor.fetchall()]
+        if not ids:
+            return 0
+        cursor.execute(
+            "WITH gone AS (DELETE FROM contacts_contacttag WHERE contact_id = ANY(%s::bigint[])"
+            " RETURNING tag_id) SELECT tag_id, count(*) FROM gone GROUP BY tag_id ORDER BY 1",
+            [ids],
+        )
+        for tag_id, removed in cursor.fetchall():
+            add_to_count(cursor, tag_id, -removed)
+        cursor.execute("DELETE FROM contacts_contact WHERE id = ANY(%s::bigint[])", [ids])
+        return cursor.rowcount
+
+
+def contact_delete(*, contact: Contact) -> None:
+    contacts_delete(owner=contact.owner, contact_ids=[contact.pk])
+
+
+@transaction.atomic
+def contacts_set_status(*, owner, selection: ContactSelection, status: str) -> int:
+    """Set ``status`` (e.g. unsubscribed) on the selected contacts; returns rows changed."""
+    if status not in Contact.Status.values:
+        raise ApplicationError(f"unknown status {status!r}", field="status")
+    source_sql, params = selection_sql(owner=owner, selection=selection)
+    with bound_cursor() as cursor:
+        cursor.execute(
+            f"UPDATE contacts_contact SET status = %s, updated_at = now()"
+            f" WHERE id IN ({source_sql}) AND status <> %s",
+            [status, *params, status],
+        )
+        return cursor.rowcount
