@@ -45,8 +45,12 @@ class SuppressionCreateSerializer(serializers.Serializer):
         choices=Suppression.Reason.choices, default=Suppression.Reason.MANUAL
     )
     note = serializers.CharField(required=False, allow_blank=True, default="")
-    # An operator's entry for every owner.
-    is_global = serializers.BooleanField(required=False, default=False, source="global")
+
+
+# ``global`` (a keyword): an operator's entry, honoured for every owner.
+SuppressionCreateSerializer._declared_fields["global"] = serializers.BooleanField(
+    required=False, default=False
+)
 
 
 class LiftSerializer(serializers.Serializer):

@@ -120,7 +120,8 @@ def tracking_events_of(*, task_id: int):
     return TrackingEvent.objects.filter(task_id=task_id)
 
 
-OUR_MESSAGE_ID = re.compile(r"<(\d+)\.[0-9a-f]+\.(\d+)@[^>\s]+>")
+# Our Message-IDs, with or without the angle brackets (some providers drop them).
+OUR_MESSAGE_ID = re.compile(r"<?((\d+)\.[0-9a-f]+\.(\d+)@[A-Za-z0-9.-]+)>?")
 
 
 def message_ref(*, message_id: str = "", subtask_id: int | None = None):
@@ -135,7 +136,7 @@ def message_ref(*, message_id: str = "", subtask_id: int | None = None):
         match = OUR_MESSAGE_ID.search(message_id)
         if match is None:
             return None
-        subtask_id = int(match[2])
+        subtask_id = int(match[3])
     if subtask_id is None:
         return None
     row = (
@@ -143,7 +144,7 @@ def message_ref(*, message_id: str = "", subtask_id: int | None = None):
         .values("owner_id", "contact_id", "task_id", "to_email", "message_id")
         .first()
     )
-    if row is None or (message_id and row["message_id"] != match[0]):
+    if row is None or (message_id and row["message_id"] != f"<{match[1]}>"):
         return None
     return MessageRef(
         owner_id=row["owner_id"],

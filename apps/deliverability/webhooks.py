@@ -48,7 +48,7 @@ except ImportError:  # pragma: no cover
 def _ref_from(*texts: str, recipient: str = ""):
     for text in texts:
         for match in OUR_MESSAGE_ID.finditer(text or ""):
-            ref = message_ref(message_id=match[0])
+            ref = message_ref(message_id=f"<{match[1]}>")
             if ref is not None:
                 return ref
     return services.MessageRef(email=recipient or "")
