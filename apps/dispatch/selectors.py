@@ -11,25 +11,34 @@ from apps.dispatch.models import SubTask, Task
 PROGRESS_KEYS = progress.STATUSES
 
 
-# Subtasks on the wire: the entry at each chunk's position while still ``allocated``
-# (a chunk's subtask rows are written when it ends; see ``models.SendChunk``).
-_IN_FLIGHT = """
-SELECT s.task_id, 'in_flight', count(*)
+# A live chunk's subtask rows are written when it ends (see ``models.SendChunk``): until
+# then, the entries before its position that are still ``allocated`` were accepted (they
+# count as ``sent``), and the entry at its position may be on the wire (``sending``).
+_IN_CHUNKS = """
+SELECT s.task_id, CASE WHEN e.ord <= k.position THEN 'accepted' ELSE 'in_flight' END,
+       count(*)
 FROM dispatch_sendchunk k
-JOIN dispatch_subtask s ON s.id = k.subtask_ids[k.position + 1]
-                       AND s.attempt_token = k.tokens[k.position + 1]
+CROSS JOIN LATERAL unnest(k.subtask_ids[1:k.position + 1], k.tokens[1:k.position + 1])
+     WITH ORDINALITY AS e(id, token, ord)
+JOIN dispatch_subtask s ON s.id = e.id AND s.attempt_token = e.token
 WHERE k.position >= 0 AND k.task_ids && %(ids)s::bigint[] AND s.task_id = ANY(%(ids)s)
   AND (s.status = 'allocated') IS TRUE
-GROUP BY s.task_id
+GROUP BY 1, 2
 """
+
+
+_CHUNK_STATES = {"accepted": "sent", "in_flight": "sending"}
 
 
 def tasks_progress(task_ids: list[int]) -> dict[int, dict[str, int]]:
     """``{total, pending, allocated, sending, sent, failed, dead, skipped, cancelled,
     unknown}`` per task, read in ONE statement (one snapshot), so the parts always add
-    up to ``total``: the counters the triggers keep (``progress``), plus the messages on
-    the wire right now as ``sending`` (``allocated`` is then the ones claimed by a
-    dispatcher and not yet on the wire). A few rows per task whatever its size."""
+    up to ``total``: the counters the triggers keep (``progress``), with what the live
+    chunks say about their ``allocated`` rows: accepted ones count as ``sent``, the one
+    message per chunk that may be on the wire right now as ``sending``; ``allocated`` is
+    then the ones claimed and never attempted. So after a pause or cancel, at most
+    ``sending`` more messages can become ``sent``. A few rows per task whatever its
+    size."""
     result = {pk: dict.fromkeys(("total", *PROGRESS_KEYS), 0) for pk in task_ids}
     if not task_ids:
         return result
@@ -38,13 +47,13 @@ def tasks_progress(task_ids: list[int]) -> dict[int, dict[str, int]]:
             f"SELECT s.task_id, u.status, u.n FROM (SELECT d.task_id, {progress.SUMS} "
             "FROM dispatch_progressdelta d WHERE d.task_id = ANY(%(ids)s) "
             f"GROUP BY d.task_id) s {progress.AS_ROWS} WHERE u.n <> 0 "
-            f"UNION ALL {_IN_FLIGHT}",
+            f"UNION ALL {_IN_CHUNKS}",
             {"ids": sorted(set(task_ids))},
         )
         for task_id, status, count in cursor.fetchall():
-            if status == "in_flight":
+            if status in _CHUNK_STATES:
                 result[task_id]["allocated"] -= count
-                result[task_id]["sending"] += count
+                result[task_id][_CHUNK_STATES[status]] += count
             else:
                 result[task_id][status] = result[task_id].get(status, 0) + count
                 result[task_id]["total"] += count

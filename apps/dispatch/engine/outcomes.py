@@ -175,11 +175,12 @@ def chunk_start(
 
 
 def _stopped_tasks(cursor, task_ids: set[int]) -> set[int]:
-    """The tasks that are no longer live. ``FOR KEY SHARE`` waits for a pause or cancel
-    holding the task row and then reads its new status (a status filter in SQL would
-    skip such a row without waiting)."""
+    """The tasks that are no longer live. ``FOR SHARE`` waits for a pause or cancel
+    holding the task row (``FOR NO KEY UPDATE``, which a ``FOR KEY SHARE`` lock would not
+    wait for) and then reads its new status (a status filter in SQL would skip such a
+    row without waiting)."""
     cursor.execute(
-        "SELECT id, status FROM dispatch_task WHERE id = ANY(%s) ORDER BY id FOR KEY SHARE",
+        "SELECT id, status FROM dispatch_task WHERE id = ANY(%s) ORDER BY id FOR SHARE",
         [sorted(task_ids)],
     )
     return {task_id for task_id, status in cursor.fetchall() if status not in LIVE_TASK_STATUSES}

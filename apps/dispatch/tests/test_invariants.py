@@ -299,3 +299,39 @@ def test_ctrl_c_stops_a_cluster_loop_at_once_without_a_successor(make_service, s
     assert stopped_in < 15
     assert slots_live() == 0
     assert not OrmQ.objects.exists()
+
+
+@pytest.mark.parametrize("action", ["pause", "cancel"])
+def test_after_a_pause_or_cancel_at_most_the_messages_it_reports_on_the_wire_are_sent(
+    action, api, user, make_contacts, make_service, set_config
+):
+    """The response of ``POST /api/tasks/<id>/pause`` or ``…/cancel`` says what may still
+    be delivered: ``sending``, at most one message per open connection. Rate-limited
+    services keep accepted messages in their chunk (written ``sent`` when it ends) while
+    they wait for their next slot; those are ``sent`` in the response already."""
+    set_config(queue__dispatchers=2, queue__concurrency=4)
+    make_contacts(user, 300)
+    sink = start(SlowHandler(delay=0.01))
+    try:
+        for i in range(3):
+            make_service(port=sink.port, name=f"rated{i}", sending_rate=0.1)
+        task = queue_task(user)
+        with Dispatchers(2):
+            wait_until(lambda: len(sink.handler.messages) >= 25, timeout=30, message="sending")
+            response = api.post(f"/api/tasks/{task.pk}/{action}")
+            answered = time.time()
+            assert response.status_code == 200, response.data
+            reported = response.data["progress"]
+            wait_until(
+                lambda: _settled(task_progress(task)), timeout=30, message="the chunks to end"
+            )
+            time.sleep(0.5)
+            final = task_progress(task)
+    finally:
+        sink.stop()
+    conserved(final)
+    assert reported["sending"] <= 3  # one connection per service
+    assert final["sent"] - reported["sent"] <= reported["sending"], (reported, final)
+    arrived_after = [m for m in sink.handler.messages if m.received_at > answered]
+    assert len(arrived_after) <= reported["sending"]
+    assert len(sink.handler.messages) == final["sent"]
