@@ -9,6 +9,7 @@ come from settings (``EDM_PUBLIC_URL``, ``EDM_BOUNCE_DOMAIN``).
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from urllib.parse import quote
 
 from django.conf import settings
@@ -26,8 +27,15 @@ def public_url() -> str:
     return settings.EDM_PUBLIC_URL
 
 
-def unsubscribe_token(*, contact_id: int, task_id: int) -> str:
+@lru_cache(maxsize=4096)
+def _unsubscribe_token(contact_id: int, task_id: int) -> str:
     return tokens.make(tokens.UNSUBSCRIBE, contact_id, task_id)
+
+
+def unsubscribe_token(*, contact_id: int, task_id: int) -> str:
+    """The token of the unsubscribe link and mailto of (contact, task); the last few
+    thousand are cached (a message needs it for its body and again for its headers)."""
+    return _unsubscribe_token(contact_id, task_id)
 
 
 def unsubscribe_url(*, contact_id: int, task_id: int, base: str | None = None) -> str:

@@ -28,11 +28,12 @@ _FIELDS = ("subject", "body_text", "body_html")
 # Variables a bulk message's templates may use besides ``contact``.
 _LINK_VARIABLES = ("unsubscribe_url", "preferences_url")
 _TEXT_FOOTER = "\n\nUnsubscribe: {{ unsubscribe_url }}\n"
+# ASCII and short lines: the footer must not turn a 7bit HTML body into quoted-printable.
 _HTML_FOOTER = (
-    '<p style="margin-top:24px;font-size:12px;color:#666666">'
-    "You receive this because you are on our list. "
-    '<a href="{{ unsubscribe_url }}" style="color:#666666">Unsubscribe</a> · '
-    '<a href="{{ preferences_url }}" style="color:#666666">Preferences</a></p>'
+    '\n<p style="margin-top:24px;font-size:12px;color:#666666">\n'
+    "You receive this because you are on our list.\n"
+    '<a href="{{ unsubscribe_url }}" style="color:#666666">Unsubscribe</a> |\n'
+    '<a href="{{ preferences_url }}" style="color:#666666">Preferences</a></p>\n'
 )
 
 
