@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt |
 DEVDB  := $(BIN)/python scripts/devdb.py
 PYTEST_ARGS ?=
 
-.PHONY: venv browser test run lint format bench bench-smoke migrations-check clean
+.PHONY: venv browser test run lint format bench bench-smoke migrations-check audit clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -43,6 +43,11 @@ lint: venv
 format: venv
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+# Known vulnerabilities in the installed (pinned) requirements: fails on any. AUDIT_ARGS=--strict
+# also fails when a package could not be checked (the vulnerability service unreachable).
+audit: venv
+	$(BIN)/pip-audit --local --progress-spinner off $(AUDIT_ARGS)
 
 migrations-check: venv
 	DEBUG=1 $(DEVDB) -- $(BIN)/python manage.py makemigrations --check --dry-run

@@ -8,6 +8,7 @@ missing or malformed variable stops start-up with one clear line (``manage.py``,
 from __future__ import annotations
 
 import os
+import re
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -55,6 +56,19 @@ def env_list(name: str, default: list[str]) -> list[str]:
     if value is None:
         return default
     return [item.strip() for item in value.split(",") if item.strip()]
+
+
+_RATE = re.compile(r"^\d+/(s|sec|second|m|min|minute|h|hour|d|day)$")
+
+
+def env_rate(name: str, default: str) -> str | None:
+    """A DRF throttle rate like ``100/s`` or ``30/min``; ``off`` (or ``0``) gives None."""
+    value = os.environ.get(name, "").strip() or default
+    if value.lower() in {"off", "0", "none"}:
+        return None
+    if not _RATE.match(value):
+        raise ConfigError(f"{name}={value!r} is not a rate like '100/s', '30/min' or 'off'")
+    return value
 
 
 def env_database(name: str = "DATABASE_URL") -> dict:

@@ -8,6 +8,7 @@ never silently runs on a key that is published in this repository.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 from edm.env import (
@@ -17,6 +18,7 @@ from edm.env import (
     env_fernet_keys,
     env_int,
     env_list,
+    env_rate,
     env_str,
 )
 
@@ -58,6 +60,8 @@ INSTALLED_APPS = [
     "django_q",
     "django_prometheus",
     "simple_history",
+    "axes",
+    "corsheaders",
     "anymail",
     "apps.core",
     "apps.config",
@@ -72,6 +76,10 @@ MIDDLEWARE = [
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "apps.core.middleware.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # Before anything reads the body: oversized, over-deep or NUL-carrying API requests
+    # are answered 413/400 in the API's error shape.
+    "apps.core.middleware.ApiRequestLimitsMiddleware",
+    "corsheaders.middleware.CorsMiddleware",
     # Serves admin and API-docs assets in production (gunicorn), no CDN, no extra server.
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -81,6 +89,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "simple_history.middleware.HistoryRequestMiddleware",
+    # Last of the request middlewares: answers a login refused by the rate limit.
+    "axes.middleware.AxesMiddleware",
     "django_prometheus.middleware.PrometheusAfterMiddleware",
 ]
 
@@ -110,6 +120,12 @@ DATABASES["default"].setdefault("OPTIONS", {})
 DATABASES["default"]["OPTIONS"].setdefault("connect_timeout", 5)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+AUTHENTICATION_BACKENDS = [
+    # First: refuses logins of a username+address that failed too often (django-axes).
+    "apps.core.auth.LoginRateLimitBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -131,16 +147,59 @@ WHITENOISE_AUTOREFRESH = DEBUG
 MEDIA_ROOT = STATE_DIR / "media"
 MEDIA_URL = "media/"
 FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
-DATA_UPLOAD_MAX_MEMORY_SIZE = 50 * 1024 * 1024
+# Request size limits. A JSON body of the API may be at most EDM_API_MAX_BODY_BYTES (10 MiB:
+# a 10,000-row bulk upsert, or a task with two 2 MB bodies, fits); a CSV import upload at
+# most EDM_UPLOAD_MAX_BYTES; forms at most Django's DATA_UPLOAD_MAX_NUMBER_FIELDS fields.
+# Over a limit the API answers 413 (fields: 400) in its error shape before reading the body.
+EDM_API_MAX_BODY_BYTES = env_int("EDM_API_MAX_BODY_BYTES", 10 * 1024 * 1024)
+EDM_UPLOAD_MAX_BYTES = env_int("EDM_UPLOAD_MAX_BYTES", 1024 * 1024 * 1024)
+# JSON nested deeper than this is refused (contact attributes are a few levels deep).
+EDM_API_MAX_JSON_DEPTH = env_int("EDM_API_MAX_JSON_DEPTH", 32)
+DATA_UPLOAD_MAX_MEMORY_SIZE = EDM_API_MAX_BODY_BYTES
+DATA_UPLOAD_MAX_NUMBER_FIELDS = 1000
 
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
+# --- Transport security (production values in the README) -------------------------------
 SECURE_COOKIES = env_bool("EDM_SECURE_COOKIES", not DEBUG)
 SESSION_COOKIE_SECURE = SECURE_COOKIES
 CSRF_COOKIE_SECURE = SECURE_COOKIES
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
+SECURE_HSTS_SECONDS = env_int("EDM_HSTS_SECONDS", 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("EDM_HSTS_INCLUDE_SUBDOMAINS", SECURE_HSTS_SECONDS > 0)
+SECURE_HSTS_PRELOAD = env_bool("EDM_HSTS_PRELOAD", SECURE_HSTS_SECONDS > 0)
+SECURE_SSL_REDIRECT = env_bool("EDM_SSL_REDIRECT", False)
+# Liveness and scrapes come from inside the network over plain HTTP.
+SECURE_REDIRECT_EXEMPT = [r"^api/health$", r"^metrics$"]
+# Behind a TLS-terminating proxy: the header it sets, e.g. "X-Forwarded-Proto" (value
+# "https" means the client used TLS). Empty: not behind such a proxy (the default).
+_PROXY_SSL_HEADER = env_str("EDM_PROXY_SSL_HEADER", "")
+if _PROXY_SSL_HEADER:
+    SECURE_PROXY_SSL_HEADER = (
+        "HTTP_" + _PROXY_SSL_HEADER.strip().upper().replace("-", "_"),
+        "https",
+    )
+# How many proxies stand in front of the web server (X-Forwarded-For entries to skip to
+# find the client's address, for throttling and the login rate limit). 0: none.
+EDM_NUM_PROXIES = env_int("EDM_NUM_PROXIES", 0)
+
+# Cross-origin requests: closed unless origins are listed.
+CORS_ALLOWED_ORIGINS = env_list("EDM_CORS_ALLOWED_ORIGINS", [])
+CORS_URLS_REGEX = r"^/api/.*$"
+
+# Login rate limit of the admin and the token endpoint (django-axes): after
+# EDM_LOGIN_FAILURE_LIMIT failures of one username from one address, logins of that
+# pair are refused (429) for EDM_LOGIN_COOLOFF_MINUTES; a success resets the count.
+AXES_FAILURE_LIMIT = env_int("EDM_LOGIN_FAILURE_LIMIT", 5)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("EDM_LOGIN_COOLOFF_MINUTES", 15))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_CALLABLE = "apps.core.auth.lockout_response"
+AXES_USERNAME_CALLABLE = "apps.core.auth.login_username"
+AXES_IPWARE_PROXY_COUNT = EDM_NUM_PROXIES or None
+AXES_VERBOSE = False
 
 # --- REST API -------------------------------------------------------------------------
 REST_FRAMEWORK = {
@@ -155,6 +214,25 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "apps.core.api.exception_handler",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+    "DEFAULT_PARSER_CLASSES": [
+        "apps.core.parsers.JSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
+    # Per authenticated user and per client address (every request); the token endpoint
+    # also per address for its anonymous callers ("anon"). Counted in the default cache:
+    # per web process (a client can reach a rate times the number of web processes).
+    # "off" disables one.
+    "DEFAULT_THROTTLE_CLASSES": [
+        "apps.core.throttling.UserThrottle",
+        "apps.core.throttling.AddressThrottle",
+    ],
+    "DEFAULT_THROTTLE_RATES": {
+        "user": env_rate("EDM_THROTTLE_USER", "100/s"),
+        "address": env_rate("EDM_THROTTLE_ADDRESS", "200/s"),
+        "anon": env_rate("EDM_THROTTLE_ANON", "30/min"),
+    },
+    "NUM_PROXIES": EDM_NUM_PROXIES or None,
 }
 
 SPECTACULAR_SETTINGS = {

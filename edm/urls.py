@@ -5,9 +5,9 @@ from __future__ import annotations
 from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
-from rest_framework.authtoken.views import obtain_auth_token
 
 from apps.core.api import HealthView
+from apps.core.auth import TokenView
 from apps.core.views import metrics
 
 admin.site.site_header = "EDM administration"
@@ -15,7 +15,7 @@ admin.site.site_title = "EDM"
 
 api_patterns = [
     path("health", HealthView.as_view(), name="health"),
-    path("auth/token/", obtain_auth_token, name="auth-token"),
+    path("auth/token/", TokenView.as_view(), name="auth-token"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("", include("apps.config.urls")),

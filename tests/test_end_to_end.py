@@ -33,8 +33,9 @@ def test_the_demo_task_is_delivered_to_the_local_sink(smtp_sink, settings):
     received = [message.rcpt_tos[0] for message in smtp_sink.handler.messages]
     assert sorted(received) == sorted(set(received)), "a recipient got two messages"
     expected = set(
-        Contact.objects.filter(owner__username="demo", memberships__isnull=False)
-        .values_list("email", flat=True)
+        Contact.objects.filter(owner__username="demo", memberships__isnull=False).values_list(
+            "email", flat=True
+        )
     )
     assert set(received) == expected
     first = smtp_sink.handler.messages[0]

@@ -220,13 +220,28 @@ def get_key(name: str) -> Key:
         raise ConfigValueError(f"unknown configuration key {name!r}") from None
 
 
+# Every number has a maximum that keeps the system working: the dispatcher adds these
+# durations to now() (a timestamp lasts until the year 294276, but a lease of "99999999w"
+# is past it), Python's datetime subtracts them (years 1-9999), and quotas are stored in
+# PostgreSQL integers. The maxima below are generous for operations and far inside those
+# limits; a test sets every key to its maximum and runs a tick, recovery and maintenance.
+HOUR = 3600
+DAY = 24 * HOUR
+# The largest value of a PostgreSQL ``integer`` (a service's daily quota is one).
+PG_INT_MAX = 2_147_483_647
+MAX_DELAY = 30 * DAY
+
 _DELAYS_SCHEMA = {
     "type": "array",
-    "items": {"type": "number", "minimum": 0},
+    "items": {"type": "number", "minimum": 0, "maximum": MAX_DELAY},
     "minItems": 1,
     "maxItems": 100,
 }
-_STRINGS_SCHEMA = {"type": "array", "items": {"type": "string", "minLength": 1}}
+_STRINGS_SCHEMA = {
+    "type": "array",
+    "items": {"type": "string", "minLength": 1, "maxLength": 200},
+    "maxItems": 100,
+}
 
 register(
     Key(
@@ -235,6 +250,7 @@ register(
         1.0,
         "Default minimum seconds between two sends of a new service.",
         min=0,
+        max=DAY,
     ),
     Key(
         "queue.default_daily_quota",
@@ -242,6 +258,7 @@ register(
         10000,
         "Default daily quota of a new service (0: no limit).",
         min=0,
+        max=PG_INT_MAX,
     ),
     Key(
         "queue.batch_size",
@@ -273,6 +290,7 @@ register(
         120,
         "How long an allocated subtask stays reserved by its dispatcher.",
         min=5,
+        max=DAY,
     ),
     Key(
         "backoff.strategy",
@@ -281,9 +299,16 @@ register(
         "Delay between retries.",
         choices=("fixed", "linear", "exponential", "fibonacci", "custom"),
     ),
-    Key("backoff.initial", "duration", 60, "First retry delay (seconds).", min=0),
-    Key("backoff.multiplier", "float", 2.0, "Growth factor (exponential/linear).", min=1),
-    Key("backoff.max_delay", "duration", 3600, "Longest retry delay (seconds).", min=0),
+    Key("backoff.initial", "duration", 60, "First retry delay (seconds).", min=0, max=MAX_DELAY),
+    Key("backoff.multiplier", "float", 2.0, "Growth factor (exponential/linear).", min=1, max=10),
+    Key(
+        "backoff.max_delay",
+        "duration",
+        3600,
+        "Longest retry delay (seconds).",
+        min=0,
+        max=MAX_DELAY,
+    ),
     Key(
         "backoff.jitter",
         "float",
@@ -313,6 +338,7 @@ register(
         60,
         "How far a provider's 421/429 pushes the service's next_available_at.",
         min=0,
+        max=DAY,
     ),
     Key(
         "dlq.max_age",
@@ -320,6 +346,7 @@ register(
         3 * 86400,
         "A message older than this is dead-lettered instead of retried.",
         min=60,
+        max=365 * DAY,
     ),
     Key(
         "dlq.immediate_error_types",
@@ -334,6 +361,7 @@ register(
         0,
         "Reprocess dead letters automatically after this delay (0: never).",
         min=0,
+        max=365 * DAY,
     ),
     Key(
         "dlq.retention_days",
@@ -341,6 +369,7 @@ register(
         30,
         "Resolved dead letters are deleted after this many days.",
         min=1,
+        max=3650,
     ),
     Key(
         "recovery.stuck_threshold",
@@ -348,6 +377,7 @@ register(
         1800,
         "A sending task with no progress for this long is re-queued.",
         min=60,
+        max=7 * DAY,
     ),
     Key(
         "recovery.subtask_timeout",
@@ -355,6 +385,7 @@ register(
         600,
         "Longest time a subtask may stay in flight.",
         min=30,
+        max=DAY,
     ),
     Key(
         "recovery.resend_ambiguous",
@@ -368,6 +399,7 @@ register(
         5,
         "Consecutive service faults before a service is disabled.",
         min=1,
+        max=10000,
     ),
     Key(
         "recovery.service_cooldown",
@@ -375,16 +407,34 @@ register(
         60,
         "How far a service fault pushes next_available_at.",
         min=0,
+        max=DAY,
     ),
-    Key("monitoring.wait_warning", "duration", 300, "Wait time for a warning.", min=0),
-    Key("monitoring.wait_critical", "duration", 600, "Wait time for a critical alert.", min=0),
-    Key("monitoring.wait_emergency", "duration", 1800, "Wait time for an emergency.", min=0),
+    Key(
+        "monitoring.wait_warning", "duration", 300, "Wait time for a warning.", min=0, max=MAX_DELAY
+    ),
+    Key(
+        "monitoring.wait_critical",
+        "duration",
+        600,
+        "Wait time for a critical alert.",
+        min=0,
+        max=MAX_DELAY,
+    ),
+    Key(
+        "monitoring.wait_emergency",
+        "duration",
+        1800,
+        "Wait time for an emergency.",
+        min=0,
+        max=MAX_DELAY,
+    ),
     Key(
         "monitoring.metrics_retention_days",
         "int",
         30,
         "Monitoring samples older than this are deleted.",
         min=1,
+        max=3650,
     ),
     Key("alerts.enabled", "bool", True, "Evaluate alert rules."),
     Key(
@@ -393,6 +443,7 @@ register(
         900,
         "Least time between two notifications of the same alert.",
         min=0,
+        max=7 * DAY,
     ),
     Key(
         "deliverability.soft_bounce_limit",

@@ -21,7 +21,7 @@ from django.conf import settings
 from django.db import DatabaseError, connection
 
 from apps.config.models import ConfigVersion, SystemConfig
-from apps.config.registry import KEYS, get_key
+from apps.config.registry import KEYS, ConfigValueError, get_key
 
 logger = logging.getLogger(__name__)
 
@@ -79,9 +79,21 @@ def config_version() -> int:
 
 
 def _load_values() -> dict[str, Any]:
+    """Every key's stored value, or its default when it has none. A stored value that
+    its key no longer accepts (written before a rule was tightened, or by hand in SQL) is
+    served as the default and logged: one bad row must not stop every dispatcher."""
     values = {name: definition.default for name, definition in KEYS.items()}
     for key, value in SystemConfig.objects.filter(key__in=KEYS).values_list("key", "value"):
-        values[key] = value
+        try:
+            values[key] = KEYS[key].clean(value)
+        except ConfigValueError as exc:
+            logger.error(
+                "configuration %s: the stored value %r is refused (%s); using the default %r",
+                key,
+                value,
+                exc,
+                KEYS[key].default,
+            )
     return values
 
 

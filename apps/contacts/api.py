@@ -33,6 +33,7 @@ from apps.contacts.serializers import (
 )
 from apps.core.errors import ApplicationError
 from apps.core.pagination import KeysetPagination, PageNumberPagination
+from apps.core.params import query_ids, query_search
 
 
 def deep_page_cursor(position: int) -> str:
@@ -40,24 +41,11 @@ def deep_page_cursor(position: int) -> str:
     return b64encode(urlencode({"p": str(position)}).encode()).decode()
 
 
-def _int_list(request, name: str) -> list[int]:
-    values = []
-    for raw in request.query_params.getlist(name):
-        for part in raw.split(","):
-            if not part.strip():
-                continue
-            try:
-                values.append(int(part))
-            except ValueError as exc:
-                raise ApplicationError(f"{part!r} is not a tag id", field=name) from exc
-    return values
-
-
 def _query_filters(request, *, tags: tuple[int, ...] = ()) -> ContactFilter:
     """Filters from the query string; ``tags`` are already known to be the owner's."""
-    extra = tuple(_int_list(request, "tag"))
+    extra = tuple(query_ids(request, "tag", what="a tag id"))
     include = (*tags, *extra)
-    exclude = tuple(_int_list(request, "exclude_tag"))
+    exclude = tuple(query_ids(request, "exclude_tag", what="a tag id"))
     known = set(tags)
     if extra or exclude:
         known |= set(
@@ -76,7 +64,7 @@ def _query_filters(request, *, tags: tuple[int, ...] = ()) -> ContactFilter:
         tags=tuple(dict.fromkeys(include)),
         exclude_tags=exclude,
         status=status_value,
-        search=(request.query_params.get("search") or "").strip() or None,
+        search=query_search(request),
     )
 
 
@@ -364,20 +352,22 @@ class TagContactsView(APIView):
     def post(self, request, pk: int):
         tag = _tag(request, pk)
         change = services.tag_add_contacts(tag=tag, selection=self._selection(request))
-        tag.refresh_from_db(fields=["contact_count"])
         return Response(
-            {"matched": change.matched, "added": change.changed, "contact_count": tag.contact_count}
+            {
+                "matched": change.matched,
+                "added": change.changed,
+                "contact_count": change.contact_count,
+            }
         )
 
     @extend_schema(request=MembershipInputSerializer, responses=OpenApiTypes.OBJECT)
     def delete(self, request, pk: int):
         tag = _tag(request, pk)
         change = services.tag_remove_contacts(tag=tag, selection=self._selection(request))
-        tag.refresh_from_db(fields=["contact_count"])
         return Response(
             {
                 "matched": change.matched,
                 "removed": change.changed,
-                "contact_count": tag.contact_count,
+                "contact_count": change.contact_count,
             }
         )

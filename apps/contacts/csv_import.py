@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from apps.contacts.emails import normalize_email
-from apps.contacts.models import MAX_NAME_LENGTH, ContactImport
+from apps.contacts.models import MAX_ATTRIBUTES_BYTES, MAX_NAME_LENGTH, ContactImport
 
 CHUNK_ROWS = 50_000
 MAX_RAW_LENGTH = 1000
@@ -208,6 +208,13 @@ class ChunkReader:
                             f"{start}\t{email}\t{first.translate(_COPY_ESCAPES)}"
                             f"\t{last.translate(_COPY_ESCAPES)}\t"
                         )
+                    if (
+                        len(attrs_text) > MAX_ATTRIBUTES_BYTES // 4
+                        and len(attrs_text.encode()) > MAX_ATTRIBUTES_BYTES
+                    ):
+                        reason = f"the attributes are longer than {MAX_ATTRIBUTES_BYTES} bytes"
+                        self._reject(chunk, start, reason, fields)
+                        continue
                     if "\\" in attrs_text:
                         attrs_text = attrs_text.replace("\\", "\\\\")
                     if "\x00" in attrs_text:

@@ -22,6 +22,9 @@ from django.db.models.functions import Now
 from apps.core.models import TimeStampedModel
 
 MAX_NAME_LENGTH = 150
+# A contact's attributes, as UTF-8 JSON, are at most this long (a page of 50 contacts
+# stays a few megabytes at worst; personalization needs a few fields, not documents).
+MAX_ATTRIBUTES_BYTES = 64 * 1024
 
 
 class ContactQuerySet(models.QuerySet):

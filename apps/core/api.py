@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import logging
 
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import (
+    PermissionDenied,
+    RequestDataTooBig,
+    TooManyFieldsSent,
+    TooManyFilesSent,
+)
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import connection
 from django.http import Http404
@@ -16,7 +21,8 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from apps.core.errors import ApplicationError
+from apps.core.errors import ApplicationError, error_body
+from apps.core.parsers import RequestTooLarge
 
 logger = logging.getLogger(__name__)
 
@@ -27,8 +33,10 @@ def _django_validation_error_body(exc: DjangoValidationError) -> dict:
             field: [str(m) for e in errs for m in e.messages]
             for field, errs in exc.error_dict.items()
         }
-        return {"detail": "Invalid input.", "errors": errors}
-    return {"detail": "; ".join(exc.messages), "errors": {"non_field_errors": exc.messages}}
+        return error_body("Invalid input.", code="invalid", errors=errors)
+    return error_body(
+        "; ".join(exc.messages), code="invalid", errors={"non_field_errors": exc.messages}
+    )
 
 
 def exception_handler(exc, context):
@@ -38,8 +46,16 @@ def exception_handler(exc, context):
     * Django ``ValidationError`` → 400 with the same ``errors`` shape
     * DRF errors keep DRF's shape (``{"field": ["reason"]}`` for serializers).
     """
+    if isinstance(exc, RequestTooLarge):
+        return Response(exc.as_dict(), status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE)
     if isinstance(exc, ApplicationError):
         return Response(exc.as_dict(), status=status.HTTP_400_BAD_REQUEST)
+    if isinstance(exc, RequestDataTooBig | TooManyFieldsSent | TooManyFilesSent):
+        # Django's own form limits (DATA_UPLOAD_MAX_*), met while DRF reads a form.
+        return Response(
+            error_body(str(exc), code="request_too_large"),
+            status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+        )
     if isinstance(exc, DjangoValidationError):
         return Response(_django_validation_error_body(exc), status=status.HTTP_400_BAD_REQUEST)
     if isinstance(exc, (Http404, PermissionDenied)):
@@ -59,6 +75,7 @@ class HealthView(APIView):
 
     authentication_classes: list = []
     permission_classes = [AllowAny]
+    throttle_classes: list = []  # load balancers and probes poll it
 
     @extend_schema(
         responses={

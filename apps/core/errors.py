@@ -19,7 +19,13 @@ class ApplicationError(Exception):
         self.code = code
 
     def as_dict(self) -> dict:
-        body: dict = {"detail": self.message, "code": self.code}
-        if self.field:
-            body["errors"] = {self.field: [self.message]}
-        return body
+        return error_body(
+            self.message,
+            code=self.code,
+            errors={self.field: [self.message]} if self.field else None,
+        )
+
+
+def error_body(detail: str, *, code: str, errors: dict[str, list[str]] | None = None) -> dict:
+    """The API's one error shape: ``{"detail", "code", "errors": {field: [reasons]}}``."""
+    return {"detail": detail, "code": code, "errors": errors or {}}

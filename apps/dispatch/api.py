@@ -27,6 +27,7 @@ from rest_framework.response import Response
 
 from apps.core.errors import ApplicationError
 from apps.core.pagination import KeysetPagination
+from apps.core.params import query_id
 from apps.dispatch import services
 from apps.dispatch.filters import DeadLetterFilter, SubTaskFilter, TaskFilter
 from apps.dispatch.models import DeadLetter, SubTask, Task
@@ -85,14 +86,6 @@ def _visible_dead_letters(request: Request) -> QuerySet[DeadLetter]:
         return entries.none()  # schema generation (views require authentication)
     owner = _dlq_owner(request)
     return entries if owner is None else entries.filter(owner=owner)
-
-
-def _int_param(request: Request, name: str) -> int:
-    """A positive integer query parameter; 400 naming it otherwise."""
-    value = request.query_params.get(name, "")
-    if not value.isdigit():
-        raise ApplicationError(f"{name} must be a positive integer", field=name)
-    return int(value)
 
 
 class SubTaskPagination(KeysetPagination):
@@ -290,7 +283,7 @@ class DeadLetterStatsView(generics.GenericAPIView):
     def get(self, request: Request) -> Response:
         owner = _dlq_owner(request)
         if owner is None and "owner" in request.query_params:
-            owner = get_user_model()(pk=_int_param(request, "owner"))
+            owner = get_user_model()(pk=query_id(request, "owner"))
         return Response(dlq_stats(owner=owner))
 
 
@@ -337,7 +330,7 @@ class DeadLetterReprocessAllView(generics.GenericAPIView):
             tasks = Task.objects.all() if owner is None else Task.objects.filter(owner=owner)
             get_object_or_404(tasks, pk=task_id)
         if owner is None and "owner" in request.query_params:
-            owner = get_user_model()(pk=_int_param(request, "owner"))
+            owner = get_user_model()(pk=query_id(request, "owner"))
         count = services.dead_letters_reprocess_all(
             owner=owner,
             task_id=task_id,

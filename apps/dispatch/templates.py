@@ -20,6 +20,8 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.template import Context, Engine, TemplateSyntaxError
 from django.template.base import Template, TextNode, Variable, VariableNode
+from django.template.defaulttags import DebugNode, URLNode
+from django.template.loader_tags import ExtendsNode, IncludeNode
 from django.utils.html import escape
 
 from apps.deliverability import links as deliverability_links
@@ -62,17 +64,74 @@ def _compile(field: str, source: str, *, debug: bool = True) -> Template:
         raise ValidationError({field: [f"template error{where}: {exc}"]}) from None
 
 
+# Longest sources (characters for the subject, UTF-8 bytes for the bodies).
+MAX_SUBJECT_LENGTH = 1000
+MAX_BODY_BYTES = 2 * 1024 * 1024
+# Tags that parse but cannot render at send time: the engine has no template loaders
+# (include, extends), a message has no request to resolve URLs against (url), and
+# ``debug`` would print the rendering context into a customer's mail.
+_FORBIDDEN_TAGS = {
+    IncludeNode: "include",
+    ExtendsNode: "extends",
+    URLNode: "url",
+    DebugNode: "debug",
+}
+# What a template is test-rendered with at validation; a send renders a real contact.
+_SAMPLE_CONTEXT = {
+    "contact": {
+        "id": 1,
+        "email": "someone@example.com",
+        "first_name": "Ada",
+        "last_name": "Lovelace",
+        "status": "active",
+        "attributes": {},
+    },
+    "unsubscribe_url": "https://example.com/u/sample",
+    "preferences_url": "https://example.com/p/sample",
+}
+
+
+def _check_sizes(subject: str, body_text: str, body_html: str) -> None:
+    if len(subject) > MAX_SUBJECT_LENGTH:
+        raise ValidationError({"subject": [f"at most {MAX_SUBJECT_LENGTH} characters"]})
+    for field, source in (("body_text", body_text), ("body_html", body_html)):
+        if len(source) > MAX_BODY_BYTES // 4 and len(source.encode()) > MAX_BODY_BYTES:
+            raise ValidationError({field: [f"at most {MAX_BODY_BYTES} bytes (2 MB)"]})
+
+
+def _check_renderable(field: str, template: Template) -> None:
+    """Refuse what parses but fails (or leaks) when rendered: the forbidden tags, and
+    anything that raises when rendered for a sample contact."""
+    for node_type, name in _FORBIDDEN_TAGS.items():
+        nodes = template.nodelist.get_nodes_by_type(node_type)
+        if nodes:
+            token = getattr(nodes[0], "token", None)
+            where = f" (line {token.lineno})" if token is not None else ""
+            raise ValidationError(
+                {field: [f"template error{where}: {{% {name} %}} cannot be used in a message"]}
+            )
+    try:
+        template.render(Context(_SAMPLE_CONTEXT, autoescape=field == "body_html"))
+    except Exception as exc:  # noqa: BLE001 - any failure now would fail every recipient
+        raise ValidationError(
+            {field: [f"template error: cannot be rendered ({exc.__class__.__name__}: {exc})"]}
+        ) from None
+
+
 def task_validate_templates(*, subject: str, body_text: str = "", body_html: str = "") -> None:
     """Raise ``ValidationError`` ``{field: ["template error (line N): …"]}`` for the first
-    template that does not parse; also when the subject is empty or both bodies are."""
+    template that does not parse or cannot render at send time; also when the subject is
+    empty or longer than ``MAX_SUBJECT_LENGTH``, both bodies are empty, or a body is
+    longer than ``MAX_BODY_BYTES``."""
     if not subject or not subject.strip():
         raise ValidationError({"subject": ["the subject may not be empty"]})
     if "\n" in subject.strip() or "\r" in subject.strip():
         raise ValidationError({"subject": ["the subject must be a single line"]})
     if not (body_text or "").strip() and not (body_html or "").strip():
         raise ValidationError({"body_text": ["a text or an HTML body is required"]})
+    _check_sizes(subject, body_text or "", body_html or "")
     for field, source in zip(_FIELDS, (subject, body_text, body_html), strict=True):
-        _compile(field, source or "")
+        _check_renderable(field, _compile(field, source or ""))
 
 
 # A template made only of text and plain ``{{ contact.a.b }}`` / ``{{ unsubscribe_url }}``

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 
 from django.db import IntegrityError, transaction
 
 from apps.contacts.emails import normalize_email
-from apps.contacts.models import MAX_NAME_LENGTH, Contact
+from apps.contacts.models import MAX_ATTRIBUTES_BYTES, MAX_NAME_LENGTH, Contact
 from apps.contacts.services.memberships import tag_add_contact_ids
 from apps.contacts.services.selection import ContactSelection, check_owned_tags, selection_sql
 from apps.contacts.services.sql import add_to_count, bound_cursor
 from apps.core.errors import ApplicationError
+
+
+def attributes_size(value: dict) -> int:
+    """Bytes of ``value`` as UTF-8 JSON (what is stored, give or take jsonb's spacing)."""
+    return len(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode())
 
 
 def clean_contact_fields(data: dict, *, partial: bool) -> tuple[dict, dict]:
@@ -41,6 +47,8 @@ def clean_contact_fields(data: dict, *, partial: bool) -> tuple[dict, dict]:
             value = {}
         if not isinstance(value, dict):
             errors["attributes"] = "must be a JSON object"
+        elif attributes_size(value) > MAX_ATTRIBUTES_BYTES:
+            errors["attributes"] = f"at most {MAX_ATTRIBUTES_BYTES} bytes as JSON"
         else:
             clean["attributes"] = value
     if "status" in data:

@@ -14,6 +14,7 @@ from apps.contacts.services.sql import (
     bound_cursor,
     insert_members_sql,
     lock_tags,
+    tag_count,
 )
 
 
@@ -21,6 +22,8 @@ from apps.contacts.services.sql import (
 class MembershipChange:
     matched: int
     changed: int
+    # The tag's contact_count when the change committed.
+    contact_count: int = 0
 
 
 @transaction.atomic
@@ -45,7 +48,8 @@ def tag_add_contacts(*, tag: Tag, selection: ContactSelection) -> MembershipChan
         matched, added = cursor.fetchone()
         check_all_found(owner=owner, selection=selection, matched=matched)
         add_to_count(cursor, tag.pk, added)
-    return MembershipChange(matched=matched, changed=added)
+        count = tag_count(cursor, tag.pk)
+    return MembershipChange(matched=matched, changed=added, contact_count=count)
 
 
 @transaction.atomic
@@ -65,7 +69,8 @@ def tag_remove_contacts(*, tag: Tag, selection: ContactSelection) -> MembershipC
         matched, removed = cursor.fetchone()
         check_all_found(owner=owner, selection=selection, matched=matched)
         add_to_count(cursor, tag.pk, -removed)
-    return MembershipChange(matched=matched, changed=removed)
+        count = tag_count(cursor, tag.pk)
+    return MembershipChange(matched=matched, changed=removed, contact_count=count)
 
 
 def tag_add_contact_ids(*, tag_ids: Sequence[int], contact_ids_sql: str, params: list) -> None:

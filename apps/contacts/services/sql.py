@@ -26,6 +26,8 @@ from contextlib import contextmanager
 import psycopg
 from django.db import connection
 
+from apps.core.errors import ApplicationError
+
 
 @contextmanager
 def bound_cursor() -> Iterator[psycopg.Cursor]:
@@ -48,12 +50,33 @@ def bigint_array(ids: Sequence[int]) -> str:
     return "{" + ",".join(map(str, ids)) + "}"
 
 
-def lock_tags(cursor, tag_ids: Iterable[int]) -> None:
-    # Id order is the global lock order of tags (see the module docstring).
+def lock_tags(cursor, tag_ids: Iterable[int], *, field: str = "tags") -> None:
+    """Lock the tags in id order (the global lock order of tags, see the module
+    docstring); ``ApplicationError`` on ``field`` when one of them no longer exists.
+
+    That check is what serializes membership writes with tag deletion: ``tag_delete``
+    holds the tag's lock while it deletes the memberships and the tag, so a writer
+    waiting here finds the tag gone once it commits — and writes nothing — instead of
+    adding members to a deleted tag."""
+    wanted = sorted(set(tag_ids))
     cursor.execute(
         "SELECT id FROM contacts_tag WHERE id = ANY(%s::bigint[]) ORDER BY id FOR UPDATE",
-        [sorted(set(tag_ids))],
+        [wanted],
     )
+    found = {row[0] for row in cursor.fetchall()}
+    missing = [tag_id for tag_id in wanted if tag_id not in found]
+    if missing:
+        raise ApplicationError(
+            f"tag id(s) {missing[:20]} no longer exist (deleted meanwhile)",
+            field=field,
+            code="not_found",
+        )
+
+
+def tag_count(cursor, tag_id: int) -> int:
+    """The tag's ``contact_count`` as this transaction sees it (read under its lock)."""
+    cursor.execute("SELECT contact_count FROM contacts_tag WHERE id = %s", [tag_id])
+    return cursor.fetchone()[0]
 
 
 def add_to_count(cursor, tag_id: int, delta: int) -> None:

@@ -131,3 +131,84 @@ def test_an_import_racing_a_concurrent_insert_of_the_same_address_merges_it(user
     assert Contact.objects.get(email="race@example.com").first_name == "Racer"
     assert Tag.objects.get(name="raced").contact_count == 2
     assert tag_consistency_report().ok
+
+
+def _members_sql(owner, tag, count: int, *, prefix: str) -> None:
+    """``count`` new contacts of ``owner``, all members of ``tag`` (set-based, fast)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO contacts_contact (owner_id, email, first_name, last_name, attributes,"
+            " status, source, created_at, updated_at)"
+            " SELECT %s, %s || n || '@example.com', '', '', '{}', 'active', 'test', now(), now()"
+            " FROM generate_series(1, %s) AS n",
+            [owner.pk, prefix, count],
+        )
+        cursor.execute(
+            "INSERT INTO contacts_contacttag (tag_id, contact_id)"
+            " SELECT %s, id FROM contacts_contact WHERE owner_id = %s AND email LIKE %s",
+            [tag.pk, owner.pk, f"{prefix}%"],
+        )
+        cursor.execute(
+            "UPDATE contacts_tag SET contact_count = contact_count + %s WHERE id = %s",
+            [count, tag.pk],
+        )
+
+
+def _race(*requests) -> list:
+    """Run each ``request()`` in its own thread (own connection) at once; their answers."""
+    answers: list = [None] * len(requests)
+
+    def runner(index, request):
+        def run():
+            answers[index] = request()
+
+        return run
+
+    run_in_threads(*(runner(i, r) for i, r in enumerate(requests)))
+    return answers
+
+
+@pytest.mark.slow
+def test_deleting_a_big_tag_while_members_are_added_never_leaves_a_member_of_a_gone_tag(user, api):
+    others = ContactFactory.create_batch(50, owner=user)
+    other_ids = [c.pk for c in others]
+    statuses = set()
+    for trial in range(8):
+        tag = TagFactory(owner=user)
+        _members_sql(user, tag, 5000, prefix=f"t{trial}-")
+        deleted, added = _race(
+            lambda tag=tag: api.delete(f"/api/tags/{tag.pk}/"),
+            lambda tag=tag: api.post(
+                f"/api/tags/{tag.pk}/contacts/", {"contact_ids": other_ids}, format="json"
+            ),
+        )
+        statuses.add((deleted.status_code, added.status_code))
+        assert deleted.status_code == 204
+        assert added.status_code in (200, 400, 404), added.content
+        assert not Tag.objects.filter(pk=tag.pk).exists()
+        assert not ContactTag.objects.filter(tag_id=tag.pk).exists(), f"trial {trial}"
+    report = tag_consistency_report()
+    assert report.ok, report
+
+
+@pytest.mark.slow
+def test_creating_a_contact_with_a_tag_being_deleted_never_lists_the_gone_tag(user, api):
+    for trial in range(8):
+        tag = TagFactory(owner=user)
+        _members_sql(user, tag, 5000, prefix=f"c{trial}-")
+        deleted, created = _race(
+            lambda tag=tag: api.delete(f"/api/tags/{tag.pk}/"),
+            lambda tag=tag, trial=trial: api.post(
+                "/api/contacts/",
+                {"email": f"new{trial}@example.com", "tags": [tag.pk]},
+                format="json",
+            ),
+        )
+        assert deleted.status_code == 204
+        assert created.status_code in (201, 400), created.content
+        if created.status_code == 201:
+            detail = api.get(f"/api/contacts/{created.json()['id']}/").json()
+            assert tag.pk not in [t if isinstance(t, int) else t["id"] for t in detail["tags"]]
+        assert not ContactTag.objects.filter(tag_id=tag.pk).exists(), f"trial {trial}"
+    report = tag_consistency_report()
+    assert report.ok, report
