@@ -17,8 +17,9 @@ import pytest
 from django.db import connection
 
 from apps.contacts.models import Contact, ContactTag, Tag
+from apps.core.database import database_url
 from apps.dispatch.models import SubTask
-from apps.dispatch.tests.helpers import ROOT, database_url, queue_task
+from apps.dispatch.tests.helpers import ROOT, queue_task
 from apps.services.models import Pool
 from apps.services.tests.conftest import SMTP_PASSWORD, SMTP_USER, smtp_auth_server  # noqa: F401
 
