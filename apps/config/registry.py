@@ -459,5 +459,6 @@ register(
         30 * 86400,
         "How far back soft bounces are counted (seconds).",
         min=3600,
+        max=365 * 86400,
     ),
 )

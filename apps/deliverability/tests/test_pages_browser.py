@@ -8,6 +8,7 @@ from selenium.webdriver.common.by import By
 from apps.contacts.models import Contact, ContactTag, Tag
 from apps.deliverability import links
 from apps.deliverability.models import Suppression
+from tests.browser import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -21,7 +22,10 @@ def test_a_contact_confirms_the_unsubscribe_with_the_button(browser, live_server
     contact.refresh_from_db()
     assert contact.status == "active"  # opening the page changes nothing
     browser.find_element(By.CSS_SELECTOR, "button.primary").click()
-    assert browser.find_element(By.TAG_NAME, "h1").text == "You are unsubscribed"
+    wait_for(
+        lambda: browser.find_element(By.TAG_NAME, "h1").text == "You are unsubscribed",
+        message="the unsubscribed page",
+    )
     browser.save_screenshot(str(tmp_path / "unsubscribe-done.png"))
     contact.refresh_from_db()
     assert contact.status == "unsubscribed"
@@ -40,7 +44,11 @@ def test_a_contact_leaves_one_tag_on_the_preferences_page(browser, live_server, 
     assert len(boxes) == 2
     boxes[1].click()  # "Product offers" (tags are listed by name)
     browser.find_element(By.CSS_SELECTOR, "button[name=save]").click()
-    assert "saved" in browser.find_element(By.CSS_SELECTOR, ".done").text
+    done = wait_for(
+        lambda: browser.find_elements(By.CSS_SELECTOR, ".done"),
+        message="the saved page",
+    )
+    assert "saved" in done[0].text, browser.page_source[:2000]
     browser.save_screenshot(str(tmp_path / "preferences-saved.png"))
     assert list(contact.tags.values_list("name", flat=True)) == ["Monthly news"]
     contact.refresh_from_db()
