@@ -57,13 +57,14 @@ INSTALLED_APPS = [
     "django_filters",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    # Before django_q: its qcluster command is apps.core's (a clean stop at SIGTERM).
+    "apps.core",
     "django_q",
     "django_prometheus",
     "simple_history",
     "axes",
     "corsheaders",
     "anymail",
-    "apps.core",
     "apps.config",
     "apps.contacts",
     "apps.services",
@@ -118,6 +119,17 @@ DATABASES["default"]["CONN_MAX_AGE"] = env_int("CONN_MAX_AGE", 60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DATABASES["default"].setdefault("OPTIONS", {})
 DATABASES["default"]["OPTIONS"].setdefault("connect_timeout", 5)
+# Behind PgBouncer in transaction mode (the compose file's cluster nodes): every
+# transaction may run on another server connection, so nothing may outlive one — no
+# server-side cursors, and no statements prepared by psycopg (PgBouncer 1.18 cannot map
+# them). EDM itself takes only transaction-scoped locks. LISTEN does not carry through
+# such a pooler: dispatchers then poll (a new task waits at most a second).
+EDM_DATABASE_POOLER = env_str("EDM_DATABASE_POOLER", "")
+if EDM_DATABASE_POOLER not in {"", "transaction"}:
+    raise ConfigError(f"EDM_DATABASE_POOLER={EDM_DATABASE_POOLER!r} must be empty or 'transaction'")
+if EDM_DATABASE_POOLER == "transaction":
+    DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = True
+    DATABASES["default"]["OPTIONS"]["prepare_threshold"] = None
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTHENTICATION_BACKENDS = [

@@ -9,7 +9,6 @@ processes captured at DEBUG.
 from __future__ import annotations
 
 import logging
-import os
 import subprocess
 import sys
 
@@ -17,7 +16,7 @@ import pytest
 from django.db import connection
 
 from apps.contacts.models import Contact, ContactTag, Tag
-from apps.core.database import database_url
+from apps.core.database import child_env
 from apps.dispatch.models import SubTask
 from apps.dispatch.tests.helpers import ROOT, queue_task
 from apps.services.models import Pool
@@ -93,7 +92,7 @@ def test_no_password_in_logs_responses_or_columns_of_a_full_run(
     process = subprocess.Popen(
         [sys.executable, str(ROOT / "manage.py"), "dispatch", "--seconds", "6"],
         cwd=ROOT,
-        env=dict(os.environ, DATABASE_URL=database_url(), DEBUG="1", LOG_LEVEL="DEBUG"),
+        env=child_env(DEBUG="1", LOG_LEVEL="DEBUG"),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

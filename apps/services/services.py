@@ -339,3 +339,20 @@ def services_reset_daily_quotas() -> int:
             "WHERE quota_day < current_date"
         )
         return cursor.rowcount
+
+
+@transaction.atomic
+def services_reencrypt_secrets() -> int:
+    """Encrypt every stored service password again with the first (newest) key of
+    ``EDM_ENCRYPTION_KEY``, so that older keys can then be removed. All or nothing: a
+    token no key can decrypt raises ``DecryptionError`` and nothing changes. Returns the
+    number of passwords re-encrypted. Runtime-style write (``update()``): no history row,
+    the plain value never changes."""
+    from apps.services import crypto
+
+    changed = 0
+    rows = EmailService.objects.exclude(password_encrypted="").select_for_update()
+    for pk, token in rows.values_list("pk", "password_encrypted"):
+        EmailService.objects.filter(pk=pk).update(password_encrypted=crypto.reencrypt(token))
+        changed += 1
+    return changed

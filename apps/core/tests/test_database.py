@@ -18,12 +18,27 @@ KEYS = ("USER", "PASSWORD", "HOST", "PORT", "NAME")
     "settings_dict",
     [
         {"USER": "postgres", "PASSWORD": "", "HOST": "127.0.0.1", "PORT": 5432, "NAME": "edm"},
-        {"USER": "u@x", "PASSWORD": "p@ss:/#?", "HOST": "db.example", "PORT": "6432",
-         "NAME": "test_edm"},
-        {"USER": "postgres", "PASSWORD": "", "HOST": "/tmp/edm-pg-abc", "PORT": "",
-         "NAME": "test_edm"},
-        {"USER": "postgres", "PASSWORD": "", "HOST": "/var/tmp/a b/pgdata", "PORT": 5433,
-         "NAME": "test_edm"},
+        {
+            "USER": "u@x",
+            "PASSWORD": "p@ss:/#?",
+            "HOST": "db.example",
+            "PORT": "6432",
+            "NAME": "test_edm",
+        },
+        {
+            "USER": "postgres",
+            "PASSWORD": "",
+            "HOST": "/tmp/edm-pg-abc",
+            "PORT": "",
+            "NAME": "test_edm",
+        },
+        {
+            "USER": "postgres",
+            "PASSWORD": "",
+            "HOST": "/var/tmp/a b/pgdata",
+            "PORT": 5433,
+            "NAME": "test_edm",
+        },
     ],
     ids=["tcp", "tcp-quoted-credentials", "socket-default-port", "socket-with-port"],
 )
@@ -51,7 +66,10 @@ def test_a_child_process_reaches_this_very_test_database():
             ".execute('SELECT current_database(), marker FROM child_probe').fetchone())"
         )
         result = subprocess.run(
-            [sys.executable, "-c", probe], env=child_env(), capture_output=True, text=True,
+            [sys.executable, "-c", probe],
+            env=child_env(),
+            capture_output=True,
+            text=True,
             timeout=60,
         )
     finally:

@@ -55,7 +55,10 @@ def _alive(pid: int) -> bool:
 def _devdb(*args: str, timeout: float = 120) -> tuple[subprocess.CompletedProcess, dict]:
     result = subprocess.run(
         [sys.executable, DEVDB, *args, "--", sys.executable, "-c", PROBE],
-        env=_env(), capture_output=True, text=True, timeout=timeout,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
     assert result.returncode == 0, result.stderr
     return result, json.loads(result.stdout.strip().splitlines()[-1])
@@ -80,9 +83,21 @@ def test_a_kept_embedded_server_finds_its_data_again(tmp_path):
 
 def test_sigterm_to_devdb_stops_its_command_and_the_embedded_server(tmp_path):
     process = subprocess.Popen(
-        [sys.executable, DEVDB, "--data-dir", str(tmp_path / "pgdata"), "--",
-         sys.executable, "-c", PROBE, "60"],
-        env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            DEVDB,
+            "--data-dir",
+            str(tmp_path / "pgdata"),
+            "--",
+            sys.executable,
+            "-c",
+            PROBE,
+            "60",
+        ],
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         seen = json.loads(process.stdout.readline())
@@ -113,7 +128,10 @@ def test_the_installed_server_serves_tcp_and_stops():
     env.pop("EDM_DEVDB_EMBEDDED")
     result = subprocess.run(
         [sys.executable, DEVDB, "--", sys.executable, "-c", PROBE],
-        env=env, capture_output=True, text=True, timeout=120,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr
     seen = json.loads(result.stdout.strip().splitlines()[-1])
@@ -127,7 +145,9 @@ def test_the_installed_server_serves_tcp_and_stops():
 def test_the_exit_code_passes_through_and_the_server_still_stops(embedded):
     result = subprocess.run(
         [sys.executable, DEVDB, "--", sys.executable, "-c", "raise SystemExit(3)"],
-        env=dict(_env(), EDM_DEVDB_EMBEDDED=embedded), capture_output=True, text=True,
+        env=dict(_env(), EDM_DEVDB_EMBEDDED=embedded),
+        capture_output=True,
+        text=True,
         timeout=120,
     )
     assert result.returncode == 3

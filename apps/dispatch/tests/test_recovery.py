@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 from datetime import timedelta
@@ -20,7 +21,7 @@ from apps.dispatch.engine import slots
 from apps.dispatch.models import DeadLetter, DispatcherSlot, SendChunk, SubTask, TaskQueue
 from apps.dispatch.recovery import RECOVERY_LOCK_KEY, recover_stuck
 from apps.dispatch.selectors import task_progress
-from apps.dispatch.tests.helpers import chunk_in_progress, queue_task
+from apps.dispatch.tests.helpers import chunk_in_progress, queue_task, spawn_dispatcher, wait_until
 
 
 @pytest.fixture
@@ -205,11 +206,11 @@ def test_dispatch_command_once_sends_and_stops(
     assert task_progress(task)["sent"] == 3
 
 
-def test_dispatch_command_refuses_when_every_slot_is_taken(db, set_config):
+def test_dispatch_command_with_no_wait_refuses_when_every_slot_is_taken(db, set_config):
     set_config(queue__dispatchers=1)
     slots.slot_acquire(limit=1)
     with pytest.raises(CommandError, match="no free dispatcher slot"):
-        call_command("dispatch", "--once")
+        call_command("dispatch", "--once", "--no-wait")
     with pytest.raises(CommandError, match="--seconds"):
         call_command("dispatch", "--seconds", "0")
 
@@ -265,3 +266,44 @@ def test_a_loop_whose_slot_is_withdrawn_stops_without_successor(set_config):
     assert summary.startswith("slot 0:")
     assert time.monotonic() - started < 5
     assert OrmQ.objects.count() == 0
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_a_dispatcher_started_while_every_slot_is_held_waits_and_takes_the_freed_one(
+    set_config, user, make_contacts, make_service, smtp_sink
+):
+    """A restart right after a crash: the dead loop's slot lease still runs. The new
+    ``manage.py dispatch`` stands by instead of exiting, then takes the slot and sends."""
+    set_config(queue__dispatchers=1)
+    slots.slot_acquire(limit=1, ttl=4)  # the crashed loop's lease: 4 more seconds
+    make_contacts(user, 3)
+    make_service(port=smtp_sink.port)
+    task = queue_task(user)
+    process = spawn_dispatcher("--seconds", "20")
+    try:
+        assert "waiting as a standby" in process.stdout.readline()
+        time.sleep(2)
+        assert process.poll() is None, "the standby exited"
+        assert task_progress(task)["sent"] == 0
+        assert "running in slot 0" in process.stdout.readline()  # once the lease ran out
+        wait_until(lambda: task_progress(task)["sent"] == 3, timeout=20, message="3 sent")
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=30)
+    assert process.returncode == 0
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_a_standby_dispatcher_stops_at_sigterm(set_config):
+    set_config(queue__dispatchers=1)
+    slots.slot_acquire(limit=1, ttl=60)
+    process = spawn_dispatcher()
+    assert "waiting as a standby" in process.stdout.readline()
+    started = time.monotonic()
+    process.send_signal(signal.SIGTERM)
+    out, _ = process.communicate(timeout=30)
+    assert process.returncode == 0
+    assert time.monotonic() - started < 5
+    assert "stopped while waiting" in out

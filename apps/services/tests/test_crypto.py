@@ -95,3 +95,29 @@ def test_manage_py_check_with_the_database_fails_on_a_wrong_key(settings):
     settings.EDM_ENCRYPTION_KEYS = [Fernet.generate_key().decode()]
     with pytest.raises(SystemCheckError, match=r"services\.E001.*locked-out"):
         call_command("check", databases=["default"])
+
+
+def test_rotate_encryption_key_command_moves_every_password_to_the_new_key(settings):
+    from io import StringIO
+
+    from django.core.management import call_command
+    from django.core.management.base import CommandError
+
+    old_key = settings.EDM_ENCRYPTION_KEYS[0]
+    first = EmailServiceFactory(name="one", password=PASSWORD)
+    EmailServiceFactory(name="two", password="other-Passw0rd")
+    EmailServiceFactory(name="none", password="")
+    new_key = Fernet.generate_key().decode()
+    settings.EDM_ENCRYPTION_KEYS = [new_key, old_key]
+    out = StringIO()
+    call_command("rotate_encryption_key", stdout=out)
+    assert "2 password(s) re-encrypted" in out.getvalue()
+    settings.EDM_ENCRYPTION_KEYS = [new_key]  # the old key is gone
+    first.refresh_from_db()
+    assert first.password == PASSWORD
+    # Without a key that reads them: a command error, and nothing changes.
+    before = _raw_password_column(first.pk)
+    settings.EDM_ENCRYPTION_KEYS = [Fernet.generate_key().decode()]
+    with pytest.raises(CommandError, match="nothing was changed"):
+        call_command("rotate_encryption_key")
+    assert _raw_password_column(first.pk) == before
