@@ -16,6 +16,11 @@ Parts (all by default; ``--part NAME`` to run some):
     first round committed, to check that every owner gets a send within one round.
 ``materialize``
     Queueing a task for 1,000,000 contacts (``--smoke``: 20,000): INSERT … SELECT time.
+``deliverability``
+    The send-time cost of deliverability: the throughput workload run alternately with
+    everything off (``bench/dispatch_plain.py``: no List-Unsubscribe headers, footer,
+    tracking or DKIM), with the headers and footer only (tracking off), and with all of
+    it on (headers, click/open tracking, DKIM rsa-sha256 2048-bit signing), in one run.
 ``rss``
     A dispatcher sending from that 1,000,000-recipient task for a while: its peak RSS,
     user B's 10-recipient task queued meanwhile (first send, completion), and the
@@ -178,13 +183,14 @@ def drop_task(task) -> None:
         cursor.execute("VACUUM ANALYZE dispatch_subtask")
 
 
-def spawn_dispatchers(count: int) -> list[subprocess.Popen]:
+def spawn_dispatchers(count: int, *, plain: bool = False) -> list[subprocess.Popen]:
     from apps.core.database import child_env
 
     env = child_env(DEBUG="1", LOG_LEVEL="WARNING")
+    command = [str(HERE / "dispatch_plain.py")] if plain else [str(ROOT / "manage.py"), "dispatch"]
     processes = [
         subprocess.Popen(
-            [sys.executable, str(ROOT / "manage.py"), "dispatch"],
+            [sys.executable, *command],
             cwd=ROOT,
             env=env,
             stdout=subprocess.PIPE,
@@ -207,20 +213,32 @@ def stop_dispatchers(processes: list[subprocess.Popen]) -> None:
 # -- throughput -------------------------------------------------------------------------
 
 
-def run_edm(recipients, *, sink, owner, tag_id, pool, dispatchers: int) -> dict:
+def run_edm(
+    recipients,
+    *,
+    sink,
+    owner,
+    tag_id,
+    pool,
+    dispatchers: int,
+    plain: bool = False,
+    tracking: bool = True,
+) -> dict:
     from baselines import postgres_cpu_seconds
 
     from apps.dispatch import services
     from apps.dispatch.models import Task
 
     sink.reset()
-    processes = spawn_dispatchers(dispatchers)
+    processes = spawn_dispatchers(dispatchers, plain=plain)
     try:
         cpu_before = [proc_cpu(p.pid) for p in processes]
         main_before = [proc_main_thread_cpu(p.pid) for p in processes]
         pg_before = postgres_cpu_seconds()
         sink_before = sink.stats()
         task = bench_task(owner, "bench", tag_id=tag_id, pool=pool)
+        if not tracking:
+            Task.objects.filter(pk=task.pk).update(tracking=False)
         started = time.time()
         services.task_queue(task=task)
         queued = time.time()
@@ -259,15 +277,15 @@ def run_edm(recipients, *, sink, owner, tag_id, pool, dispatchers: int) -> dict:
     return figures
 
 
-def part_throughput(args) -> dict:
-    from baselines import make_recipients, run_baseline_a, run_post_office
-    from sink import start_sink_process
+def throughput_workload(args, *, owner_name: str):
+    """The throughput workload's recipients loaded and tagged for ``owner_name``, and the
+    dispatch configuration set: ``(n, runs, recipients, owner, tag_id)``."""
+    from baselines import make_recipients
 
     n = 2000 if args.smoke else args.n
     runs = 1 if args.smoke else args.runs
-    connections = args.dispatchers * args.concurrency
     recipients = make_recipients(n, args.seed)
-    owner = bench_user("bench-throughput")
+    owner = bench_user(owner_name)
     tag_id = load_contacts(
         owner, [(r.email, r.first_name, r.city) for r in recipients], tag_name="bench"
     )
@@ -276,6 +294,15 @@ def part_throughput(args) -> dict:
         queue__concurrency=args.concurrency,
         queue__batch_size=args.batch_size,
     )
+    return n, runs, recipients, owner, tag_id
+
+
+def part_throughput(args) -> dict:
+    from baselines import run_baseline_a, run_post_office
+    from sink import start_sink_process
+
+    n, runs, recipients, owner, tag_id = throughput_workload(args, owner_name="bench-throughput")
+    connections = args.dispatchers * args.concurrency
     results: dict[str, list[dict]] = {"a": [], "edm": [], "post_office": []}
     with start_sink_process() as sink:
         pool = make_pool("bench-200", 200, port=sink.port)
@@ -326,6 +353,70 @@ def part_throughput(args) -> dict:
         figures[f"edm_{key}"] = last[key]
     figures["all_verified"] = all(row.get("verified") for rows in results.values() for row in rows)
     return figures
+
+
+# -- deliverability: send-time cost ----------------------------------------------------
+
+
+def _dkim_key(domain: str, *, enabled: bool) -> None:
+    from apps.deliverability import dkim
+    from apps.deliverability.models import DkimKey
+
+    key = DkimKey.objects.filter(domain=domain, service__isnull=True).first()
+    if key is None:
+        private = dkim.generate_private_key()
+        key = DkimKey(domain=domain, selector="bench", public_key=dkim.public_key_of(private))
+        key.private_key = private
+    key.is_enabled = enabled
+    key.save()
+
+
+def part_deliverability(args) -> dict:
+    """Throughput with deliverability off, headers only, and everything on, alternating."""
+    from baselines import FROM_EMAIL
+    from sink import start_sink_process
+
+    n, runs, recipients, owner, tag_id = throughput_workload(
+        args, owner_name="bench-deliverability"
+    )
+    domain = FROM_EMAIL.rpartition("@")[2]
+    variants = {
+        "off": {"plain": True, "tracking": False, "dkim": False},
+        "headers": {"plain": False, "tracking": False, "dkim": False},
+        "all_on": {"plain": False, "tracking": True, "dkim": True},
+    }
+    results: dict[str, list[dict]] = {name: [] for name in variants}
+    with start_sink_process() as sink:
+        pool = make_pool("bench-200", 200, port=sink.port)
+        try:
+            for run in range(1, runs + 1):
+                for name, variant in variants.items():
+                    _dkim_key(domain, enabled=variant["dkim"])
+                    figures = run_edm(
+                        recipients,
+                        sink=sink,
+                        owner=owner,
+                        tag_id=tag_id,
+                        pool=pool,
+                        dispatchers=args.dispatchers,
+                        plain=variant["plain"],
+                        tracking=variant["tracking"],
+                    )
+                    print(f"run {run} {name}: {figures}", flush=True)
+                    results[name].append(figures)
+        finally:
+            _dkim_key(domain, enabled=False)
+    out: dict = {"recipients": n, "runs": runs, "dispatchers": args.dispatchers}
+    for name, rows in results.items():
+        out[f"{name}_msgs_per_s_runs"] = [row["msgs_per_s"] for row in rows]
+        out[f"{name}_msgs_per_s_median"] = round(statistics.median(r["msgs_per_s"] for r in rows))
+        out[f"{name}_dispatcher_cpu_ms_per_msg"] = round(
+            1000 * statistics.median(r["dispatcher_cpu_s"] for r in rows) / n, 3
+        )
+    off = out["off_msgs_per_s_median"]
+    out["headers_over_off"] = round(out["headers_msgs_per_s_median"] / off, 2)
+    out["all_on_over_off"] = round(out["all_on_msgs_per_s_median"] / off, 2)
+    return out
 
 
 # -- tick cost and fairness at scale ----------------------------------------------------
@@ -660,7 +751,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="small sizes, one run")
     parser.add_argument(
-        "--part", action="append", choices=["throughput", "tick", "materialize", "rss"]
+        "--part",
+        action="append",
+        choices=["throughput", "tick", "materialize", "rss", "deliverability"],
+        help="run only these parts (deliverability runs only when named)",
     )
     parser.add_argument("--n", type=int, default=100_000)
     parser.add_argument("--runs", type=int, default=1)
@@ -677,6 +771,8 @@ def main() -> int:
         figures.update(part_throughput(args))
     if "tick" in parts:
         figures.update({f"scale_{k}": v for k, v in part_tick(args).items()})
+    if "deliverability" in parts:
+        figures.update({f"deliverability_{k}": v for k, v in part_deliverability(args).items()})
     if "materialize" in parts or "rss" in parts:
         figures.update(
             {

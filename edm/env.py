@@ -78,8 +78,7 @@ def env_database(name: str = "DATABASE_URL") -> dict:
     value = env_str(name)
     if not value.startswith(("postgres://", "postgresql://")):
         raise ConfigError(
-            f"{name} must be a postgresql:// URL (got scheme "
-            f"{value.split(':', 1)[0]!r})"
+            f"{name} must be a postgresql:// URL (got scheme {value.split(':', 1)[0]!r})"
         )
     try:
         config = dj_database_url.parse(value)

@@ -32,9 +32,7 @@ _DEV_SECRET_KEY = "dev-insecure-edm-secret-key-do-not-use-in-production"
 _DEV_ENCRYPTION_KEY = "ZGV2LWluc2VjdXJlLWVkbS1mZXJuZXQta2V5LTAwMDA="
 
 SECRET_KEY = env_str("SECRET_KEY", _DEV_SECRET_KEY if DEBUG else None)
-EDM_ENCRYPTION_KEYS = env_fernet_keys(
-    "EDM_ENCRYPTION_KEY", _DEV_ENCRYPTION_KEY if DEBUG else None
-)
+EDM_ENCRYPTION_KEYS = env_fernet_keys("EDM_ENCRYPTION_KEY", _DEV_ENCRYPTION_KEY if DEBUG else None)
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost"] if DEBUG else [])
 
 if not DEBUG:
@@ -66,11 +64,13 @@ INSTALLED_APPS = [
     "simple_history",
     "axes",
     "corsheaders",
+    "anymail",
     "apps.config",
     "apps.contacts",
     "apps.services",
     "apps.dispatch",
     "apps.monitoring",
+    "apps.deliverability",
 ]
 
 MIDDLEWARE = [
@@ -331,6 +331,32 @@ EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.smtp.EmailBa
 EMAIL_HOST = env_str("EMAIL_HOST", EDM_SINK_HOST)
 EMAIL_PORT = env_int("EMAIL_PORT", EDM_SINK_PORT)
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "edm@localhost")
+
+# --- Deliverability --------------------------------------------------------------------
+# The public address of this installation: unsubscribe, preferences and tracking links in
+# every message start with it (https in production: RFC 8058 one-click needs it). Default:
+# the development server, or https:// and the first of ALLOWED_HOSTS in production.
+EDM_PUBLIC_URL = env_str(
+    "EDM_PUBLIC_URL",
+    "http://127.0.0.1:8000" if DEBUG or not ALLOWED_HOSTS else f"https://{ALLOWED_HOSTS[0]}",
+).rstrip("/")
+# Domain of the mailto: unsubscribe address (unsubscribe+<token>@domain) and of the VERP
+# return path (bounces+<token>@domain); the mailbox behind it is read by process_inbound.
+# Empty: the mailto address uses the task's Message-ID domain and the envelope sender
+# stays the service's From address.
+EDM_BOUNCE_DOMAIN = env_str("EDM_BOUNCE_DOMAIN", "").strip().lower()
+# Shared secret (whsec_… Standard Webhooks key) of the generic signed JSON feedback hook.
+EDM_FEEDBACK_WEBHOOK_SECRET = env_str("EDM_FEEDBACK_WEBHOOK_SECRET", "")
+# A nameserver "host[:port]" for the DNS check of the admin (default: the system's).
+EDM_DNS_NAMESERVER = env_str("EDM_DNS_NAMESERVER", "")
+# django-anymail's tracking webhooks (/inbound/<esp>/tracking/): basic-auth credentials
+# "user:password" put in the URL given to the provider, plus the providers' own keys.
+ANYMAIL = {
+    "WEBHOOK_SECRET": env_str("EDM_ANYMAIL_WEBHOOK_SECRET", "") or None,
+    "MAILGUN_WEBHOOK_SIGNING_KEY": env_str("EDM_MAILGUN_WEBHOOK_SIGNING_KEY", "") or None,
+    "POSTAL_WEBHOOK_KEY": env_str("EDM_POSTAL_WEBHOOK_KEY", "") or None,
+}
+ANYMAIL = {key: value for key, value in ANYMAIL.items() if value}
 
 # --- Logging ---------------------------------------------------------------------------
 LOG_FORMAT = env_str("LOG_FORMAT", "text" if DEBUG else "json")

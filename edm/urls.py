@@ -23,10 +23,13 @@ api_patterns = [
     path("", include("apps.services.urls")),
     path("", include("apps.dispatch.urls")),
     path("", include("apps.monitoring.urls")),
+    path("", include("apps.deliverability.urls")),
 ]
 
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/", include(api_patterns)),
     path("metrics", metrics, name="prometheus-django-metrics"),
+    # Public, token-signed: unsubscribe, preferences, tracking; provider webhooks.
+    path("", include("apps.deliverability.urls_public")),
 ]

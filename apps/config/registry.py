@@ -1,7 +1,7 @@
 """Every configuration key EDM knows: type, validation, default, description.
 
 A key is ``<category>.<name>``; categories are ``queue``, ``backoff``, ``dlq``,
-``recovery``, ``monitoring``, ``alerts``. Code reads values with
+``recovery``, ``monitoring``, ``alerts``, ``deliverability``. Code reads values with
 :func:`apps.config.selectors.config_get`; writes go through :mod:`apps.config.services`,
 which validate every value with :meth:`Key.clean` first.
 
@@ -24,7 +24,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-CATEGORIES = ("queue", "backoff", "dlq", "recovery", "monitoring", "alerts")
+CATEGORIES = ("queue", "backoff", "dlq", "recovery", "monitoring", "alerts", "deliverability")
 TYPES = ("int", "float", "bool", "string", "duration", "enum", "json")
 
 _TRUE = {"true", "yes", "on", "1"}
@@ -476,5 +476,21 @@ register(
         "Attempts at delivering one notification before it is given up.",
         min=1,
         max=50,
+    ),
+    Key(
+        "deliverability.soft_bounce_limit",
+        "int",
+        3,
+        "Soft bounces of an address within the window before it counts as bounced.",
+        min=1,
+        max=100,
+    ),
+    Key(
+        "deliverability.soft_bounce_window",
+        "duration",
+        30 * 86400,
+        "How far back soft bounces are counted (seconds).",
+        min=3600,
+        max=365 * 86400,
     ),
 )

@@ -54,6 +54,9 @@ class Task(TimeStampedModel):
     exclude_tags = models.ManyToManyField("contacts.Tag", blank=True, related_name="+")
     contacts = models.ManyToManyField("contacts.Contact", blank=True, related_name="+")
     priority = models.SmallIntegerField(default=0, help_text="Higher goes first.")
+    tracking = models.BooleanField(
+        default=True, help_text="Count opens (a pixel) and clicks (signed redirects)."
+    )
     scheduled_at = models.DateTimeField(null=True, blank=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.DRAFT)
     total = models.PositiveIntegerField(default=0, editable=False)

@@ -68,6 +68,7 @@ class TaskCreateSerializer(serializers.Serializer):
     pool = PoolField(required=False, allow_null=True, default=None)
     priority = serializers.IntegerField(min_value=-100, max_value=100, required=False, default=0)
     scheduled_at = serializers.DateTimeField(required=False, allow_null=True, default=None)
+    tracking = serializers.BooleanField(required=False, default=True)
 
 
 class ProgressSerializer(serializers.Serializer):
@@ -124,6 +125,7 @@ class TaskSerializer(serializers.ModelSerializer):
             "pool",
             "priority",
             "scheduled_at",
+            "tracking",
             "total",
             "queued_at",
             "started_at",

@@ -98,6 +98,7 @@ def task_create(
     pool: Pool | int | None = None,
     priority: int = 0,
     scheduled_at: datetime | None = None,
+    tracking: bool = True,
 ) -> Task:
     """Create a draft task after validating templates, recipients and pool.
 
@@ -129,6 +130,7 @@ def task_create(
         pool=pool_for(owner=owner, pool=pool),
         priority=int(priority),
         scheduled_at=scheduled_at,
+        tracking=bool(tracking),
     )
     task.include_tags.set(include)
     task.exclude_tags.set(exclude)
@@ -151,30 +153,44 @@ def _materialize(task: Task, *, first_attempt_at) -> tuple[int, int]:
     """Insert one subtask per distinct recipient, inside PostgreSQL; return (total, pending).
 
     Recipients: contacts in an included tag and in no excluded tag, plus the explicit
-    contacts. Contacts that are not ``active`` are inserted ``skipped``. Each Message-ID is
-    fixed here from the subtask id and a per-task random prefix.
+    contacts. Contacts that are not ``active``, and addresses on the owner's or the
+    global suppression list, are inserted ``skipped`` with the reason as their
+    ``error_class`` (``unsubscribed``, ``bounced``, ``complained``, ``suppressed``). Each
+    Message-ID is fixed here from the subtask id and a per-task random prefix.
     """
+    from apps.deliverability.selectors import suppressed_sql, suppressions_exist
+
     include = list(task.include_tags.values_list("pk", flat=True))
     exclude = list(task.exclude_tags.values_list("pk", flat=True))
     explicit = list(task.contacts.values_list("pk", flat=True))
     domain = _message_id_domain(task)
     prefix = f"{task.pk}.{secrets.token_hex(6)}"
+    # Without any suppression for this owner the per-row check is left out altogether.
+    suppressed = (
+        suppressed_sql(owner="c.owner_id", email="c.email")
+        if suppressions_exist(owner_id=task.owner_id)
+        else "false"
+    )
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_get_serial_sequence('dispatch_subtask', 'id')")
         sequence = cursor.fetchone()[0]
         cursor.execute("SELECT nextval(%s::regclass)", [sequence])
         task.subtask_id_floor = cursor.fetchone()[0]
         cursor.execute(
-            """
+            f"""
             INSERT INTO dispatch_subtask (
                 id, task_id, owner_id, contact_id, to_email, status, attempts, attempt_token,
                 next_attempt_at, message_id, last_error, error_class, history, created_at)
             SELECT r.id, %(task)s, %(owner)s, r.contact_id, r.email,
-                   CASE WHEN r.status = 'active' THEN 'pending' ELSE 'skipped' END,
+                   CASE WHEN r.status = 'active' AND NOT r.suppressed THEN 'pending'
+                        ELSE 'skipped' END,
                    0, 0, %(at)s, '<' || %(prefix)s || '.' || r.id || '@' || %(domain)s || '>',
-                   '', '', '[]'::jsonb, now()
+                   '', CASE WHEN r.status <> 'active' THEN r.status
+                            WHEN r.suppressed THEN 'suppressed' ELSE '' END,
+                   '[]'::jsonb, now()
             FROM (
-                SELECT nextval(%(seq)s::regclass) AS id, c.id AS contact_id, c.email, c.status
+                SELECT nextval(%(seq)s::regclass) AS id, c.id AS contact_id, c.email, c.status,
+                       {suppressed} AS suppressed
                 FROM contacts_contact c
                 WHERE c.owner_id = %(owner)s
                   AND (c.id = ANY(%(explicit)s) OR (

@@ -1,8 +1,15 @@
 """Task templates: validated when a task is saved, compiled once per task, rendered per contact.
 
 Subject and bodies use the Django template language with ``contact`` in the context
-(``{{ contact.first_name }}``, ``{{ contact.attributes.city }}``…). The subject and the text
-body are rendered without HTML autoescaping; the HTML body is autoescaped.
+(``{{ contact.first_name }}``, ``{{ contact.attributes.city }}``…) and, for a bulk message,
+``{{ unsubscribe_url }}`` and ``{{ preferences_url }}``. The subject and the text body are
+rendered without HTML autoescaping; the HTML body is autoescaped.
+
+A bulk message (compiled with :class:`Links`) always carries an unsubscribe link: a body
+that does not use ``{{ unsubscribe_url }}`` gets a short footer with it. With tracking on,
+the HTML's links go through signed click redirects and an open pixel is added
+(:mod:`apps.deliverability.links`); the List-Unsubscribe headers come from
+:meth:`CompiledTask.headers`.
 """
 
 from __future__ import annotations
@@ -17,7 +24,19 @@ from django.template.defaulttags import DebugNode, URLNode
 from django.template.loader_tags import ExtendsNode, IncludeNode
 from django.utils.html import escape
 
+from apps.deliverability import links as deliverability_links
+
 _FIELDS = ("subject", "body_text", "body_html")
+# Variables a bulk message's templates may use besides ``contact``.
+_LINK_VARIABLES = ("unsubscribe_url", "preferences_url")
+_TEXT_FOOTER = "\n\nUnsubscribe: {{ unsubscribe_url }}\n"
+# ASCII and short lines: the footer must not turn a 7bit HTML body into quoted-printable.
+_HTML_FOOTER = (
+    '\n<p style="margin-top:24px;font-size:12px;color:#666666">\n'
+    "You receive this because you are on our list.\n"
+    '<a href="{{ unsubscribe_url }}" style="color:#666666">Unsubscribe</a> |\n'
+    '<a href="{{ preferences_url }}" style="color:#666666">Preferences</a></p>\n'
+)
 
 
 def _engine(*, autoescape: bool, debug: bool) -> Engine:
@@ -115,15 +134,15 @@ def task_validate_templates(*, subject: str, body_text: str = "", body_html: str
         _check_renderable(field, _compile(field, source or ""))
 
 
-# A template made only of text and plain ``{{ contact.a.b }}`` variables, as a sequence of
-# literal strings and lookup paths (the keys after ``contact``).
+# A template made only of text and plain ``{{ contact.a.b }}`` / ``{{ unsubscribe_url }}``
+# variables, as a sequence of literal strings and lookup paths from the context root.
 _Plan = tuple[str | tuple[str, ...], ...]
 
 
 def _plan(template: Template) -> _Plan | None:
     """The template as text and lookup paths, or None when it uses anything else (tags,
-    filters, literals, translation, another root than ``contact``): those are rendered by
-    Django only."""
+    filters, literals, translation, another root than ``contact`` or a link variable):
+    those are rendered by Django only."""
     parts: list[str | tuple[str, ...]] = []
     for node in template.nodelist:
         if type(node) is TextNode:
@@ -140,15 +159,17 @@ def _plan(template: Template) -> _Plan | None:
             or var.translate
             or var.message_context
             or not var.lookups
-            or var.lookups[0] != "contact"
-            or len(var.lookups) < 2
+            or not (
+                (var.lookups[0] == "contact" and len(var.lookups) >= 2)
+                or (var.lookups[0] in _LINK_VARIABLES and len(var.lookups) == 1)
+            )
         ):
             return None
-        parts.append(tuple(var.lookups[1:]))
+        parts.append(tuple(var.lookups))
     return tuple(parts)
 
 
-def _render_plan(plan: _Plan, contact: dict[str, Any], *, autoescape: bool) -> str | None:
+def _render_plan(plan: _Plan, context: dict[str, Any], *, autoescape: bool) -> str | None:
     """What Django renders for ``plan`` when every variable is a key path through plain
     dicts to a plain ``str`` (then Django's lookup is the dict item, and its output the
     string, HTML-escaped under autoescape); None otherwise, so Django renders it (missing
@@ -158,7 +179,7 @@ def _render_plan(plan: _Plan, contact: dict[str, Any], *, autoescape: bool) -> s
         if type(part) is str:
             out.append(part)
             continue
-        value: Any = contact
+        value: Any = context
         for key in part:
             if type(value) is not dict or key not in value:
                 return None
@@ -167,6 +188,60 @@ def _render_plan(plan: _Plan, contact: dict[str, Any], *, autoescape: bool) -> s
             return None
         out.append(escape(value) if autoescape else value)
     return "".join(out)
+
+
+@dataclass(frozen=True)
+class Links:
+    """What makes a task's messages bulk mail: who they are for (the task), whether the
+    HTML is tracked, and the domain of the mailto unsubscribe address."""
+
+    task_id: int
+    tracking: bool = True
+    mail_domain: str = "edm.localhost"
+    base_url: str = ""
+    feedback_id: str = ""
+
+
+def compile_task(task_id: int) -> CompiledTask:
+    """The compiled templates of a task as its bulk messages are sent: links, footer,
+    tracking as the task says (``Task.tracking``), the mailto unsubscribe address at the
+    bounce domain (or the task's Message-ID domain)."""
+    from apps.dispatch.models import Task
+
+    row = (
+        Task.objects.filter(pk=task_id)
+        .values(
+            "subject",
+            "body_text",
+            "body_html",
+            "from_name",
+            "tracking",
+            "message_id_domain",
+            "owner_id",
+        )
+        .get()
+    )
+    links = Links(
+        task_id=task_id,
+        tracking=row.pop("tracking"),
+        mail_domain=deliverability_links.bounce_domain(
+            row.pop("message_id_domain") or "edm.localhost"
+        ),
+        feedback_id=f"{task_id}:{row.pop('owner_id')}:edm",
+    )
+    return CompiledTask.compile(**row, links=links)
+
+
+def _with_footer(source: str, footer: str, *, html: bool) -> str:
+    """``source`` with ``footer`` added unless it already uses ``unsubscribe_url``."""
+    if not source or "unsubscribe_url" in source:
+        return source
+    if html:
+        lower = source.lower()
+        end = lower.rfind("</body")
+        if end >= 0:
+            return source[:end] + footer + source[end:]
+    return source + footer
 
 
 @dataclass(frozen=True)
@@ -181,11 +256,26 @@ class CompiledTask:
     subject_plan: _Plan | None = None
     text_plan: _Plan | None = None
     html_plan: _Plan | None = None
+    links: Links | None = None
 
     @classmethod
     def compile(
-        cls, *, subject: str, body_text: str, body_html: str, from_name: str = ""
+        cls,
+        *,
+        subject: str,
+        body_text: str,
+        body_html: str,
+        from_name: str = "",
+        links: Links | None = None,
     ) -> CompiledTask:
+        """Compile the templates; with ``links`` (a bulk message) the bodies get the
+        unsubscribe footer when they do not use ``{{ unsubscribe_url }}``."""
+        if links is not None:
+            if (body_text or "").strip() or not body_html:
+                body_text = _with_footer(body_text or "", _TEXT_FOOTER, html=False)
+            body_html = _with_footer(body_html, _HTML_FOOTER, html=True)
+            if not links.base_url:
+                links = Links(**{**links.__dict__, "base_url": deliverability_links.public_url()})
         subject_template = _compile("subject", subject, debug=False)
         text_template = _compile("body_text", body_text or "", debug=False)
         html_template = _compile("body_html", body_html, debug=False) if body_html else None
@@ -197,7 +287,22 @@ class CompiledTask:
             subject_plan=_plan(subject_template),
             text_plan=_plan(text_template),
             html_plan=_plan(html_template) if html_template is not None else None,
+            links=links,
         )
+
+    def _context(self, contact: dict[str, Any]) -> dict[str, Any]:
+        links = self.links
+        if links is None:
+            return {"contact": contact}
+        contact_id = contact.get("id") or 0
+        unsubscribe = deliverability_links.unsubscribe_url(
+            contact_id=contact_id, task_id=links.task_id, base=links.base_url
+        )
+        return {
+            "contact": contact,
+            "unsubscribe_url": unsubscribe,
+            "preferences_url": unsubscribe + "/preferences",
+        }
 
     def render(self, contact: dict[str, Any]) -> tuple[str, str, str]:
         """(subject, text, html) for one contact; a rendered subject is one line.
@@ -205,14 +310,16 @@ class CompiledTask:
         Templates of text and plain ``{{ contact.… }}`` variables whose values are
         strings are filled in directly (the same output as Django's, about five times
         cheaper: rendering is a large part of the per-message CPU); anything else goes
-        through Django's renderer."""
+        through Django's renderer. With tracking on, the HTML's links are rewritten to
+        signed click redirects and the open pixel is added."""
+        values = self._context(contact)
         subject = text = None
         if self.subject_plan is not None:
-            subject = _render_plan(self.subject_plan, contact, autoescape=False)
+            subject = _render_plan(self.subject_plan, values, autoescape=False)
         if self.text_plan is not None:
-            text = _render_plan(self.text_plan, contact, autoescape=False)
+            text = _render_plan(self.text_plan, values, autoescape=False)
         if subject is None or text is None:
-            context = Context({"contact": contact}, autoescape=False)
+            context = Context(values, autoescape=False)
             if subject is None:
                 subject = self.subject.render(context)
             if text is None:
@@ -222,8 +329,30 @@ class CompiledTask:
         if self.html is not None:
             rendered = None
             if self.html_plan is not None:
-                rendered = _render_plan(self.html_plan, contact, autoescape=True)
+                rendered = _render_plan(self.html_plan, values, autoescape=True)
             if rendered is None:
-                rendered = self.html.render(Context({"contact": contact}, autoescape=True))
+                rendered = self.html.render(Context(values, autoescape=True))
             html = rendered
+            links = self.links
+            if links is not None and links.tracking and contact.get("id"):
+                html = deliverability_links.track_html(
+                    html, contact_id=contact["id"], task_id=links.task_id, base=links.base_url
+                )
         return subject, text, html
+
+    def headers(self, contact: dict[str, Any]) -> dict[str, str] | None:
+        """The headers of a bulk message to ``contact`` (List-Unsubscribe with an https
+        link and a mailto, List-Unsubscribe-Post for RFC 8058 one-click, Feedback-ID);
+        None for a message compiled without :class:`Links`."""
+        links = self.links
+        if links is None:
+            return None
+        headers = deliverability_links.list_unsubscribe_headers(
+            contact_id=contact.get("id") or 0,
+            task_id=links.task_id,
+            mail_domain=links.mail_domain,
+            base=links.base_url,
+        )
+        if links.feedback_id:
+            headers["Feedback-ID"] = links.feedback_id
+        return headers

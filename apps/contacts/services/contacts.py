@@ -75,6 +75,9 @@ def contact_create(
     tag_ids = check_owned_tags(owner, tag_ids, field_name="tags")
     if Contact.objects.filter(owner=owner, email=clean["email"]).exists():
         raise ApplicationError("a contact with this e-mail already exists", field="email")
+    suppressed = _suppressed_status(owner.pk, clean["email"])
+    if suppressed:
+        clean["status"] = suppressed  # never silently active again
     try:
         with transaction.atomic():
             contact = Contact.objects.create(owner=owner, source=source, **clean)
@@ -96,10 +99,29 @@ def contact_update(*, contact: Contact, data: dict) -> Contact:
         taken = Contact.objects.filter(owner_id=contact.owner_id, email=clean["email"])
         if taken.exclude(pk=contact.pk).exists():
             raise ApplicationError("a contact with this e-mail already exists", field="email")
+    if clean.get("status") == Contact.Status.ACTIVE and contact.status != Contact.Status.ACTIVE:
+        why = _suppressed_status(contact.owner_id, clean.get("email", contact.email))
+        if why:
+            raise ApplicationError(
+                f"this address is suppressed ({why}); only an operator can lift that",
+                field="status",
+            )
     for name, value in clean.items():
         setattr(contact, name, value)
     contact.save()
     return contact
+
+
+def _suppressed_status(owner_id: int, email: str) -> str | None:
+    """The status an address's suppression stands for (unsubscribed, bounced,
+    complained), or None when it is not suppressed that way."""
+    from apps.deliverability.selectors import suppression_for
+    from apps.deliverability.services import STATUS_OF_REASON
+
+    suppression = suppression_for(owner_id=owner_id, email=email)
+    if suppression is None or not suppression.email:
+        return None
+    return STATUS_OF_REASON.get(suppression.reason)
 
 
 @transaction.atomic

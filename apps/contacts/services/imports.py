@@ -150,7 +150,7 @@ _MERGE_SQL = """
 WITH src AS MATERIALIZED ({source}), merged AS (
     INSERT INTO contacts_contact AS c (owner_id, email, first_name, last_name, attributes,
                                        status, source, created_at, updated_at)
-    SELECT %(owner)s, email, first_name, last_name, attributes, 'active', %(source)s,
+    SELECT %(owner)s, email, first_name, last_name, attributes, {status}, %(source)s,
            now(), now()
     FROM src
     ON CONFLICT (owner_id, email) DO UPDATE SET
@@ -166,6 +166,16 @@ WITH src AS MATERIALIZED ({source}), merged AS (
 )
 SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM merged
 """
+
+
+def _new_status_sql(owner_id: int) -> str:
+    """The status a new contact starts with: ``active``, unless its address is suppressed
+    as unsubscribed, bounced or complained (a re-import never reactivates it)."""
+    from apps.deliverability.selectors import new_contact_status_sql, suppressions_exist
+
+    if not suppressions_exist(owner_id=owner_id):
+        return "'active'"
+    return new_contact_status_sql(owner="%(owner)s", email="src.email")
 
 
 def _merge_chunk(job: ContactImport, chunk: Chunk, tag_ids: list[int]) -> None:
@@ -187,7 +197,8 @@ def _merge_chunk(job: ContactImport, chunk: Chunk, tag_ids: list[int]) -> None:
             # not written, so re-importing a file reports 0 created and 0 updated.
             source = _DEDUPLICATED_SOURCE_SQL if chunk.has_duplicates else _SOURCE_SQL
             cursor.execute(
-                _MERGE_SQL.format(source=source), {"owner": job.owner_id, "source": "import"}
+                _MERGE_SQL.format(source=source, status=_new_status_sql(job.owner_id)),
+                {"owner": job.owner_id, "source": "import"},
             )
             created, updated = cursor.fetchone()
             if tag_ids:

@@ -13,6 +13,7 @@ from apps.contacts.services.memberships import tag_add_contact_ids
 from apps.contacts.services.sql import lock_tags
 from apps.contacts.services.tags import tags_get_or_create
 from apps.core.errors import ApplicationError
+from apps.deliverability.selectors import new_contact_status_sql, suppressions_exist
 
 MAX_BULK_ROWS = 10_000
 
@@ -96,10 +97,17 @@ def contacts_bulk_upsert(
     with connection.cursor() as cursor:
         # Rows whose values are already stored are not written (no dead tuple, no
         # updated_at change): that is what makes a repeated call report "unchanged".
+        # A new contact whose address unsubscribed, bounced or complained starts so.
+        status = (
+            new_contact_status_sql(owner="%s", email="r.email")
+            if suppressions_exist(owner_id=owner.pk)
+            else "'active'"
+        )
+        params = [owner.pk, *([owner.pk] if status != "'active'" else []), source]
         cursor.execute(
             "INSERT INTO contacts_contact AS c (owner_id, email, first_name, last_name,"
             " attributes, status, source, created_at, updated_at)"
-            " SELECT %s, r.email, r.first_name, r.last_name, r.attributes, 'active', %s,"
+            f" SELECT %s, r.email, r.first_name, r.last_name, r.attributes, {status}, %s,"
             " now(), now()"
             " FROM unnest(%s::text[], %s::text[], %s::text[], %s::jsonb[])"
             " AS r(email, first_name, last_name, attributes)"
@@ -109,7 +117,7 @@ def contacts_bulk_upsert(
             " WHERE (c.first_name, c.last_name, c.attributes)"
             " IS DISTINCT FROM (excluded.first_name, excluded.last_name, excluded.attributes)"
             " RETURNING c.id, c.email, (c.xmax = 0) AS inserted",
-            [owner.pk, source, emails, firsts, lasts, attrs],
+            [*params, emails, firsts, lasts, attrs],
         )
         written = {email: (pk, inserted) for pk, email, inserted in cursor.fetchall()}
     results = []

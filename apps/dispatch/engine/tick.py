@@ -216,14 +216,14 @@ WITH picked AS (
 )
 SELECT k.id, k.task_id, k.owner_id, k.attempt_token, k.to_email, k.message_id, k.attempts,
        k.created_at, k.had_failures, k.service_id,
-       c.first_name, c.last_name, c.email, c.attributes
+       c.first_name, c.last_name, c.email, c.attributes, k.contact_id
 FROM claimed k
 LEFT JOIN contacts_contact c ON c.id = k.contact_id
 """
 
 
 def _contact(row: tuple) -> dict[str, Any]:
-    first_name, last_name, email, attributes = row
+    first_name, last_name, email, attributes, contact_id = row
     if isinstance(attributes, str):
         attributes = json.loads(attributes)
     return {
@@ -231,6 +231,7 @@ def _contact(row: tuple) -> dict[str, Any]:
         "last_name": last_name or "",
         "email": email or "",
         "attributes": attributes or {},
+        "id": contact_id,
     }
 
 
@@ -332,7 +333,7 @@ def tick(
                     chunk = chunks[service_id] = Chunk(service=by_id[service_id])
                 got[row[1]] += 1
                 # The first nine columns are Claimed's fields, in order.
-                chunk.subtasks.append(Claimed(*row[:9], contact=_contact(row[10:14])))
+                chunk.subtasks.append(Claimed(*row[:9], contact=_contact(row[10:15])))
             for chunk in chunks.values():
                 chunk.subtasks.sort(key=lambda claimed: claimed.id)
                 # Only what was claimed was charged; the rest of the slots were never taken.

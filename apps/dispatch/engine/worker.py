@@ -16,13 +16,13 @@ from dataclasses import dataclass, field
 
 from django.db import connection
 
+from apps.deliverability import sending as deliverability
 from apps.dispatch import metrics
 from apps.dispatch.conf import DispatchSettings
 from apps.dispatch.engine import outcomes
 from apps.dispatch.engine.tick import Chunk, Claimed, ReservedService
 from apps.dispatch.mime import build_message
-from apps.dispatch.models import Task
-from apps.dispatch.templates import CompiledTask
+from apps.dispatch.templates import CompiledTask, compile_task
 from apps.services.models import EmailService
 from apps.services.senders import SendError, Withdrawn, sender_for
 
@@ -146,12 +146,7 @@ class TemplateCache:
         compiled = self._compiled.get(task_id)
         if compiled is not None:
             return compiled
-        row = (
-            Task.objects.filter(pk=task_id)
-            .values("subject", "body_text", "body_html", "from_name")
-            .get()
-        )
-        compiled = CompiledTask.compile(**row)
+        compiled = compile_task(task_id)
         with self._lock:
             self._compiled[task_id] = compiled
         return compiled
@@ -162,7 +157,7 @@ def _render(claimed: Claimed, service: ReservedService, templates: TemplateCache
     subject, text, html = compiled.render(claimed.contact)
     contact = claimed.contact
     to_name = f"{contact['first_name']} {contact['last_name']}".strip()
-    return build_message(
+    message = build_message(
         from_email=service.from_email,
         from_name=compiled.from_name or service.from_name,
         to=claimed.to_email,
@@ -171,6 +166,10 @@ def _render(claimed: Claimed, service: ReservedService, templates: TemplateCache
         text=text,
         html=html,
         message_id=claimed.message_id,
+        headers=compiled.headers(contact),
+    )
+    return deliverability.sign_message(
+        message, service_id=service.id, from_email=service.from_email
     )
 
 
@@ -213,6 +212,9 @@ def run_chunk(
         report.log, todo = outcomes.chunk_start(service, chunk.subtasks)
         if report.log is None:
             todo = chunk.subtasks  # lease already gone: hand them back (token-fenced)
+        else:
+            # Contacts that unsubscribed or were suppressed since the task was queued.
+            todo = deliverability.subtasks_skip_unsendable(todo)
         pending.extend(todo)
         pgconn = outcomes.advance_connection()
         while pending and report.log is not None:
@@ -235,7 +237,7 @@ def run_chunk(
             started = time.monotonic()
             try:
                 sender.send(
-                    from_addr=service.from_email,
+                    from_addr=deliverability.envelope_from(claimed.id, service.from_email),
                     to_addrs=[claimed.to_email],
                     message=message,
                     before_data=move.answer,

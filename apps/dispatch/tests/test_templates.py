@@ -57,9 +57,9 @@ def test_plain_templates_take_the_direct_path_and_others_do_not():
         body_text="{{ contact.attributes.city }}",
         body_html="<i>{{ contact.email }}</i>",
     )
-    assert plain.subject_plan == ("Hi ", ("first_name",))
-    assert plain.text_plan == (("attributes", "city"),)
-    assert plain.html_plan == ("<i>", ("email",), "</i>")
+    assert plain.subject_plan == ("Hi ", ("contact", "first_name"))
+    assert plain.text_plan == (("contact", "attributes", "city"),)
+    assert plain.html_plan == ("<i>", ("contact", "email"), "</i>")
     assert plain.render({"first_name": "A", "email": "<e>", "attributes": {"city": "C"}}) == (
         "Hi A",
         "C",

@@ -8,7 +8,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('contacts', '0001_initial'),
-        ('dispatch', '0005_progress_delta'),
+        ('dispatch', '0006_task_tracking'),
         ('services', '0002_default_pool'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
