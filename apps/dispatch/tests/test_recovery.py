@@ -276,7 +276,9 @@ def test_a_dispatcher_started_while_every_slot_is_held_waits_and_takes_the_freed
     """A restart right after a crash: the dead loop's slot lease still runs. The new
     ``manage.py dispatch`` stands by instead of exiting, then takes the slot and sends."""
     set_config(queue__dispatchers=1)
-    slots.slot_acquire(limit=1, ttl=4)  # the crashed loop's lease: 4 more seconds
+    # The crashed loop's lease, long enough to outlast the start of the new process on a
+    # loaded machine; the test lets it run out once the new one stands by.
+    slots.slot_acquire(limit=1, ttl=120)
     make_contacts(user, 3)
     make_service(port=smtp_sink.port)
     task = queue_task(user)
@@ -286,6 +288,7 @@ def test_a_dispatcher_started_while_every_slot_is_held_waits_and_takes_the_freed
         time.sleep(2)
         assert process.poll() is None, "the standby exited"
         assert task_progress(task)["sent"] == 0
+        DispatcherSlot.objects.filter(number=0).update(expires_at=timezone.now())
         assert "running in slot 0" in process.stdout.readline()  # once the lease ran out
         wait_until(lambda: task_progress(task)["sent"] == 3, timeout=20, message="3 sent")
     finally:
