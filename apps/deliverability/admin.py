@@ -45,6 +45,14 @@ class SuppressionForm(forms.ModelForm):
         model = Suppression
         fields = ["email", "domain", "reason", "note"]
 
+    def clean(self) -> dict:
+        data = super().clean()
+        try:
+            services.clean_target(data.get("email", ""), data.get("domain", ""))
+        except ApplicationError as exc:
+            raise forms.ValidationError({exc.field or "email": exc.message}) from None
+        return data
+
 
 class LiftForm(forms.Form):
     reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), label="Why lift it")
@@ -82,18 +90,16 @@ class SuppressionAdmin(admin.ModelAdmin):
         return format_html('<a href="{}">lift…</a>', url)
 
     def save_model(self, request, obj, form, change) -> None:
-        try:
-            row, _ = services.suppression_add(
-                owner=None if form.cleaned_data.get("is_global") else request.user,
-                email=obj.email,
-                domain=obj.domain,
-                reason=obj.reason,
-                note=obj.note,
-                source="admin",
-                actor=request.user,
-            )
-        except ApplicationError as exc:
-            raise forms.ValidationError(exc.message) from exc
+        global_entry = form.cleaned_data.get("is_global") and is_operator(request.user)
+        row, _ = services.suppression_add(
+            owner=None if global_entry else request.user,
+            email=obj.email,
+            domain=obj.domain,
+            reason=obj.reason,
+            note=obj.note,
+            source="admin",
+            actor=request.user,
+        )
         obj.pk = row.pk
 
     def get_urls(self):

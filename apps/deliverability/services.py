@@ -74,7 +74,8 @@ def _clean_domain(value: object) -> str | None:
     return domain
 
 
-def _clean_target(email: object, domain: object) -> tuple[str, str]:
+def clean_target(email: object, domain: object) -> tuple[str, str]:
+    """``(email, "")`` or ``("", domain)`` cleaned; ``ApplicationError`` naming the field."""
     if bool(email) == bool(domain):
         raise ApplicationError("give exactly one of email or domain", field="email")
     if email:
@@ -116,7 +117,7 @@ def suppression_add(
     Raises ``ApplicationError`` naming the field: not exactly one of email/domain, a
     malformed value, an unknown reason, a global entry by a non-operator.
     """
-    email, domain = _clean_target(email, domain)
+    email, domain = clean_target(email, domain)
     if reason not in Suppression.Reason.values:
         raise ApplicationError(
             f"reason must be one of {', '.join(Suppression.Reason.values)}", field="reason"
@@ -210,7 +211,7 @@ def suppressions_import_csv(*, owner, data: bytes | str, actor=None, source: str
             continue
         reason = row.get("reason") or Suppression.Reason.IMPORTED
         try:
-            target = _clean_target(email, domain)
+            target = clean_target(email, domain)
         except ApplicationError as exc:
             raise ApplicationError(f"line {line}: {exc.message}", field="file") from None
         if reason not in Suppression.Reason.values:

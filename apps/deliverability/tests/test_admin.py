@@ -177,3 +177,11 @@ def test_a_tenant_sees_only_their_own_suppressions(client, user, other_user):
     page = client.get("/admin/deliverability/suppression/")
     assert b"mine@x.example" in page.content and b"theirs@x.example" not in page.content
     assert client.get("/admin/deliverability/inboundmessage/").status_code == 403
+
+
+def test_a_bad_suppression_in_the_admin_form_names_the_field(operator_client):
+    response = operator_client.post(
+        "/admin/deliverability/suppression/add/", {"email": "nope", "reason": "manual"}
+    )
+    assert response.status_code == 200 and b"is not a valid e-mail address" in response.content
+    assert not Suppression.objects.exists()
