@@ -195,14 +195,9 @@ def service_states() -> list[dict]:
     """Every email service with its state now — ``disabled`` (not enabled), ``held`` (a
     dispatcher is sending through it: a chunk row names it), ``exhausted`` (today's quota
     is used up), ``cooling`` (``next_available_at`` lies ahead) or ``ready`` — and its
-    reservation (``held_by``: the chunk's holder, ``held_since``) and counters. Two
-    statements: the services (a small table) and the chunk rows in flight."""
+    reservation (``held_by``: the chunk's holder, ``held_since``) and counters. One
+    statement over the services (a small table) and the chunk rows in flight."""
     with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT service_id, min(holder), min(started_at), count(*) "
-            "FROM dispatch_sendchunk GROUP BY service_id"
-        )
-        chunks = {row[0]: row[1:] for row in cursor.fetchall()}
         cursor.execute(
             """
             SELECT s.id, s.name, p.name, s.is_enabled, s.disabled_reason, s.next_available_at,
@@ -210,16 +205,20 @@ def service_states() -> list[dict]:
                    s.daily_quota,
                    CASE WHEN s.quota_day = current_date THEN s.used_quota ELSE 0 END,
                    s.sending_rate, s.total_sent, s.total_failed, s.success_rate,
-                   s.avg_response_time, s.last_sent_at, s.consecutive_failures
+                   s.avg_response_time, s.last_sent_at, s.consecutive_failures,
+                   k.holder, k.since, k.chunks
             FROM services_emailservice s JOIN services_pool p ON p.id = s.pool_id
+            LEFT JOIN (SELECT service_id, min(holder) AS holder, min(started_at) AS since,
+                              count(*) AS chunks
+                       FROM dispatch_sendchunk GROUP BY service_id) k ON k.service_id = s.id
             ORDER BY s.name
             """
         )
         rows = cursor.fetchall()
     states = []
     for (pk, name, pool, enabled, reason, next_at, cooling, quota, used, rate, sent,
-         failed, success, latency, last_sent, faults) in rows:  # fmt: skip
-        chunk = chunks.get(pk)
+         failed, success, latency, last_sent, faults, holder, since, chunks) in rows:  # fmt: skip
+        chunk = (holder, since, chunks) if chunks else None
         if not enabled:
             state = "disabled"
         elif chunk is not None:

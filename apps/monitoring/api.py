@@ -9,6 +9,7 @@ operators' alone (403 for anyone else).
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 
 from django.shortcuts import get_object_or_404
@@ -36,6 +37,7 @@ from apps.monitoring.serializers import (
 )
 
 TAG = "monitoring"
+logger = logging.getLogger("edm.monitoring")
 
 
 class IsOperator(BasePermission):
@@ -58,7 +60,13 @@ class SystemHealthView(APIView):
     )
     def get(self, request):
         healthy, body = selectors.system_health()
-        return Response(body, status=200 if healthy else status.HTTP_503_SERVICE_UNAVAILABLE)
+        response = Response(body, status=200 if healthy else status.HTTP_503_SERVICE_UNAVAILABLE)
+        if not healthy:
+            down = [name for name, c in body["components"].items() if c["status"] == "down"]
+            logger.warning("system health: unhealthy (down: %s)", ", ".join(down))
+            # An expected answer of a probe, already logged: not Django's "server error".
+            response._has_been_logged = True
+        return response
 
 
 class PerformanceMetricsView(APIView):

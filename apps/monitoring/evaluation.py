@@ -15,8 +15,9 @@ condition:
 * an open alert none of whose metric's rules holds any more is **resolved**;
 * a metric that could not be read this round changes nothing of its alerts.
 
-Everything a round writes — conditions, alerts, the notifications they queue — commits
-in one transaction; deliveries happen elsewhere (``notify``), so a slow channel never
+A round reads without locks; what it writes — conditions, alerts, the notifications
+they queue — commits in one transaction, opened only when something changed (a quiet
+round writes nothing). Deliveries happen elsewhere (``notify``), so a slow channel never
 delays a round.
 """
 
@@ -27,7 +28,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
 
 from apps.config.selectors import config_get
 from apps.monitoring.models import LEVEL_RANK, Alert, AlertCondition, AlertRule, Notification
@@ -75,91 +76,103 @@ def _observe(rules: list[AlertRule], snap: Snapshot, report: RoundReport):
 
 def rules_evaluate(*, snapshot: Snapshot | None = None) -> RoundReport:
     """Evaluate every enabled rule once (see the module docstring); returns what
-    happened. Safe to call from several processes: the open-alert constraint and the
-    row locks taken here keep one episode per (metric, subject)."""
+    happened. The round reads without locks and writes — only when something changed —
+    in one transaction; the open-alert constraint keeps one episode per (metric, subject)
+    even if two rounds ran at once (the loser's firing is skipped)."""
     snap = snapshot or Snapshot()
     now = snap.now
     report = RoundReport()
-    rules = list(AlertRule.objects.filter(enabled=True).prefetch_related("channels"))
+    rules = list(AlertRule.objects.filter(enabled=True))
     report.rules = len(rules)
     observed = _observe(rules, snap, report)
-    repeat = float(config_get("alerts.repeat_interval"))
-    notify_resolved = bool(config_get("alerts.notify_resolved"))
+    conditions = {
+        (c.rule_id, c.subject): c
+        for c in AlertCondition.objects.filter(rule_id__in=[r.pk for r in rules])
+    }
+    open_alerts = {
+        (a.metric, a.subject): a
+        for a in Alert.objects.select_related("rule").exclude(status=Alert.Status.RESOLVED)
+    }
 
-    with transaction.atomic():
-        conditions = {
-            (c.rule_id, c.subject): c
-            for c in AlertCondition.objects.select_for_update().filter(
-                rule_id__in=[r.pk for r in rules]
-            )
-        }
-        # (metric, subject) → [(rule, observation)] of the rules that hold / are active.
-        holding: dict[tuple[str, str], list] = defaultdict(list)
-        active: dict[tuple[str, str], list] = defaultdict(list)
-        keep: set[tuple[int, str]] = set()
-        new_conditions = []
-        for rule in rules:
-            if rule.metric not in observed:
-                # Unknown this round: keep its conditions as they are.
-                keep.update(key for key in conditions if key[0] == rule.pk)
+    # (metric, subject) → [(rule, observation)] of the rules that hold / are active.
+    holding: dict[tuple[str, str], list] = defaultdict(list)
+    active: dict[tuple[str, str], list] = defaultdict(list)
+    keep: set[tuple[int, str]] = set()
+    new_conditions = []
+    for rule in rules:
+        if rule.metric not in observed:
+            # Unknown this round: keep its conditions as they are.
+            keep.update(key for key in conditions if key[0] == rule.pk)
+            continue
+        for subject, observation in observed[rule.metric].items():
+            if not rule.holds(observation.value):
                 continue
-            for subject, observation in observed[rule.metric].items():
-                if not rule.holds(observation.value):
-                    continue
-                key = (rule.pk, subject)
-                keep.add(key)
-                condition = conditions.get(key)
-                since = condition.since if condition is not None else now
-                if condition is None:
-                    new_conditions.append(
-                        AlertCondition(
-                            rule=rule, subject=subject, since=now, value=observation.value
-                        )
-                    )
-                holding[(rule.metric, subject)].append((rule, observation))
-                if (now - since).total_seconds() >= rule.for_seconds:
-                    active[(rule.metric, subject)].append((rule, observation))
-        AlertCondition.objects.bulk_create(new_conditions, ignore_conflicts=True)
-        gone = [c.pk for key, c in conditions.items() if key not in keep]
-        AlertCondition.objects.filter(pk__in=gone).delete()
-
-        open_alerts = {
-            (a.metric, a.subject): a
-            for a in Alert.objects.select_for_update(of=("self",))
-            .select_related("rule")
-            .exclude(status=Alert.Status.RESOLVED)
-        }
-        for key, candidates in active.items():
-            rule, observation = max(
-                candidates, key=lambda c: (LEVEL_RANK[c[0].level], c[0].threshold)
-            )
-            alert = open_alerts.get(key)
-            if alert is None:
-                alert = _fire(rule, observation, now)
-                report.fired.append(alert.pk)
-                notifications_queue(alert=alert, event=Notification.Event.FIRED, now=now)
-            elif LEVEL_RANK[rule.level] > LEVEL_RANK[alert.level]:
-                _escalate(alert, rule, observation, now)
-                report.escalated.append(alert.pk)
-                notifications_queue(alert=alert, event=Notification.Event.ESCALATED, now=now)
-            else:
-                alert.value = observation.value
-                alert.save(update_fields=["value"])
-                due = alert.last_notified_at is None or (
-                    now - alert.last_notified_at >= timedelta(seconds=repeat)
+            key = (rule.pk, subject)
+            keep.add(key)
+            condition = conditions.get(key)
+            if condition is None:
+                new_conditions.append(
+                    AlertCondition(rule=rule, subject=subject, since=now, value=observation.value)
                 )
-                if repeat > 0 and alert.status == Alert.Status.FIRING and due:
-                    report.reminded.append(alert.pk)
-                    notifications_queue(alert=alert, event=Notification.Event.REMINDER, now=now)
-        watched = {rule.metric for rule in rules}
-        for key, alert in open_alerts.items():
-            metric = key[0]
-            unknown_this_round = metric in watched and metric not in observed
-            if key in holding or unknown_this_round:
-                continue
-            alert.status = Alert.Status.RESOLVED
-            alert.resolved_at = now
-            alert.save(update_fields=["status", "resolved_at"])
+            since = condition.since if condition is not None else now
+            holding[(rule.metric, subject)].append((rule, observation))
+            if (now - since).total_seconds() >= rule.for_seconds:
+                active[(rule.metric, subject)].append((rule, observation))
+    gone = [c.pk for key, c in conditions.items() if key not in keep]
+
+    fire, escalate, remind, values = [], [], [], []
+    repeat = float(config_get("alerts.repeat_interval"))
+    for key, candidates in active.items():
+        rule, observation = max(candidates, key=lambda c: (LEVEL_RANK[c[0].level], c[0].threshold))
+        alert = open_alerts.get(key)
+        if alert is None:
+            fire.append((rule, observation))
+        elif LEVEL_RANK[rule.level] > LEVEL_RANK[alert.level]:
+            escalate.append((alert, rule, observation))
+        else:
+            if alert.value != observation.value:
+                values.append((alert, observation.value))
+            due = alert.last_notified_at is None or (
+                now - alert.last_notified_at >= timedelta(seconds=repeat)
+            )
+            if repeat > 0 and alert.status == Alert.Status.FIRING and due:
+                remind.append(alert)
+    watched = {rule.metric for rule in rules}
+    resolve = [
+        alert
+        for key, alert in open_alerts.items()
+        if key not in holding and not (key[0] in watched and key[0] not in observed)
+    ]
+    if not (new_conditions or gone or fire or escalate or remind or values or resolve):
+        return report
+
+    notify_resolved = bool(config_get("alerts.notify_resolved"))
+    with transaction.atomic():
+        AlertCondition.objects.bulk_create(new_conditions, ignore_conflicts=True)
+        AlertCondition.objects.filter(pk__in=gone).delete()
+        for rule, observation in fire:
+            try:
+                with transaction.atomic():
+                    alert = _fire(rule, observation, now)
+            except IntegrityError:
+                continue  # another round fired it meanwhile
+            report.fired.append(alert.pk)
+            notifications_queue(alert=alert, event=Notification.Event.FIRED, now=now)
+        for alert, rule, observation in escalate:
+            _escalate(alert, rule, observation, now)
+            report.escalated.append(alert.pk)
+            notifications_queue(alert=alert, event=Notification.Event.ESCALATED, now=now)
+        for alert, value in values:
+            Alert.objects.filter(pk=alert.pk).update(value=value)
+            alert.value = value
+        for alert in remind:
+            report.reminded.append(alert.pk)
+            notifications_queue(alert=alert, event=Notification.Event.REMINDER, now=now)
+        for alert in resolve:
+            resolved = Alert.objects.filter(pk=alert.pk).exclude(status=Alert.Status.RESOLVED)
+            if not resolved.update(status=Alert.Status.RESOLVED, resolved_at=now):
+                continue  # resolved meanwhile (by hand)
+            alert.status, alert.resolved_at = Alert.Status.RESOLVED, now
             report.resolved.append(alert.pk)
             if notify_resolved:
                 notifications_queue(alert=alert, event=Notification.Event.RESOLVED, now=now)

@@ -42,6 +42,7 @@ from django.utils import timezone
 from apps.config.selectors import config_get
 from apps.dispatch import selectors as dispatch
 from apps.monitoring.selectors import Reads
+from apps.services.selectors import services_disabled, services_sendable_count
 
 # A task's failure rate means something from this many outcomes on.
 MIN_OUTCOMES = 20
@@ -142,16 +143,20 @@ def dlq_pending(snap: Snapshot) -> list[Observation]:
 
 
 def service_auto_disabled(snap: Snapshot | None, *, services=None) -> list[Observation]:
+    """``services``: service states (``dispatch.service_states``) already read."""
+    if services is not None:
+        disabled = [s for s in services if s["state"] == "disabled"]
+    else:
+        disabled = services_disabled()
     return [
         Observation(f"service:{s['id']}", 1.0, f"service {s['name']!r} ({s['disabled_reason']})")
-        for s in (services if services is not None else snap.services)
-        if s["state"] == "disabled" and AUTO_DISABLED_MARK in s["disabled_reason"]
+        for s in disabled
+        if AUTO_DISABLED_MARK in s["disabled_reason"]
     ]
 
 
 def services_ready(snap: Snapshot) -> list[Observation]:
-    ready = sum(1 for s in snap.services if s["state"] in ("ready", "held"))
-    return [Observation(SYSTEM, ready, "email services")]
+    return [Observation(SYSTEM, services_sendable_count(), "email services")]
 
 
 def dispatcher_heartbeat_age(snap: Snapshot) -> list[Observation]:

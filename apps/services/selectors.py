@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
-from django.db.models import Q, QuerySet
+from django.db.models import F, Q, QuerySet
 
-from apps.services.models import EmailService, Pool
+from apps.services.models import EmailService, Pool, quota_today
 
 
 def pool_default() -> Pool:
@@ -82,3 +82,27 @@ def service_stats(service: EmailService) -> dict:
         "avg_response_time": service.avg_response_time,
         "consecutive_failures": service.consecutive_failures,
     }
+
+
+def services_disabled() -> list[dict]:
+    """The disabled services: ``{id, name, disabled_reason}`` (by name)."""
+    return list(
+        EmailService.objects.filter(is_enabled=False)
+        .order_by("name")
+        .values("id", "name", "disabled_reason")
+    )
+
+
+def services_sendable_count() -> int:
+    """Enabled services with quota left today (ready now, cooling down or sending)."""
+    today = quota_today()
+    return (
+        EmailService.objects.filter(is_enabled=True)
+        .filter(
+            Q(daily_quota=0)
+            | ~Q(quota_day=today)
+            | Q(quota_day__isnull=True)
+            | Q(used_quota__lt=F("daily_quota"))
+        )
+        .count()
+    )
