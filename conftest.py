@@ -102,6 +102,16 @@ def smtp_sink():
 
 
 @pytest.fixture
+def http_receiver():
+    """A real HTTP server on loopback: ``.url``, ``.requests`` (path, headers, body),
+    ``.statuses`` answered in turn (the last repeats), ``.event`` set on each request."""
+    from tests.http import http_receiver as serve
+
+    with serve() as receiver:
+        yield receiver
+
+
+@pytest.fixture
 def browser(tmp_path):
     """Debian's Chromium, headless, driven by selenium (1400×1000); skipped where it is missing.
 

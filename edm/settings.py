@@ -265,6 +265,10 @@ SPECTACULAR_SETTINGS = {
         "TaskStatusEnum": "apps.dispatch.models.Task.Status",
         "SubTaskStatusEnum": "apps.dispatch.models.SubTask.Status",
         "DeadLetterStatusEnum": "apps.dispatch.models.DeadLetter.Status",
+        "AlertStatusEnum": "apps.monitoring.models.Alert.Status",
+        "AlertLevelEnum": "apps.monitoring.models.Level",
+        "ChannelKindEnum": "apps.monitoring.models.NotificationChannel.Kind",
+        "ServiceKindEnum": "apps.services.models.EmailService.Kind",
     },
 }
 
@@ -273,6 +277,32 @@ SPECTACULAR_SETTINGS = {
 # "Authorization: Bearer <token>".
 EDM_METRICS_TOKEN = env_str("EDM_METRICS_TOKEN", "")
 PROMETHEUS_EXPORT_MIGRATIONS = False
+# The processes of one node (web and q2 cluster) share their counters through this
+# directory when it is set (prometheus_client's multiprocess mode); empty it at start.
+PROMETHEUS_MULTIPROC_DIR = env_str("PROMETHEUS_MULTIPROC_DIR", "")
+# Coarse request-latency buckets, and per-view request metrics only for these views
+# (the others are summed as view="other"): a scrape stays small.
+PROMETHEUS_LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, float("inf"))
+EDM_METRICS_VIEWS = env_list(
+    "EDM_METRICS_VIEWS",
+    [
+        "health",
+        "auth-token",
+        "task-list",
+        "task-detail",
+        "task-queue",
+        "contact-bulk",
+        "monitoring-system-health",
+        "monitoring-queue-status",
+        "monitoring-alerts",
+    ],
+)
+
+# --- Outbound HTTP (alert channels, webhooks: apps.core.outbound) -----------------------
+# Loopback, private and link-local addresses are refused unless this is set (tests,
+# private networks); plain http:// only with DEBUG on unless EDM_OUTBOUND_HTTPS_ONLY says so.
+EDM_WEBHOOKS_ALLOW_PRIVATE = env_bool("EDM_WEBHOOKS_ALLOW_PRIVATE", False)
+EDM_OUTBOUND_HTTPS_ONLY = env_bool("EDM_OUTBOUND_HTTPS_ONLY", not DEBUG)
 
 # --- django-q2 ------------------------------------------------------------------------
 # The ORM broker on the same PostgreSQL. ``timeout`` stays well below ``retry`` so q2

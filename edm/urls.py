@@ -8,7 +8,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from apps.core.api import HealthView
 from apps.core.auth import TokenView
-from apps.core.views import metrics
+from apps.monitoring.views import metrics
 
 admin.site.site_header = "EDM administration"
 admin.site.site_title = "EDM"

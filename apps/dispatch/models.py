@@ -81,6 +81,12 @@ class Task(TimeStampedModel):
                 name="task_live_status_idx",
                 condition=Q(status__in=["scheduled", "queued", "sending", "paused"]),
             ),
+            # Monitoring: the tasks that finished lately (a task's failure-rate alert).
+            models.Index(
+                fields=["completed_at"],
+                name="task_finished_idx",
+                condition=Q(status__in=["completed", "cancelled", "failed"]),
+            ),
         ]
 
     def __str__(self) -> str:
@@ -284,6 +290,12 @@ class DeadLetter(models.Model):
         indexes = [
             models.Index(fields=["status", "error_type"], name="deadletter_status_type_idx"),
             models.Index(fields=["owner", "status"], name="deadletter_owner_status_idx"),
+            # Monitoring: "a dead letter entered" counts the recent pending entries.
+            models.Index(
+                fields=["updated_at"],
+                name="deadletter_pending_updated_idx",
+                condition=Q(status="pending"),
+            ),
         ]
 
     def __str__(self) -> str:

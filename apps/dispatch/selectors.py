@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.contrib.auth import get_user_model
 from django.db import connection
 
 from apps.dispatch import progress
@@ -104,3 +105,199 @@ def subtasks_for(task: Task | int, *, status: str | None = None):
     if status:
         queryset = queryset.filter(status=status)
     return queryset.order_by("id")
+
+
+# --- reads for monitoring ---------------------------------------------------------------
+# Each is one or two statements on small tables or index ranges (live tasks, services,
+# dispatcher slots, chunk rows), never a scan of the subtask table: the monitoring
+# endpoints, the dashboard and every round of alert evaluation call them. "Now" is the
+# statement's time (``statement_timestamp()``), not the transaction's: a reader inside a
+# longer transaction still sees rows written just before it as written in the past.
+
+LIVE_STATUSES = ("scheduled", "queued", "sending", "paused")
+
+
+def tasks_live(*, owner_id: int | None = None, finished_within: float = 0) -> list[dict]:
+    """Tasks not finished (``scheduled|queued|sending|paused``), plus those finished in
+    the last ``finished_within`` seconds, newest first: ``{id, name, owner_id, owner,
+    status, total, priority, queued_at, scheduled_at, started_at, completed_at,
+    waiting_since}``. ``waiting_since`` is when a task not yet served began waiting for
+    its first send (``greatest(queued_at, scheduled_at)`` once that moment has come, or
+    ``None``: served already, paused, or scheduled for later)."""
+    params: dict = {"live": list(LIVE_STATUSES), "within": finished_within}
+    owner = ""
+    if owner_id is not None:
+        owner = "AND t.owner_id = %(owner)s"
+        params["owner"] = owner_id
+    # Two index ranges (live statuses; recently finished), not one OR over the table.
+    finished = (
+        f"""UNION ALL SELECT t.id FROM dispatch_task t
+            WHERE t.status IN ('completed', 'cancelled', 'failed') {owner}
+              AND t.completed_at > statement_timestamp() - make_interval(secs => %(within)s)"""
+        if finished_within > 0
+        else ""
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            SELECT t.id, t.name, t.owner_id, u.username, t.status, t.total, t.priority,
+                   t.queued_at, t.scheduled_at, t.started_at, t.completed_at,
+                   CASE WHEN t.status IN ('queued', 'scheduled') AND t.started_at IS NULL
+                             AND GREATEST(t.queued_at, t.scheduled_at) <= statement_timestamp()
+                        THEN GREATEST(t.queued_at, t.scheduled_at) END
+            FROM dispatch_task t JOIN {get_user_model()._meta.db_table} u ON u.id = t.owner_id
+            WHERE t.id IN (SELECT t.id FROM dispatch_task t
+                           WHERE t.status = ANY(%(live)s) {owner} {finished})
+            ORDER BY t.id DESC
+            """,
+            params,
+        )
+        columns = (
+            "id name owner_id owner status total priority queued_at scheduled_at "
+            "started_at completed_at waiting_since"
+        ).split()
+        return [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
+
+
+def tasks_queue_times(task_ids: list[int]) -> dict[int, dict]:
+    """For each task: ``{ready_since, waiting, next_waiting_at}`` — when its oldest ready
+    pending subtask became ready (``None``: nothing ready), how many pending subtasks wait
+    for a later moment (retry back-off, a schedule; counted up to 100,000), and the
+    earliest of those. Reads the ready index only."""
+    if not task_ids:
+        return {}
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            SELECT u.task_id,
+                   (SELECT s.next_attempt_at FROM dispatch_subtask s
+                     WHERE s.task_id = u.task_id AND s.status = 'pending'
+                       AND s.next_attempt_at <= statement_timestamp()
+                     ORDER BY s.next_attempt_at LIMIT 1),
+                   (SELECT count(*) FROM (SELECT 1 FROM dispatch_subtask s
+                     WHERE s.task_id = u.task_id AND s.status = 'pending'
+                       AND s.next_attempt_at > statement_timestamp() LIMIT 100000) w),
+                   (SELECT s.next_attempt_at FROM dispatch_subtask s
+                     WHERE s.task_id = u.task_id AND s.status = 'pending'
+                       AND s.next_attempt_at > statement_timestamp()
+                     ORDER BY s.next_attempt_at LIMIT 1)
+            FROM unnest(%s::bigint[]) AS u(task_id)
+            """,
+            [sorted(set(task_ids))],
+        )
+        return {
+            row[0]: {"ready_since": row[1], "waiting": row[2], "next_waiting_at": row[3]}
+            for row in cursor.fetchall()
+        }
+
+
+def service_states() -> list[dict]:
+    """Every email service with its state now — ``disabled`` (not enabled), ``held`` (a
+    dispatcher is sending through it: a chunk row names it), ``exhausted`` (today's quota
+    is used up), ``cooling`` (``next_available_at`` lies ahead) or ``ready`` — and its
+    reservation (``held_by``: the chunk's holder, ``held_since``) and counters. Two
+    statements: the services (a small table) and the chunk rows in flight."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT service_id, min(holder), min(started_at), count(*) "
+            "FROM dispatch_sendchunk GROUP BY service_id"
+        )
+        chunks = {row[0]: row[1:] for row in cursor.fetchall()}
+        cursor.execute(
+            """
+            SELECT s.id, s.name, p.name, s.is_enabled, s.disabled_reason, s.next_available_at,
+                   s.next_available_at > statement_timestamp(),
+                   s.daily_quota,
+                   CASE WHEN s.quota_day = current_date THEN s.used_quota ELSE 0 END,
+                   s.sending_rate, s.total_sent, s.total_failed, s.success_rate,
+                   s.avg_response_time, s.last_sent_at, s.consecutive_failures
+            FROM services_emailservice s JOIN services_pool p ON p.id = s.pool_id
+            ORDER BY s.name
+            """
+        )
+        rows = cursor.fetchall()
+    states = []
+    for (pk, name, pool, enabled, reason, next_at, cooling, quota, used, rate, sent,
+         failed, success, latency, last_sent, faults) in rows:  # fmt: skip
+        chunk = chunks.get(pk)
+        if not enabled:
+            state = "disabled"
+        elif chunk is not None:
+            state = "held"
+        elif quota and used >= quota:
+            state = "exhausted"
+        elif cooling:
+            state = "cooling"
+        else:
+            state = "ready"
+        states.append(
+            {
+                "id": pk,
+                "name": name,
+                "pool": pool,
+                "state": state,
+                "disabled_reason": reason,
+                "next_available_at": next_at,
+                "held_by": chunk[0] if chunk else None,
+                "held_since": chunk[1] if chunk else None,
+                "chunks": chunk[2] if chunk else 0,
+                "daily_quota": quota,
+                "used_today": used,
+                "sending_rate": rate,
+                "total_sent": sent,
+                "total_failed": failed,
+                "success_rate": success,
+                "avg_response_time": latency,
+                "last_sent_at": last_sent,
+                "consecutive_failures": faults,
+            }
+        )
+    return states
+
+
+def dispatcher_slots() -> list[dict]:
+    """The dispatcher slots, live or expired: ``{number, hostname, pid, started_at,
+    heartbeat_at, live, heartbeat_age}`` (age in seconds, by the database's clock)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT number, hostname, pid, started_at, heartbeat_at, "
+            "expires_at > statement_timestamp(), "
+            "EXTRACT(EPOCH FROM statement_timestamp() - heartbeat_at)::float8 "
+            "FROM dispatch_dispatcherslot ORDER BY number"
+        )
+        columns = "number hostname pid started_at heartbeat_at live heartbeat_age".split()
+        return [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
+
+
+def dead_letters_overview(*, since_seconds: float, owner_id: int | None = None) -> dict:
+    """``{pending, entered, reprocessing}``: dead letters waiting for an operator, how
+    many of them entered the queue (or entered it again) in the last ``since_seconds``,
+    and how many are being reprocessed. Index reads only
+    (``deadletter_pending_updated_idx``, ``deadletter_status_type_idx``)."""
+    where, params = ("", {"since": since_seconds})
+    if owner_id is not None:
+        where = "AND owner_id = %(owner)s"
+        params["owner"] = owner_id
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            SELECT count(*),
+                   count(*) FILTER (WHERE updated_at
+                                    > statement_timestamp() - make_interval(secs => %(since)s)),
+                   (SELECT count(*) FROM dispatch_deadletter
+                    WHERE status = 'reprocessing' {where})
+            FROM dispatch_deadletter WHERE status = 'pending' {where}
+            """,
+            params,
+        )
+        pending, entered, reprocessing = cursor.fetchone()
+    return {"pending": pending, "entered": entered, "reprocessing": reprocessing}
+
+
+def progress_totals() -> dict[str, int]:
+    """Subtasks by status over every stored task: one sum over the progress counters'
+    rows (a few per task), never a count of the subtasks."""
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT {progress.SUMS} FROM dispatch_progressdelta d")
+        row = cursor.fetchone()
+    return {status: int(value or 0) for status, value in zip(PROGRESS_KEYS, row, strict=True)}

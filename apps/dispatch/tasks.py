@@ -13,13 +13,11 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import signal
-import threading
 
 from django_q.tasks import async_task
 
+from apps.core.stopping import stop_on_signals
 from apps.dispatch.engine import slots
 from apps.dispatch.engine.loop import Dispatcher
 
@@ -27,7 +25,6 @@ logger = logging.getLogger("edm.dispatch")
 
 LOOP_SECONDS = 240.0
 LOOP_FUNC = "apps.dispatch.tasks.dispatcher_loop"
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 SCHEDULES = [
     {
@@ -65,7 +62,7 @@ def dispatcher_loop(seconds: float = LOOP_SECONDS) -> str:
     number = dispatcher.slot[0]
     signalled: list[int] = []
     try:
-        with _stop_on_signals(dispatcher.stop, signalled):
+        with stop_on_signals(dispatcher.stop, signalled):
             stats = dispatcher.run()
     finally:
         # The slot is released by run(); the successor takes the first free one. A loop
@@ -75,26 +72,6 @@ def dispatcher_loop(seconds: float = LOOP_SECONDS) -> str:
     if signalled:
         logger.info("dispatcher loop in slot %s stopped by signal %s", number, signalled[0])
     return f"slot {number}: {stats.ticks} ticks, {stats.claimed} claimed, {stats.sent} sent"
-
-
-@contextlib.contextmanager
-def _stop_on_signals(stop: threading.Event, signalled: list[int]):
-    """Set ``stop`` on SIGINT/SIGTERM while the block runs (main thread only: Python
-    delivers signals there); put the previous handlers back after."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum, frame) -> None:
-        signalled.append(signum)
-        stop.set()
-
-    previous = {number: signal.signal(number, handler) for number in STOP_SIGNALS}
-    try:
-        yield
-    finally:
-        for number, old in previous.items():
-            signal.signal(number, old)
 
 
 def dispatch_watchdog() -> str:

@@ -341,6 +341,53 @@ def services_reset_daily_quotas() -> int:
         return cursor.rowcount
 
 
+def service_take_send(*, service_id: int) -> float | None:
+    """Take one send of a service for a message outside the dispatcher (an alert
+    notification), with the dispatcher's rules: the service is enabled, has quota left
+    today and its ``next_available_at`` has come; the send is charged to today's quota
+    and the next one waits ``sending_rate`` seconds. One statement on the locked row (it
+    waits for a tick's short transaction, never for a send), so "never twice within
+    ``sending_rate``" and the daily quota hold with dispatchers sending through the same
+    service.
+
+    Returns ``0.0`` when the send is taken (send now), the seconds until it may be tried
+    again when the service is held or cooling, or ``None`` when it cannot send today
+    (disabled, quota used up, or no such service). Times are the statement's
+    (``statement_timestamp()``, the clock ``db_default=Now()`` writes), so a caller's
+    longer transaction does not see a service as busy that just became free."""
+    table = EmailService._meta.db_table
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            UPDATE {table} SET
+                used_quota = CASE WHEN quota_day = current_date THEN used_quota ELSE 0 END + 1,
+                quota_day = current_date,
+                next_available_at = statement_timestamp() + make_interval(secs => sending_rate)
+            WHERE id = %s AND is_enabled AND next_available_at <= statement_timestamp()
+              AND (daily_quota = 0 OR quota_day IS DISTINCT FROM current_date
+                   OR used_quota < daily_quota)
+            RETURNING id
+            """,
+            [service_id],
+        )
+        if cursor.fetchone() is not None:
+            return 0.0
+        cursor.execute(
+            f"""
+            SELECT is_enabled AND (daily_quota = 0 OR quota_day IS DISTINCT FROM current_date
+                                   OR used_quota < daily_quota),
+                   GREATEST(0, EXTRACT(EPOCH FROM next_available_at
+                                           - statement_timestamp()))::float8
+            FROM {table} WHERE id = %s
+            """,
+            [service_id],
+        )
+        row = cursor.fetchone()
+    if row is None or not row[0]:
+        return None
+    return max(0.01, row[1])
+
+
 @transaction.atomic
 def services_reencrypt_secrets() -> int:
     """Encrypt every stored service password again with the first (newest) key of

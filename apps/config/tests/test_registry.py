@@ -23,9 +23,10 @@ def test_keys_the_other_apps_read_are_registered():
         "backoff.max_retries",
         "recovery.stuck_threshold",
         "recovery.subtask_timeout",
-        "monitoring.wait_warning",
-        "monitoring.wait_critical",
-        "monitoring.wait_emergency",
+        "monitoring.sample_interval",
+        "monitoring.metrics_retention_days",
+        "alerts.evaluation_interval",
+        "alerts.repeat_interval",
         "recovery.service_failure_limit",
     ]:
         assert name in KEYS

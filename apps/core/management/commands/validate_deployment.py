@@ -13,7 +13,7 @@ Steps, in order; the first that fails stops the run with a non-zero exit naming 
    when more than one: ``name+2@domain``) is queued through the pool, and every message
    is sent within ``--timeout`` seconds; reports time to first send and throughput;
 6. ``metrics`` — the Prometheus collectors read the database and the pool's
-   ``edm_service_sent`` totals moved by the messages sent.
+   ``edm_service_sends{outcome="sent"}`` totals moved by the messages sent.
 
 The test task belongs to the ``--owner`` user (default: an inactive ``edm-validation``
 account that cannot log in) and is named ``validate_deployment <time>``.
@@ -204,25 +204,27 @@ class Command(BaseCommand):
         from prometheus_client import REGISTRY
 
         samples = {
-            (sample.name, sample.labels.get("service", "")): sample.value
+            (sample.name, sample.labels.get("service", ""), sample.labels.get("outcome", "")): (
+                sample.value
+            )
             for metric in REGISTRY.collect()
             for sample in metric.samples
         }
-        if samples.get(("edm_metrics_collector_up", "")) != 1:
+        if samples.get(("edm_metrics_collector_up", "", "")) != 1:
             raise StepFailed("the database collector is down (edm_metrics_collector_up != 1)")
         from apps.services.models import EmailService
 
         names = EmailService.objects.filter(pk__in=self.state["services"]).values_list(
             "name", flat=True
         )
-        total = sum(samples.get(("edm_service_sent_total", name), 0) for name in names)
+        total = sum(samples.get(("edm_service_sends_total", name, "sent"), 0) for name in names)
         moved = total - self.state["sent_before"]
         if moved < self.state["sent"]:
             raise StepFailed(
-                f"edm_service_sent_total of the pool moved by {moved:.0f}, "
+                f"edm_service_sends_total{{outcome=sent}} of the pool moved by {moved:.0f}, "
                 f"expected {self.state['sent']}"
             )
-        return f"edm_service_sent_total of the pool +{moved:.0f}"
+        return f"edm_service_sends_total{{outcome=sent}} of the pool +{moved:.0f}"
 
     def _owner(self, username):
         User = get_user_model()

@@ -1,0 +1,165 @@
+"""The operator dashboard at ``/admin/dashboard/`` (an admin page: ``admin.py`` adds it
+to the admin site's URLs through ``admin_view``, and the admin index links to it).
+
+One page, rendered on the server, charts as inline SVG (``charts``): sends per minute
+over the last hour and the last day, queue depth over the last hour, per-service state
+and throughput, the service reservations and dispatcher loops, open alerts with
+acknowledge / resolve, the slowest-waiting tasks. It refreshes itself every
+``REFRESH_SECONDS`` by fetching its own body again (``static/monitoring/dashboard.js``;
+without script it still renders, and a reload refreshes it). An operator sees the whole
+system; a tenant (a staff user who is not an operator) sees its own tasks only.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.contrib import messages
+from django.contrib.admin.views.decorators import staff_member_required
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect
+from django.template.response import TemplateResponse
+from django.utils import timezone
+from django.views.decorators.http import require_POST
+
+from apps.config.selectors import config_get
+from apps.core.errors import ApplicationError
+from apps.monitoring import selectors, services
+from apps.monitoring.charts import Series, line_chart
+from apps.monitoring.models import Alert, ServiceRate, TaskWaitMetric
+
+REFRESH_SECONDS = 15
+SENDS = [
+    Series("sent", "sent", "#2e7d32"),
+    Series("failed", "failed", "#c62828"),
+    Series("dead", "dead", "#6a1b9a"),
+]
+DEPTH = [
+    Series("pending", "pending", "#1565c0"),
+    Series("waiting", "waiting", "#ef6c00"),
+    Series("in_flight", "claimed / on the wire", "#00838f"),
+]
+
+
+def _per_minute(points: list[dict], step: float) -> list[tuple]:
+    factor = 60.0 / step
+    return [(p["time"], {s.key: (p.get(s.key) or 0) * factor for s in SENDS}) for p in points]
+
+
+def _charts(owner_id: int | None, now) -> list:
+    hour_ago, day_ago = now - timedelta(hours=1), now - timedelta(days=1)
+    # One point per sample over the last hour (per minute at the default interval).
+    step = max(5.0, float(config_get("monitoring.sample_interval")))
+    hour = selectors.performance_series(start=hour_ago, end=now, step=step, owner_id=owner_id)
+    day = selectors.performance_series(start=day_ago, end=now, step=600, owner_id=owner_id)
+    charts = [
+        line_chart(
+            name="sends-hour",
+            title="Sends per minute, last hour",
+            points=_per_minute(hour, step),
+            series=SENDS,
+            start=hour_ago,
+            end=now,
+            unit="messages/min",
+        ),
+        line_chart(
+            name="sends-day",
+            title="Sends per minute, last 24 hours",
+            points=_per_minute(day, 600),
+            series=SENDS,
+            start=day_ago,
+            end=now,
+            unit="messages/min, 10-minute means",
+        ),
+    ]
+    if owner_id is None:
+        depth = [
+            (
+                p["time"],
+                {
+                    "pending": p["pending"],
+                    "waiting": p["waiting"],
+                    "in_flight": (p["allocated"] or 0) + (p["sending"] or 0),
+                },
+            )
+            for p in hour
+        ]
+        charts.append(
+            line_chart(
+                name="queue-hour",
+                title="Queue depth, last hour",
+                points=depth,
+                series=DEPTH,
+                start=hour_ago,
+                end=now,
+                unit="messages",
+            )
+        )
+    return charts
+
+
+def dashboard_context(user) -> dict:
+    """Everything the dashboard shows, for ``user``'s scope."""
+    now = timezone.now()
+    owner_id = selectors.owner_scope(user)
+    reads = selectors.Reads(owner_id)
+    queue = selectors.queue_status(owner_id=owner_id, reads=reads)
+    alerts = list(
+        selectors.alerts_visible(user)
+        .exclude(status=Alert.Status.RESOLVED)
+        .order_by("-fired_at")[:50]
+    )
+    waiting = sorted(
+        (t for t in queue["tasks"] if t["wait_seconds"] is not None),
+        key=lambda t: -t["wait_seconds"],
+    )[:10]
+    slow = TaskWaitMetric.objects.select_related("task").filter(
+        first_sent_at__gte=now - timedelta(days=1)
+    )
+    if owner_id is not None:
+        slow = slow.filter(owner_id=owner_id)
+    context = {
+        "operator": owner_id is None,
+        "now": now,
+        "refresh_seconds": REFRESH_SECONDS,
+        "charts": _charts(owner_id, now),
+        "queue": queue,
+        "alerts": alerts,
+        "waiting_tasks": waiting,
+        "slowest_waits": list(slow.order_by("-wait_seconds")[:10]),
+    }
+    if owner_id is None:
+        rates = {r.service_id: r for r in ServiceRate.objects.all()}
+        context["services"] = [
+            {**service, "rate": rates.get(service["id"])} for service in queue["by_service"]
+        ]
+        _healthy, health = selectors.system_health(reads)
+        context["health"] = health
+    return context
+
+
+def dashboard_view(request: HttpRequest, *, admin_site) -> HttpResponse:
+    context = {**admin_site.each_context(request), "title": "Dashboard"}
+    context.update(dashboard_context(request.user))
+    template = (
+        "admin/monitoring/dashboard_body.html"
+        if request.GET.get("fragment")
+        else "admin/monitoring/dashboard.html"
+    )
+    return TemplateResponse(request, template, context)
+
+
+@require_POST
+@staff_member_required
+def dashboard_alert_action(request: HttpRequest, pk: int, action: str) -> HttpResponse:
+    handler = {"acknowledge": services.alert_acknowledge, "resolve": services.alert_resolve}[action]
+    try:
+        alert = handler(
+            alert_id=pk, user=request.user, visible=selectors.alerts_visible(request.user)
+        )
+    except ApplicationError as exc:
+        messages.error(request, exc.message)
+    else:
+        verb = "acknowledged" if action == "acknowledge" else "resolved"
+        messages.success(request, f"Alert {alert.pk} {verb}.")
+    return redirect("admin:dashboard")

@@ -1,0 +1,330 @@
+"""Reads of monitoring shared by the API, the dashboard and Prometheus.
+
+Everything about tasks, services and dispatchers comes from the dispatch app's selectors
+(live tasks, their progress counters, queue times, service states, slots, dead
+letters); what monitoring stores itself (samples, alerts, the monitor lease) is read
+here. ``owner_id`` limits a read to one tenant's tasks; ``None`` is an operator's view.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from datetime import datetime, timedelta
+from functools import cached_property
+
+from django.db import connection
+from django.db.models import Count, QuerySet
+from django.utils import timezone
+from django_q.models import OrmQ, Schedule
+
+from apps.config.selectors import config_get
+from apps.dispatch import selectors as dispatch
+from apps.monitoring.access import is_operator
+from apps.monitoring.models import Alert, MonitorLease, OwnerSample, SystemSample
+
+# Longest series a request may ask for.
+MAX_POINTS = 2000
+# A q2 schedule this late means no cluster is running its scheduler.
+SCHEDULE_LATE = 150
+SAMPLE_FIELDS = (
+    "pending",
+    "allocated",
+    "sending",
+    "waiting",
+    "unknown",
+    "tasks_live",
+    "services_ready",
+    "services_cooling",
+    "services_held",
+    "services_exhausted",
+    "services_disabled",
+    "oldest_pending_seconds",
+    "dlq_pending",
+    "dispatchers_live",
+    "db_connections",
+    "db_size_bytes",
+)
+OUTCOME_FIELDS = ("sent", "failed", "dead", "skipped", "cancelled")
+OWNER_OUTCOMES = ("sent", "failed", "dead")
+
+
+def owner_scope(user) -> int | None:
+    """``None`` (everything) for an operator, else the user's own id."""
+    return None if is_operator(user) else user.pk
+
+
+def alerts_visible(user) -> QuerySet[Alert]:
+    """Every alert for an operator; a tenant's: the alerts about its own tasks."""
+    alerts = Alert.objects.select_related("rule", "acknowledged_by")
+    owner = owner_scope(user)
+    return alerts if owner is None else alerts.filter(owner_id=owner)
+
+
+def alerts_open_counts(*, owner_id: int | None = None) -> dict[str, int]:
+    """Open alerts by level (``warning``, ``critical``, ``emergency``)."""
+    alerts = Alert.objects.exclude(status=Alert.Status.RESOLVED)
+    if owner_id is not None:
+        alerts = alerts.filter(owner_id=owner_id)
+    counts = dict(alerts.values_list("level").annotate(n=Count("id")).values_list("level", "n"))
+    return {level: counts.get(level, 0) for level in ("warning", "critical", "emergency")}
+
+
+def monitor_lease() -> MonitorLease | None:
+    return MonitorLease.objects.filter(name="monitor").first()
+
+
+def _age(moment: datetime | None, now: datetime) -> float | None:
+    return None if moment is None else round(max(0.0, (now - moment).total_seconds()), 3)
+
+
+class Reads:
+    """The dispatch reads of one request, each made at most once, so that a page showing
+    both the health and the queue (the dashboard) reads them once."""
+
+    def __init__(self, owner_id: int | None = None) -> None:
+        self.owner_id = owner_id
+
+    @cached_property
+    def tasks(self) -> list[dict]:
+        return dispatch.tasks_live(owner_id=self.owner_id)
+
+    @cached_property
+    def progress(self) -> dict[int, dict[str, int]]:
+        return dispatch.tasks_progress([t["id"] for t in self.tasks])
+
+    @cached_property
+    def times(self) -> dict[int, dict]:
+        ids = [t["id"] for t in self.tasks if t["status"] in ("queued", "sending")]
+        return dispatch.tasks_queue_times(ids)
+
+    @cached_property
+    def services(self) -> list[dict]:
+        return dispatch.service_states()
+
+    @cached_property
+    def slots(self) -> list[dict]:
+        return dispatch.dispatcher_slots()
+
+
+def system_health(reads: Reads | None = None) -> tuple[bool, dict]:
+    """``(healthy, {status, checked_at, components: {name: {status, …}}})``; a component
+    is ``ok``, ``degraded`` or ``down``, and any ``down`` makes the whole unhealthy:
+
+    * ``database`` — answers a query;
+    * ``dispatchers`` — a heartbeat within ``monitoring.heartbeat_timeout`` (the newest
+      of the live slots and of what the monitor loop last recorded), unless
+      ``queue.dispatchers`` is 0;
+    * ``cluster`` — the q2 cluster runs: the monitor loop (a q2 task) renewed its lease
+      within the same timeout; its schedules are not overdue (``degraded``);
+    * ``backlog`` — ready messages and the oldest one's age (``degraded`` beyond
+      10 minutes);
+    * ``alerts`` — open alerts by level (``degraded`` with a critical or emergency one).
+    """
+    now = timezone.now()
+    reads = reads if reads is not None and reads.owner_id is None else Reads()
+    started = time.perf_counter()
+    components: dict[str, dict] = {}
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+            cursor.fetchone()
+    except Exception as exc:  # noqa: BLE001 - any failure means the database is down
+        components["database"] = {"status": "down", "error": type(exc).__name__}
+        return False, {"status": "unhealthy", "checked_at": now, "components": components}
+    components["database"] = {
+        "status": "ok",
+        "latency_ms": round((time.perf_counter() - started) * 1000, 2),
+    }
+
+    timeout = float(config_get("monitoring.heartbeat_timeout"))
+    lease = monitor_lease()
+    slots = reads.slots
+    wanted = int(config_get("queue.dispatchers"))
+    beats = [slot["heartbeat_at"] for slot in slots]
+    if lease is not None and lease.last_dispatcher_heartbeat_at:
+        beats.append(lease.last_dispatcher_heartbeat_at)
+    last_beat = max(beats) if beats else None
+    beat_age = _age(last_beat, now)
+    if wanted == 0:
+        state = "ok"
+    elif beat_age is None or beat_age > timeout:
+        state = "down"
+    else:
+        state = "ok"
+    components["dispatchers"] = {
+        "status": state,
+        "wanted": wanted,
+        "live": sum(1 for slot in slots if slot["live"]),
+        "last_heartbeat_at": last_beat,
+        "heartbeat_age_seconds": beat_age,
+        "timeout_seconds": timeout,
+    }
+
+    lease_age = _age(lease.heartbeat_at if lease else None, now)
+    late = Schedule.objects.filter(
+        name__startswith="edm:", next_run__lt=now - timedelta(seconds=SCHEDULE_LATE)
+    ).count()
+    if lease_age is None or lease_age > timeout:
+        state = "down"
+    elif late:
+        state = "degraded"
+    else:
+        state = "ok"
+    components["cluster"] = {
+        "status": state,
+        "monitor_heartbeat_age_seconds": lease_age,
+        "monitor_host": f"{lease.hostname}:{lease.pid}" if lease else None,
+        "last_evaluation_at": lease.last_round_at if lease else None,
+        "schedules_overdue": late,
+        "queued_q2_tasks": OrmQ.objects.count(),
+    }
+
+    tasks, progress, times = reads.tasks, reads.progress, reads.times
+    ready_since = [t["ready_since"] for t in times.values() if t["ready_since"]]
+    oldest = _age(min(ready_since), now) if ready_since else None
+    backlog = sum(
+        progress[t["id"]]["pending"] + progress[t["id"]]["allocated"] + progress[t["id"]]["sending"]
+        for t in tasks
+    )
+    components["backlog"] = {
+        "status": "degraded" if oldest is not None and oldest > 600 else "ok",
+        "messages": backlog,
+        "oldest_pending_seconds": oldest,
+        "tasks_live": len(tasks),
+    }
+    open_alerts = alerts_open_counts()
+    components["alerts"] = {
+        "status": "degraded" if open_alerts["critical"] or open_alerts["emergency"] else "ok",
+        "open": open_alerts,
+    }
+    states = {c["status"] for c in components.values()}
+    status = "unhealthy" if "down" in states else "degraded" if "degraded" in states else "healthy"
+    return status != "unhealthy", {"status": status, "checked_at": now, "components": components}
+
+
+def queue_status(*, owner_id: int | None, reads: Reads | None = None) -> dict:
+    """The queue now: counts by status, per owner, per service (operators), the
+    waiting queue (retry back-off and schedules), the oldest ready message, the live
+    tasks, the dispatchers and service reservations (operators), dead letters."""
+    now = timezone.now()
+    reads = reads if reads is not None else Reads(owner_id)
+    tasks, progress, times = reads.tasks, reads.progress, reads.times
+    keys = ("total", *dispatch.PROGRESS_KEYS)
+    by_status = dict.fromkeys(keys, 0)
+    owners: dict[int, dict] = {}
+    retry_waiting = scheduled = 0
+    next_waiting = []
+    rows = []
+    for task in tasks:
+        counts = progress[task["id"]]
+        entry = owners.setdefault(
+            task["owner_id"],
+            {
+                "owner_id": task["owner_id"],
+                "owner": task["owner"],
+                "tasks": 0,
+                **dict.fromkeys(keys, 0),
+            },
+        )
+        entry["tasks"] += 1
+        for key in keys:
+            by_status[key] += counts[key]
+            entry[key] += counts[key]
+        queue = times.get(task["id"], {})
+        if task["status"] == "scheduled":
+            scheduled += counts["pending"]
+            if task["scheduled_at"]:
+                next_waiting.append(task["scheduled_at"])
+        else:
+            retry_waiting += queue.get("waiting", 0)
+            if queue.get("next_waiting_at"):
+                next_waiting.append(queue["next_waiting_at"])
+        rows.append(
+            {
+                "id": task["id"],
+                "name": task["name"],
+                "owner": task["owner"],
+                "status": task["status"],
+                "priority": task["priority"],
+                "progress": counts,
+                "waiting_since": task["waiting_since"],
+                "wait_seconds": _age(task["waiting_since"], now),
+                "ready_since": queue.get("ready_since"),
+            }
+        )
+    ready = [(q["ready_since"], pk) for pk, q in times.items() if q["ready_since"]]
+    oldest = None
+    if ready:
+        since, task_id = min(ready)
+        oldest = {"task_id": task_id, "since": since, "age_seconds": _age(since, now)}
+    result = {
+        "checked_at": now,
+        "by_status": by_status,
+        "by_owner": sorted(owners.values(), key=lambda o: -o["pending"]),
+        "waiting_queue": {
+            "retry": retry_waiting,
+            "scheduled": scheduled,
+            "next_at": min(next_waiting) if next_waiting else None,
+        },
+        "oldest_pending": oldest,
+        "tasks": rows,
+        "dead_letters": dispatch.dead_letters_overview(since_seconds=3600, owner_id=owner_id),
+    }
+    if owner_id is None:
+        services = reads.services
+        result["by_service"] = services
+        result["services"] = dict(sorted(_count_by(services, "state").items()))
+        result["dispatchers"] = reads.slots
+        result["reservations"] = [
+            {"service_id": s["id"], "service": s["name"], "held_by": s["held_by"],
+             "held_since": s["held_since"], "chunks": s["chunks"]}
+            for s in services
+            if s["held_by"]
+        ]  # fmt: skip
+    return result
+
+
+def _count_by(rows: list[dict], key: str) -> dict[str, int]:
+    counts: dict[str, int] = defaultdict(int)
+    for row in rows:
+        counts[row[key]] += 1
+    return counts
+
+
+def performance_series(
+    *, start: datetime, end: datetime, step: float, owner_id: int | None = None
+) -> list[dict]:
+    """Samples between ``start`` and ``end`` in buckets of ``step`` seconds, oldest
+    first: per bucket the outcomes gained (sums) and, for an operator, the mean of each
+    gauge (queue depth, services, dead letters, dispatchers, database). A tenant's
+    series holds its own sends only (``sent``, ``failed``, ``dead``). One aggregate
+    over the sample table's unique index on ``taken_at``."""
+    if owner_id is None:
+        table, where = SystemSample._meta.db_table, ""
+        sums = OUTCOME_FIELDS
+        means = SAMPLE_FIELDS
+    else:
+        table, where = OwnerSample._meta.db_table, "AND owner_id = %(owner)s"
+        sums, means = OWNER_OUTCOMES, ()
+    columns = [f"sum({name})::bigint" for name in sums] + [f"avg({name})::float8" for name in means]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            SELECT date_bin(make_interval(secs => %(step)s), taken_at, %(start)s) AS bucket,
+                   count(*), {", ".join(columns)}
+            FROM {table}
+            WHERE taken_at >= %(start)s AND taken_at < %(end)s {where}
+            GROUP BY 1 ORDER BY 1
+            """,
+            {"step": step, "start": start, "end": end, "owner": owner_id},
+        )
+        names = ["time", "samples", *sums, *means]
+        points = []
+        for row in cursor.fetchall():
+            point = dict(zip(names, row, strict=True))
+            for name in means:
+                if point[name] is not None:
+                    point[name] = round(point[name], 2)
+            points.append(point)
+    return points
