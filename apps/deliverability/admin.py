@@ -25,7 +25,7 @@ from apps.deliverability.models import (
     Suppression,
     SuppressionLift,
 )
-from apps.deliverability.permissions import is_operator
+from apps.monitoring.access import is_operator
 
 
 class ReadOnly:

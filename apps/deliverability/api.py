@@ -22,7 +22,7 @@ from rest_framework.views import APIView
 from apps.core.errors import ApplicationError
 from apps.deliverability import selectors, services
 from apps.deliverability.models import Suppression
-from apps.deliverability.permissions import is_operator
+from apps.monitoring.access import is_operator
 
 TAG = "deliverability"
 

@@ -222,6 +222,7 @@ class DkimKey(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
+        verbose_name = "DKIM key"
         constraints = [
             models.UniqueConstraint(
                 fields=["domain", "service"], nulls_distinct=False, name="dkimkey_domain_service"

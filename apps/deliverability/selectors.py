@@ -59,7 +59,7 @@ def suppression_for(*, owner_id: int, email: str) -> Suppression | None:
 def suppressions_visible_to(user):
     """The suppressions a user may read: an operator every one, a tenant their own and
     the global ones (read-only for them)."""
-    from apps.deliverability.permissions import is_operator
+    from apps.monitoring.access import is_operator
 
     rows = Suppression.objects.all()
     if is_operator(user):

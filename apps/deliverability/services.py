@@ -34,7 +34,7 @@ from apps.deliverability.models import (
     SuppressionLift,
     TrackingEvent,
 )
-from apps.deliverability.permissions import is_operator
+from apps.monitoring.access import is_operator
 
 logger = logging.getLogger("edm.deliverability")
 

@@ -63,7 +63,16 @@ def test_devstack_serves_the_api_runs_the_sink_and_stops_on_ctrl_c(tmp_path):
             assert time.monotonic() < deadline, "web server did not come up"
             time.sleep(0.3)
         assert _get(f"http://127.0.0.1:{web}/admin/login/") == 200
-        with socket.create_connection(("127.0.0.1", sink), timeout=5) as smtp:
+        # The sink is a process of its own: it may listen a moment after the web server.
+        while True:
+            try:
+                smtp = socket.create_connection(("127.0.0.1", sink), timeout=5)
+                break
+            except ConnectionRefusedError:
+                assert process.poll() is None, process.stdout.read()
+                assert time.monotonic() < deadline, "the SMTP sink did not come up"
+                time.sleep(0.3)
+        with smtp:
             assert smtp.recv(100).startswith(b"220")
     finally:
         os.killpg(process.pid, signal.SIGINT)
