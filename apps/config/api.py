@@ -25,19 +25,20 @@ from apps.config.serializers import (
     ConfigRollbackSerializer,
     ConfigUpdateSerializer,
 )
+from apps.core.tenancy import is_operator
 
 
-class IsStaffOrReadOnly(BasePermission):
-    """Any authenticated user reads; only staff write."""
+class IsOperatorOrReadOnly(BasePermission):
+    """Any authenticated user reads; only operators (``apps.core.tenancy``) write."""
 
     def has_permission(self, request, view) -> bool:
         if not (request.user and request.user.is_authenticated):
             return False
-        return request.method in SAFE_METHODS or request.user.is_staff
+        return request.method in SAFE_METHODS or is_operator(request.user)
 
 
 class _ConfigView(APIView):
-    permission_classes = [IsAuthenticated, IsStaffOrReadOnly]
+    permission_classes = [IsAuthenticated, IsOperatorOrReadOnly]
 
 
 def _known_key(key: str) -> str:

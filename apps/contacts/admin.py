@@ -1,8 +1,9 @@
 """Admin for contacts, tags and CSV imports.
 
-Scope: a superuser sees every owner's rows; any other staff user only their own (the
-same rule as the API). Every write that touches memberships or counts goes through the
-services, including deletions, so ``contact_count`` stays exact.
+Scope: an operator sees every owner's rows; a tenant only its own (the one rule of
+``apps.core.tenancy``, applied by ``apps.core.admin.TenantScopedAdmin``, the same as the
+API's). Every write that touches memberships or counts goes through the services,
+including deletions, so ``contact_count`` stays exact.
 """
 
 from __future__ import annotations
@@ -18,13 +19,16 @@ from django.http import HttpResponseRedirect, JsonResponse, StreamingHttpRespons
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from django.utils import formats, timezone
 from django.utils.functional import cached_property
 
 from apps.contacts import services
 from apps.contacts.csv_import import rejections_csv
 from apps.contacts.emails import normalize_email
 from apps.contacts.models import Contact, ContactImport, Tag
+from apps.core.admin import IdListFilter, TenantScopedAdmin
 from apps.core.errors import ApplicationError
+from apps.core.tenancy import is_operator, owned_by
 
 
 class CountFreePaginator(Paginator):
@@ -53,32 +57,20 @@ class CountFreePaginator(Paginator):
                 return int(cursor.fetchone()[0])
 
 
-class OwnerScopedAdmin(admin.ModelAdmin):
-    """Non-superuser staff see and change only rows they own."""
-
-    def get_queryset(self, request):
-        queryset = super().get_queryset(request)
-        if request.user.is_superuser:
-            return queryset
-        return queryset.filter(owner=request.user)
-
-
 def _scoped_tags(request):
-    tags = Tag.objects.select_related("owner").order_by("name")
-    return tags if request.user.is_superuser else tags.filter(owner=request.user)
+    return owned_by(Tag.objects.select_related("owner").order_by("name"), request.user)
 
 
-class TagFilter(admin.SimpleListFilter):
+class TagFilter(IdListFilter):
     title = "tag"
     parameter_name = "tag"
+    lookup = "memberships__tag_id"
 
     def lookups(self, request, model_admin):
-        return [(t.pk, f"{t.name} ({t.owner})") for t in _scoped_tags(request)[:500]]
-
-    def queryset(self, request, queryset):
-        if not self.value():
-            return queryset
-        return queryset.filter(memberships__tag_id=self.value())
+        tags = _scoped_tags(request)[:500]
+        if not is_operator(request.user):
+            return [(t.pk, t.name) for t in tags]
+        return [(t.pk, f"{t.name} ({t.owner})") for t in tags]
 
 
 class TagChoiceForm(forms.Form):
@@ -102,7 +94,7 @@ class ContactAdminForm(forms.ModelForm):
 
 
 @admin.register(Contact)
-class ContactAdmin(OwnerScopedAdmin):
+class ContactAdmin(TenantScopedAdmin):
     form = ContactAdminForm
     list_display = ["email", "first_name", "last_name", "status", "owner", "created_at"]
     list_filter = ["status", TagFilter]
@@ -196,11 +188,12 @@ class ContactAdmin(OwnerScopedAdmin):
 
 
 @admin.register(Tag)
-class TagAdmin(OwnerScopedAdmin):
+class TagAdmin(TenantScopedAdmin):
     list_display = ["name", "owner", "parent", "contact_count", "updated_at"]
     search_fields = ["name"]
     list_select_related = ["owner", "parent"]
-    raw_id_fields = ["owner", "parent"]
+    raw_id_fields = ["owner"]
+    autocomplete_fields = ["parent"]
     readonly_fields = ["contact_count", "created_at", "updated_at"]
     actions = ["delete_selected_tags"]
 
@@ -230,7 +223,7 @@ class ImportUploadForm(forms.Form):
 
     def __init__(self, *args, request=None, **kwargs):
         super().__init__(*args, **kwargs)
-        if request is not None and request.user.is_superuser:
+        if request is not None and is_operator(request.user):
             self.fields["owner"].queryset = get_user_model().objects.order_by("username")
             self.fields["owner"].help_text = "Whose contacts (default: you)."
         else:
@@ -238,7 +231,7 @@ class ImportUploadForm(forms.Form):
 
 
 @admin.register(ContactImport)
-class ContactImportAdmin(OwnerScopedAdmin):
+class ContactImportAdmin(TenantScopedAdmin):
     list_display = [
         "id",
         "original_name",
@@ -249,6 +242,7 @@ class ContactImportAdmin(OwnerScopedAdmin):
         "rows_created",
         "rows_updated",
         "rows_rejected",
+        "rows_skipped",
         "created_at",
     ]
     list_filter = ["status"]
@@ -267,6 +261,7 @@ class ContactImportAdmin(OwnerScopedAdmin):
         "rows_updated",
         "rows_unchanged",
         "rows_rejected",
+        "rows_skipped",
         "created_at",
         "started_at",
         "finished_at",
@@ -325,17 +320,28 @@ class ContactImportAdmin(OwnerScopedAdmin):
         return TemplateResponse(request, "admin/contacts/contactimport/upload.html", context)
 
     def progress_view(self, request, pk: int):
+        """The job's state, polled by its page (``static/contacts/import.js``): every
+        counter the page shows, so that none of them stays behind."""
         job = get_object_or_404(self.get_queryset(request), pk=pk)
+
+        def shown(moment):  # as the read-only field shows it: local time, DATETIME_FORMAT
+            return formats.date_format(timezone.localtime(moment), "DATETIME_FORMAT")
+
         return JsonResponse(
             {
                 "status": job.status,
+                "status_display": job.get_status_display(),
                 "percent": job.percent,
+                "bytes_read": job.bytes_read,
                 "rows_read": job.rows_read,
                 "rows_created": job.rows_created,
                 "rows_updated": job.rows_updated,
                 "rows_unchanged": job.rows_unchanged,
                 "rows_rejected": job.rows_rejected,
+                "rows_skipped": job.rows_skipped,
                 "error": job.error,
+                "started_at": shown(job.started_at) if job.started_at else None,
+                "finished_at": shown(job.finished_at) if job.finished_at else None,
                 "finished": job.is_finished,
             }
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.contrib.auth.models import User
 from django.db import models
 
 
@@ -11,3 +12,14 @@ class TimeStampedModel(models.Model):
 
     class Meta:
         abstract = True
+
+
+class Tenant(User):
+    """The user model seen as an account that owns data; it carries the operator rule's
+    permission (``core.view_all_tenants``, see :mod:`apps.core.tenancy`)."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "tenant account"
+        default_permissions = ()
+        permissions = [("view_all_tenants", "Can see and change every tenant's data")]

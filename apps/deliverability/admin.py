@@ -16,6 +16,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 
+from apps.core.admin import NotFoundAdminMixin
 from apps.core.errors import ApplicationError
 from apps.deliverability import dkim, dns, selectors, services
 from apps.deliverability.models import (
@@ -63,7 +64,7 @@ class ImportForm(forms.Form):
 
 
 @admin.register(Suppression)
-class SuppressionAdmin(admin.ModelAdmin):
+class SuppressionAdmin(NotFoundAdminMixin, admin.ModelAdmin):
     form = SuppressionForm
     list_display = ("target", "scope", "reason", "source", "created_at", "lift_link")
     list_filter = ("reason",)
@@ -179,7 +180,7 @@ class SuppressionLiftAdmin(ReadOnly, admin.ModelAdmin):
 
 
 @admin.register(FeedbackEvent)
-class FeedbackEventAdmin(ReadOnly, admin.ModelAdmin):
+class FeedbackEventAdmin(NotFoundAdminMixin, ReadOnly, admin.ModelAdmin):
     list_display = ("created_at", "kind", "email", "task_link", "source", "detail_short")
     list_filter = ("kind", "source")
     search_fields = ("email", "event_key")

@@ -1,4 +1,4 @@
-"""``/api/services/`` and ``/api/pools/``: staff only (others get 403).
+"""``/api/services/`` and ``/api/pools/``: operators only (others get 403).
 
 Writes go through :mod:`apps.services.services` (audited with the caller as author);
 passwords are accepted, stored encrypted and never returned.
@@ -10,10 +10,10 @@ from django.db.models import Count
 from drf_spectacular.utils import extend_schema
 from rest_framework import status, viewsets
 from rest_framework.decorators import action
-from rest_framework.permissions import IsAdminUser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from apps.core.api import IsOperator
 from apps.services import services
 from apps.services.models import Pool
 from apps.services.selectors import pool_default, service_list, service_stats
@@ -29,7 +29,7 @@ from apps.services.serializers import (
 
 
 class EmailServiceViewSet(viewsets.ModelViewSet):
-    permission_classes = [IsAdminUser]
+    permission_classes = [IsOperator]
     serializer_class = EmailServiceSerializer
     filterset_fields = ["pool", "kind", "is_enabled"]
 
@@ -94,7 +94,7 @@ class EmailServiceViewSet(viewsets.ModelViewSet):
 
 
 class PoolViewSet(viewsets.ModelViewSet):
-    permission_classes = [IsAdminUser]
+    permission_classes = [IsOperator]
     serializer_class = PoolSerializer
 
     def get_queryset(self):

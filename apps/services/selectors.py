@@ -5,6 +5,8 @@ from __future__ import annotations
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db.models import F, Q, QuerySet
 
+from apps.core.errors import ApplicationError
+from apps.core.tenancy import is_operator
 from apps.services.models import EmailService, Pool, quota_today
 
 
@@ -24,12 +26,12 @@ def pool_default() -> Pool:
 def pools_for_owner(user: AbstractBaseUser | AnonymousUser) -> QuerySet[Pool]:
     """The pools ``user`` may send through: shared pools and pools dedicated to them.
 
-    Staff may use every pool. An anonymous user gets none. The dispatcher's task API
-    validates a task's pool with ``pools_for_owner(owner).filter(pk=pool.pk).exists()``.
+    Operators (``apps.core.tenancy.is_operator``) may use every pool. An anonymous user
+    gets none. A task's pool is checked with :func:`pool_for_task`.
     """
     if not user or not user.is_authenticated:
         return Pool.objects.none()
-    if user.is_staff:
+    if is_operator(user):
         return Pool.objects.all()
     return Pool.objects.filter(Q(is_shared=True) | Q(owners=user)).distinct()
 
@@ -37,6 +39,29 @@ def pools_for_owner(user: AbstractBaseUser | AnonymousUser) -> QuerySet[Pool]:
 def pool_is_open_to(pool: Pool, user: AbstractBaseUser) -> bool:
     """Whether ``user`` may send through ``pool``."""
     return pools_for_owner(user).filter(pk=pool.pk).exists()
+
+
+def pool_for_task(*, owner: AbstractBaseUser, ref: int | str | Pool | None) -> Pool:
+    """The pool a task of ``owner`` sends through: ``ref`` (id, name or pool), or the
+    default pool for ``None``. The one rule for "the pools open to an owner"
+    (:func:`pools_for_owner`), for the API and the admin alike.
+
+    Raises ``ApplicationError`` (field ``pool``) for an unknown pool, one that is not
+    open to ``owner``, or no ``ref`` when the default pool is gone (it is not re-created
+    behind an owner's back: an operator removed it).
+    """
+    if ref is None or ref == "":
+        pool = Pool.objects.filter(name=Pool.DEFAULT_NAME).first()
+        if pool is None:
+            raise ApplicationError("no pool given and no default pool exists", field="pool")
+    else:
+        try:
+            pool = pool_resolve(ref)
+        except Pool.DoesNotExist:
+            raise ApplicationError(f"unknown pool {ref}", field="pool") from None
+    if not pool_is_open_to(pool, owner):
+        raise ApplicationError(f"pool {pool.name!r} is not open to this user", field="pool")
+    return pool
 
 
 def pool_resolve(ref: int | str | Pool | None) -> Pool:

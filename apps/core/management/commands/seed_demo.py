@@ -1,4 +1,4 @@
-"""``manage.py seed_demo``: a demo operator, a demo user and each app's demo data.
+"""``manage.py seed_demo``: a demo operator, a demo tenant and each app's demo data.
 
 Idempotent: running it again keeps existing rows. Each app may provide
 ``apps/<app>/demo.py`` with ``seed(*, operator, user) -> str`` (a one-line summary);
@@ -14,6 +14,7 @@ from django.core.management.base import BaseCommand
 from django.db import transaction
 
 from apps.core.discovery import app_modules
+from apps.core.services import tenant_grant
 
 DEMO_APPS = ["config", "services", "contacts", "dispatch", "monitoring"]
 
@@ -40,6 +41,8 @@ class Command(BaseCommand):
         if created_user:
             user.set_password(password)
             user.save()
+        # The demo user works in the admin as a tenant (seeing only its own data).
+        tenant_grant(user=user)
         for module in app_modules("demo", order=DEMO_APPS):
             summary = module.seed(operator=operator, user=user)
             if summary:
@@ -48,6 +51,6 @@ class Command(BaseCommand):
         self.stdout.write(
             self.style.SUCCESS(
                 f"Demo operator: username 'operator', password '{password}' ({state}); "
-                f"demo user: 'demo' / '{password}'"
+                f"demo tenant: 'demo' / '{password}'"
             )
         )
