@@ -1,17 +1,20 @@
-"""Top-level URLs. Each app mounts its API under ``/api/`` through its own ``urls.py``."""
+"""Top-level URLs. Each app mounts its API under ``/api/`` through its own ``urls.py``.
+
+Every ``/api/…`` URL that no endpoint claims (an unknown path, an id that is not a
+number) ends at :func:`apps.core.api.api_not_found`: a JSON 404 in the API's one error
+shape, with DEBUG on or off.
+"""
 
 from __future__ import annotations
 
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from apps.core.api import HealthView
+from apps.core.api import HealthView, api_not_found
 from apps.core.auth import TokenView
+from apps.core.views import landing
 from apps.monitoring.views import metrics
-
-admin.site.site_header = "EDM administration"
-admin.site.site_title = "EDM"
 
 api_patterns = [
     path("health", HealthView.as_view(), name="health"),
@@ -27,9 +30,17 @@ api_patterns = [
 ]
 
 urlpatterns = [
+    path("", landing, name="landing"),
     path("admin/", admin.site.urls),
     path("api/", include(api_patterns)),
+    # After every API route (so new ones can be appended to ``api_patterns``).
+    re_path(r"^api/(?P<unmatched>.*)$", api_not_found, name="api-not-found"),
     path("metrics", metrics, name="prometheus-django-metrics"),
     # Public, token-signed: unsubscribe, preferences, tracking; provider webhooks.
     path("", include("apps.deliverability.urls_public")),
 ]
+
+handler400 = "apps.core.views.bad_request"
+handler403 = "apps.core.views.permission_denied"
+handler404 = "apps.core.views.page_not_found"
+handler500 = "apps.core.views.server_error"

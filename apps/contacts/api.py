@@ -32,7 +32,12 @@ from apps.contacts.serializers import (
     TagSerializer,
 )
 from apps.core.errors import ApplicationError
-from apps.core.pagination import KeysetPagination, PageNumberPagination
+from apps.core.pagination import (
+    CURSOR_PARAMETERS,
+    PAGE_PARAMETERS,
+    KeysetPagination,
+    PageNumberPagination,
+)
 from apps.core.params import query_ids, query_search
 
 
@@ -102,7 +107,7 @@ _LIST_PARAMS = [
     OpenApiParameter("exclude_tag", int, many=True, description="has none of these tags"),
     OpenApiParameter("status", str, enum=Contact.Status.values),
     OpenApiParameter("search", str, description="e-mail or name contains (case-insensitive)"),
-    OpenApiParameter("cursor", str, description="the keyset cursor of the `next` link"),
+    *CURSOR_PARAMETERS,
 ]
 
 
@@ -205,7 +210,7 @@ class ContactImportView(APIView):
 
 
 class ImportListView(APIView):
-    @extend_schema(responses=ContactImportSerializer(many=True))
+    @extend_schema(parameters=PAGE_PARAMETERS, responses=ContactImportSerializer(many=True))
     def get(self, request):
         return _paginated(
             self,
@@ -253,7 +258,7 @@ class TagPagination(PageNumberPagination):
 class TagListView(APIView):
     """GET: the owner's tags with their exact ``contact_count``. POST: create a tag."""
 
-    @extend_schema(responses=TagSerializer(many=True))
+    @extend_schema(parameters=PAGE_PARAMETERS, responses=TagSerializer(many=True))
     def get(self, request):
         return _paginated(
             self, request, selectors.tag_list(owner=request.user), TagSerializer, TagPagination

@@ -1,8 +1,20 @@
-"""API plumbing shared by every app: the exception handler and the health endpoint."""
+"""API plumbing shared by every app: the one error shape, the permission of operators,
+the answer to unknown URLs, and the health endpoint.
+
+Every 4xx under ``/api/`` has one body::
+
+    {"detail": "<one sentence>", "code": "<machine code>", "errors": {"<field>": ["<reason>", …]}}
+
+``errors`` names the fields (or query parameters) at fault and is ``{}`` when no field is
+(an unknown URL, a missing login, a permission). Nested input errors are flattened to
+dotted paths (``contacts.3.email``). Browsers asking for HTML who are not logged in get
+a page with a link to the login form instead (the API docs, the browsable API).
+"""
 
 from __future__ import annotations
 
 import logging
+from urllib.parse import quote
 
 from django.core.exceptions import (
     PermissionDenied,
@@ -12,39 +24,102 @@ from django.core.exceptions import (
 )
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import connection
-from django.http import Http404
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.template.response import SimpleTemplateResponse
+from django.urls import Resolver404, resolve
 from drf_spectacular.utils import extend_schema, inline_serializer
-from rest_framework import serializers, status
-from rest_framework.exceptions import ValidationError as DRFValidationError
-from rest_framework.permissions import AllowAny
+from rest_framework import exceptions, serializers, status
+from rest_framework.permissions import AllowAny, BasePermission
 from rest_framework.response import Response
 from rest_framework.views import APIView
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from apps.core.errors import ApplicationError, error_body
 from apps.core.parsers import RequestTooLarge
+from apps.core.tenancy import is_operator
 
 logger = logging.getLogger(__name__)
 
+NON_FIELD = "non_field_errors"
 
-def _django_validation_error_body(exc: DjangoValidationError) -> dict:
-    if hasattr(exc, "error_dict"):
-        errors = {
-            field: [str(m) for e in errs for m in e.messages]
-            for field, errs in exc.error_dict.items()
-        }
-        return error_body("Invalid input.", code="invalid", errors=errors)
-    return error_body(
-        "; ".join(exc.messages), code="invalid", errors={"non_field_errors": exc.messages}
+__all__ = ["IsOperator", "error_body", "exception_handler", "validation_body"]
+
+
+def _flatten(data, prefix: str = "") -> dict[str, list[str]]:
+    """DRF error details (dicts, lists, nested) as ``{dotted.path: [reason, …]}``."""
+    out: dict[str, list[str]] = {}
+    if isinstance(data, dict):
+        for key, value in data.items():
+            if isinstance(key, int) and prefix and _is_reasons(value):
+                # An item of a list of plain values: the field is the list.
+                out.setdefault(prefix, []).extend(f"item {key}: {v}" for v in value)
+                continue
+            name = f"{prefix}.{key}" if prefix else str(key)
+            for path, reasons in _flatten(value, name).items():
+                out.setdefault(path, []).extend(reasons)
+    elif _is_reasons(data):
+        out[prefix or NON_FIELD] = [str(v) for v in data]
+    elif isinstance(data, list):
+        for index, value in enumerate(data):
+            if isinstance(value, str):
+                out.setdefault(prefix or NON_FIELD, []).append(value)
+            elif value:
+                out.update(_flatten(value, f"{prefix}.{index}" if prefix else str(index)))
+    elif data not in (None, ""):
+        out[prefix or NON_FIELD] = [str(data)]
+    return out
+
+
+def _is_reasons(value) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(v, str) for v in value)
+
+
+def _first_code(codes) -> str:
+    while isinstance(codes, dict | list):
+        if not codes:
+            return "invalid"
+        codes = next(iter(codes.values())) if isinstance(codes, dict) else codes[0]
+    return str(codes or "invalid")
+
+
+def _summary(errors: dict[str, list[str]]) -> str:
+    if not errors:
+        return "Invalid input."
+    field, reasons = next(iter(errors.items()))
+    summary = reasons[0] if field == NON_FIELD else f"{field}: {reasons[0]}"
+    more = sum(len(r) for r in errors.values()) - 1
+    return summary + (f" (and {more} more)" if more else "")
+
+
+def validation_body(errors: dict[str, list[str]], *, code: str = "invalid") -> dict:
+    """The body of a 400 for ``errors`` (field → reasons)."""
+    return error_body(_summary(errors), code=code, errors=errors)
+
+
+def _wants_html(request) -> bool:
+    renderer = getattr(request, "accepted_renderer", None)
+    return renderer is not None and renderer.media_type.startswith("text/html")
+
+
+def login_page(request: HttpRequest, *, status_code: int = 401) -> HttpResponse:
+    """For a browser that is not logged in: where to log in, and back."""
+    login = "/admin/login/?next=" + quote(request.get_full_path())
+    response = SimpleTemplateResponse(
+        "api/login_required.html", {"login_url": login}, status=status_code
     )
+    response["WWW-Authenticate"] = "Token"
+    response.render()
+    return response
 
 
 def exception_handler(exc, context):
-    """DRF exception handler: every client error becomes a 4xx naming field and reason.
+    """DRF exception handler: every client error in the one shape (module docstring).
 
-    * ``ApplicationError`` → 400 ``{"detail", "code", "errors": {field: [reason]}}``
-    * Django ``ValidationError`` → 400 with the same ``errors`` shape
-    * DRF errors keep DRF's shape (``{"field": ["reason"]}`` for serializers).
+    * ``ApplicationError`` → 400 naming its field;
+    * Django and DRF validation errors → 400 with every field's reasons;
+    * a body or form over its limit → 413;
+    * everything DRF knows (401, 403, 404, 405, 406, 415, 429, parse errors) → its status
+      and headers, the body in the one shape.
     """
     if isinstance(exc, RequestTooLarge):
         return Response(exc.as_dict(), status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE)
@@ -57,17 +132,64 @@ def exception_handler(exc, context):
             status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
         )
     if isinstance(exc, DjangoValidationError):
-        return Response(_django_validation_error_body(exc), status=status.HTTP_400_BAD_REQUEST)
-    if isinstance(exc, (Http404, PermissionDenied)):
-        return drf_exception_handler(exc, context)
-    response = drf_exception_handler(exc, context)
+        if hasattr(exc, "error_dict"):
+            errors = {
+                field: [str(m) for e in errs for m in e.messages]
+                for field, errs in exc.error_dict.items()
+            }
+        else:
+            errors = {NON_FIELD: list(exc.messages)}
+        return Response(validation_body(errors), status=status.HTTP_400_BAD_REQUEST)
+    if isinstance(exc, Http404):
+        exc = exceptions.NotFound(str(exc) or "Not found.")
+    elif isinstance(exc, PermissionDenied):
+        exc = exceptions.PermissionDenied(str(exc) or None)
+    request = context.get("request")
     if (
-        response is not None
-        and isinstance(exc, DRFValidationError)
-        and isinstance(response.data, list)
+        request is not None
+        and isinstance(exc, exceptions.NotAuthenticated | exceptions.AuthenticationFailed)
+        and _wants_html(request)
     ):
-        response.data = {"non_field_errors": response.data}
+        return login_page(request)
+    response = drf_exception_handler(exc, context)
+    if response is None:
+        return None
+    if isinstance(exc, exceptions.ValidationError):
+        errors = _flatten(exc.detail)
+        response.data = validation_body(errors, code=_first_code(exc.get_codes()))
+    else:
+        detail = exc.detail if isinstance(exc, exceptions.APIException) else str(exc)
+        if isinstance(detail, dict | list):
+            errors = _flatten(detail)
+            response.data = error_body(
+                _summary(errors), code=_first_code(exc.get_codes()), errors=errors
+            )
+        else:
+            code = getattr(detail, "code", None) or getattr(exc, "default_code", "error")
+            response.data = error_body(str(detail), code=str(code))
     return response
+
+
+def api_not_found(request: HttpRequest, unmatched: str = "") -> JsonResponse:
+    """Any ``/api/…`` URL that names no endpoint (also an id that is not a number)."""
+    detail = f"no API endpoint at {request.path}"
+    if not request.path.endswith("/"):
+        try:
+            match = resolve(request.path + "/")
+        except Resolver404:
+            match = None
+        if match is not None and match.func is not api_not_found:
+            detail += f"; did you mean {request.path}/ ?"
+    return JsonResponse(error_body(detail, code="not_found"), status=404)
+
+
+class IsOperator(BasePermission):
+    """Operators only (the one rule of :mod:`apps.core.tenancy`)."""
+
+    message = "Only operators may use this endpoint."
+
+    def has_permission(self, request, view) -> bool:
+        return is_operator(request.user)
 
 
 class HealthView(APIView):

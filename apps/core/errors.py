@@ -8,8 +8,8 @@ class ApplicationError(Exception):
 
     Service functions raise it for rule violations (a duplicate name, a task that is not in
     a state that allows the action...). The API's exception handler turns it into a 400
-    ``{"detail": message, "errors": {field: [message]}}``; management commands turn it into
-    a ``CommandError``.
+    ``{"detail": message, "code": code, "errors": {field: [message]}}``; management
+    commands turn it into a ``CommandError``.
     """
 
     def __init__(self, message: str, *, field: str | None = None, code: str = "invalid"):

@@ -73,7 +73,11 @@ class PerformanceMetricsView(APIView):
     @extend_schema(
         tags=[TAG],
         summary="Time series of the stored samples",
-        parameters=[SeriesQuerySerializer],
+        parameters=[
+            OpenApiParameter("from", OpenApiTypes.DATETIME, description="start (ISO 8601)"),
+            OpenApiParameter("to", OpenApiTypes.DATETIME, description="end (ISO 8601)"),
+            OpenApiParameter("step", OpenApiTypes.NUMBER, description="seconds per point"),
+        ],
         description="`from`, `to` (ISO 8601) and `step` (seconds). Per point: outcomes "
         "gained (sums) and, for operators, gauges (means). At most 2,000 points.",
         responses={200: OpenApiTypes.OBJECT},

@@ -75,7 +75,7 @@ def test_a_bad_value_answers_400_naming_the_key_and_reason(staff_api):
 def test_a_missing_value_answers_400(staff_api):
     response = staff_api.put("/api/system-config/backoff.strategy", {"reason": "x"}, format="json")
     assert response.status_code == 400
-    assert "value" in response.json()
+    assert "value" in response.json()["errors"]
 
 
 def test_batch_is_all_or_nothing(staff_api):

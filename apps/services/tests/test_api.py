@@ -71,8 +71,8 @@ def test_bad_fields_answer_400_naming_each(staff_api):
         format="json",
     )
     assert response.status_code == 400
-    assert {"kind", "port", "sending_rate", "pool", "from_email"} <= set(response.json())
-    assert "no pool 'nope'" in response.json()["pool"][0]
+    assert {"kind", "port", "sending_rate", "pool", "from_email"} <= set(response.json()["errors"])
+    assert "no pool 'nope'" in response.json()["errors"]["pool"][0]
     assert not EmailService.objects.exists()
 
 
