@@ -52,6 +52,9 @@ _NEEDS_ESCAPE = re.compile(r"[\\\t\n\r\x00]")
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 
 
+EMPTY_LINE = "empty line: no record"
+
+
 class ImportFileError(Exception):
     """The file as a whole cannot be imported (nothing was imported)."""
 
@@ -68,16 +71,25 @@ class Header:
 
 @dataclass
 class Chunk:
+    """Parsed lines: ``good`` rows as COPY text, ``rejected`` ones (invalid) and
+    ``skipped`` ones (an empty line; a line whose address a later line of the chunk
+    repeats, the later values being the ones stored), each ``(line, reason, raw)``."""
+
     copy_data: bytearray = field(default_factory=bytearray)
     good: int = 0
     rejected: list[tuple[int, str, str]] = field(default_factory=list)
+    skipped: list[tuple[int, str, str]] = field(default_factory=list)
     bytes_read: int = 0
-    emails: set[str] = field(default_factory=set)
+    # address → the line it was last seen on, in this chunk
+    emails: dict[str, int] = field(default_factory=dict)
     has_duplicates: bool = False
+    blank_lines: int = 0
+    # Good rows whose address a later row of the chunk repeats: not stored.
+    superseded: int = 0
 
     @property
     def rows_read(self) -> int:
-        return self.good + len(self.rejected)
+        return self.good + len(self.rejected) + self.blank_lines
 
 
 def _strip_bom(raw: bytes) -> bytes:
@@ -178,7 +190,9 @@ class ChunkReader:
                 self._bad_encoding = False
                 self._reject(chunk, start, "invalid UTF-8 text", fields)
             elif not fields:
-                continue  # a blank line is not a record
+                # Not a record, but named in the report, so no line of the file vanishes.
+                chunk.skipped.append((start, EMPTY_LINE, ""))
+                chunk.blank_lines += 1
             elif len(fields) != ncols:
                 reason = f"expected {ncols} columns, found {len(fields)}"
                 if spanned > 1:
@@ -222,9 +236,18 @@ class ChunkReader:
                         continue
                     chunk.copy_data += f"{text}{attrs_text}\n".encode()
                     chunk.good += 1
-                    if email in chunk.emails:
+                    earlier = chunk.emails.get(email)
+                    if earlier is not None:
                         chunk.has_duplicates = True
-                    chunk.emails.add(email)
+                        chunk.superseded += 1
+                        chunk.skipped.append(
+                            (
+                                earlier,
+                                f"the same address as line {start}, whose values are stored",
+                                email,
+                            )
+                        )
+                    chunk.emails[email] = start
             if chunk.rows_read >= self.chunk_rows:
                 chunk.bytes_read = self.stream.tell()
                 yield chunk

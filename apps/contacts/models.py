@@ -160,6 +160,12 @@ class ContactImport(models.Model):
     rows_updated = models.BigIntegerField(default=0)
     rows_unchanged = models.BigIntegerField(default=0)
     rows_rejected = models.BigIntegerField(default=0)
+    rows_skipped = models.BigIntegerField(
+        default=0,
+        help_text="Lines read but not imported as themselves, each named in the report: "
+        "empty lines, and earlier lines of an address repeated nearby (the later line's "
+        "values are the ones stored).",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)

@@ -152,6 +152,7 @@ class ContactImportSerializer(serializers.ModelSerializer):
             "rows_updated",
             "rows_unchanged",
             "rows_rejected",
+            "rows_skipped",
             "error",
             "report_url",
             "created_at",
@@ -160,7 +161,7 @@ class ContactImportSerializer(serializers.ModelSerializer):
         ]
 
     def get_report_url(self, job: ContactImport) -> str | None:
-        if not job.rows_rejected:
+        if not (job.rows_rejected or job.rows_skipped):
             return None
         path = reverse("contacts:import-report", args=[job.pk])
         request = self.context.get("request")

@@ -32,6 +32,7 @@ from apps.contacts.services.memberships import tag_add_contact_ids
 from apps.contacts.services.sql import lock_tags
 from apps.contacts.services.tags import clean_tag_name, tags_get_or_create
 from apps.core.errors import ApplicationError
+from apps.core.statistics import tables_analyze_if_grown
 
 STAGE_TABLE = "contacts_import_stage"
 
@@ -210,25 +211,30 @@ def _merge_chunk(job: ContactImport, chunk: Chunk, tag_ids: list[int]) -> None:
                     ),
                     params=[job.owner_id],
                 )
-        if chunk.rejected:
+        if chunk.rejected or chunk.skipped:
+            # Rejected and skipped lines go to the same report, each with its reason.
             with cursor.copy(
                 "COPY contacts_contactimportrejection (contact_import_id, line, reason, raw)"
                 " FROM STDIN"
             ) as copy:
-                for line, reason, raw in chunk.rejected:
+                for line, reason, raw in (*chunk.rejected, *chunk.skipped):
                     copy.write_row((job.pk, line, reason, raw))
-        unchanged = chunk.good - created - updated
+        # A repeated address is merged once (its last line): the earlier lines are
+        # skipped, not "unchanged".
+        unchanged = chunk.good - chunk.superseded - created - updated
+        skipped = len(chunk.skipped)
         cursor.execute(
             "UPDATE contacts_contactimport SET rows_read = rows_read + %s,"
             " rows_created = rows_created + %s, rows_updated = rows_updated + %s,"
             " rows_unchanged = rows_unchanged + %s, rows_rejected = rows_rejected + %s,"
-            " bytes_read = %s WHERE id = %s",
+            " rows_skipped = rows_skipped + %s, bytes_read = %s WHERE id = %s",
             [
                 chunk.rows_read,
                 created,
                 updated,
                 unchanged,
                 len(chunk.rejected),
+                skipped,
                 chunk.bytes_read,
                 job.pk,
             ],
@@ -238,6 +244,7 @@ def _merge_chunk(job: ContactImport, chunk: Chunk, tag_ids: list[int]) -> None:
     job.rows_updated += updated
     job.rows_unchanged += unchanged
     job.rows_rejected += len(chunk.rejected)
+    job.rows_skipped += skipped
     job.bytes_read = chunk.bytes_read
 
 
@@ -292,4 +299,8 @@ def run_import(
     job.status = ContactImport.Status.COMPLETED
     job.finished_at = timezone.now()
     job.save(update_fields=["status", "finished_at"])
+    # The first pages after a large import would otherwise be planned for the old,
+    # small table (``apps.core.statistics``).
+    tables = ["contacts_contact", *(["contacts_contacttag"] if tag_ids else [])]
+    tables_analyze_if_grown(tables=tables, added=job.rows_created + job.rows_updated)
     return job

@@ -73,12 +73,13 @@ def test_bad_rows_are_rejected_with_line_numbers_and_good_rows_import(user, writ
     )
     report = tmp_path / "report.csv"
     output = run_command(write_csv(content), "--report", str(report))
-    assert "created 3" in output and "rejected 4" in output
+    assert "created 3" in output and "rejected 4, skipped 1" in output
     rejected = dict(ContactImportRejection.objects.values_list("line", "reason"))
     assert rejected == {
         3: "invalid e-mail address 'not-an-email'",
         4: "expected 3 columns, found 2",
         5: "invalid UTF-8 text",
+        6: "empty line: no record",
         9: "no e-mail address",
     }
     text = report.read_text()
@@ -90,6 +91,27 @@ def test_duplicate_addresses_in_one_file_keep_the_last_row(user, write_csv):
     output = run_command(write_csv("email,first_name\na@example.com,First\nA@example.com,Last\n"))
     assert "created 1" in output
     assert Contact.objects.get().first_name == "Last"
+
+
+def test_a_repeated_address_is_reported_as_skipped_not_unchanged(user, write_csv):
+    content = "email,first_name\na@example.com,First\nb@example.com,B\nA@example.com,Last\n"
+    output = run_command(write_csv(content))
+    job = ContactImport.objects.get()
+    assert (job.rows_read, job.rows_created, job.rows_unchanged, job.rows_skipped) == (3, 2, 0, 1)
+    assert "created 2, updated 0, unchanged 0, rejected 0, skipped 1" in output
+    (entry,) = job.rejections.all()
+    assert (entry.line, entry.reason) == (2, "the same address as line 4, whose values are stored")
+    assert Contact.objects.get(email="a@example.com").first_name == "Last"
+
+
+def test_every_line_of_the_file_is_accounted_for(user, write_csv):
+    content = "email\na@example.com\n\nnot-an-address\na@example.com\n\nb@example.com\n"
+    run_command(write_csv(content))
+    job = ContactImport.objects.get()
+    stored = job.rows_created + job.rows_updated + job.rows_unchanged
+    assert (stored, job.rows_rejected, job.rows_skipped) == (2, 1, 3)
+    assert job.rows_read == stored + job.rows_rejected + job.rows_skipped == 6
+    assert sorted(job.rejections.values_list("line", flat=True)) == [2, 3, 4, 6]
 
 
 @pytest.mark.parametrize(
@@ -206,3 +228,26 @@ def test_imports_left_running_past_the_timeout_are_failed(user):
     fresh.refresh_from_db()
     assert (old.status, fresh.status) == ("failed", "running")
     assert "import the file again" in old.error
+
+
+def test_a_large_import_refreshes_the_planners_statistics(user, write_csv):
+    """Right after a bulk load the planner must know the table's size (else a tag's first
+    page walks every contact of the owner): the import analyzes what it grew."""
+    from django.db import connection
+
+    rows = "".join(f"bulk{i}@example.com\n" for i in range(1500))
+    run_command(write_csv("email\n" + rows), "--tag", "bulk")
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT relname, reltuples FROM pg_class WHERE relname IN"
+            " ('contacts_contact', 'contacts_contacttag')"
+        )
+        known = dict(cursor.fetchall())
+    assert known == {"contacts_contact": 1500, "contacts_contacttag": 1500}
+
+
+def test_a_small_import_leaves_the_statistics_to_autovacuum(user, write_csv):
+    from apps.core.statistics import tables_analyze_if_grown
+
+    run_command(write_csv(GOOD))
+    assert tables_analyze_if_grown(tables=["contacts_contact"], added=2) == []

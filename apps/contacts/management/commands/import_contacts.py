@@ -1,7 +1,7 @@
 """``manage.py import_contacts FILE --owner USER [--tag NAME]...``: import a CSV file now.
 
 Streams the file (memory stays flat), shows a progress bar, prints the counters and
-writes the rejected rows (line, reason, raw) to ``--report`` when given. A file-level
+writes the rejected and skipped rows (line, reason, raw) to ``--report`` when given. A file-level
 problem (empty, not CSV, no e-mail column) is a ``CommandError`` and imports nothing.
 """
 
@@ -30,7 +30,7 @@ class Command(BaseCommand):
             dest="tags",
             help="add every imported contact to this tag (created if missing); repeatable",
         )
-        parser.add_argument("--report", help="write the rejected rows to this CSV file")
+        parser.add_argument("--report", help="write the rejected and skipped rows to this CSV file")
         parser.add_argument("--no-progress", action="store_true", help="do not draw a progress bar")
 
     def handle(self, *args, file, owner, tags, report, no_progress, **options):
@@ -69,14 +69,14 @@ class Command(BaseCommand):
         self.stdout.write(
             f"import #{job.pk}: read {job.rows_read} rows: created {job.rows_created}, "
             f"updated {job.rows_updated}, unchanged {job.rows_unchanged}, "
-            f"rejected {job.rows_rejected}"
+            f"rejected {job.rows_rejected}, skipped {job.rows_skipped}"
         )
-        if report and job.rows_rejected:
+        if report and (job.rows_rejected or job.rows_skipped):
             with open(report, "w", encoding="utf-8", newline="") as out:
                 for text in rejections_csv(job):
                     out.write(text)
-            self.stdout.write(f"rejected rows written to {report}")
-        elif job.rows_rejected:
+            self.stdout.write(f"rejected and skipped rows written to {report}")
+        elif job.rows_rejected or job.rows_skipped:
             first = job.rejections.order_by("line")[:5]
             for rejection in first:
                 self.stdout.write(f"  line {rejection.line}: {rejection.reason}")
