@@ -4,11 +4,11 @@ Thin views: validate the input, call one service or selector, serialize the resu
 
 Scoping:
 
-* Tasks and subtasks belong to their owner, staff included: another user's task answers
-  404 (operators manage every task in the admin).
-* The dead-letter queue is an operator's tool too: staff (``is_staff``) see, count and
-  reprocess every owner's entries (``?owner=<user id>`` narrows); anyone else only their
-  own, and another user's entry answers 404.
+* Tasks and subtasks belong to their owner, operators included: another user's task
+  answers 404 (operators manage every task in the admin).
+* The dead-letter queue is an operator's tool too: operators (``apps.core.tenancy``) see,
+  count and reprocess every owner's entries (``?owner=<user id>`` narrows); a tenant only
+  its own, and another user's entry answers 404.
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ from rest_framework import generics, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from apps.core.errors import ApplicationError
 from apps.core.pagination import KeysetPagination
 from apps.core.params import query_id
+from apps.core.tenancy import is_operator
 from apps.dispatch import services
 from apps.dispatch.filters import DeadLetterFilter, SubTaskFilter, TaskFilter
 from apps.dispatch.models import DeadLetter, SubTask, Task
@@ -74,8 +74,8 @@ def _owned_task(request: Request, pk: int) -> Task:
 
 
 def _dlq_owner(request: Request):
-    """Whose dead letters the caller sees: ``None`` (everyone's) for staff."""
-    return None if request.user.is_staff else request.user
+    """Whose dead letters the caller sees: ``None`` (everyone's) for an operator."""
+    return None if is_operator(request.user) else request.user
 
 
 def _visible_dead_letters(request: Request) -> QuerySet[DeadLetter]:
@@ -213,10 +213,6 @@ class TaskRequeueUnknownView(generics.GenericAPIView):
 
     def post(self, request: Request, pk: int) -> Response:
         task = _owned_task(request, pk)
-        if task.status in (Task.Status.CANCELLED, Task.Status.FAILED):
-            raise ApplicationError(
-                f"a {task.status} task's subtasks cannot be requeued", field="status"
-            )
         serializer = RequeueUnknownSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         count = services.subtask_requeue_unknown(

@@ -8,7 +8,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from apps.config.selectors import config_get
-from apps.dispatch.models import DeadLetter
+from apps.dispatch.models import DeadLetter, Task
 from apps.dispatch.services import _reprocess
 
 # An entry reprocessed this many times automatically is left for an operator.
@@ -25,7 +25,7 @@ def dead_letters_auto_reprocess() -> int:
     due = DeadLetter.objects.filter(
         status=DeadLetter.Status.PENDING,
         updated_at__lt=timezone.now() - timedelta(seconds=delay),
-    ).exclude(task__status__in=["cancelled", "failed"])
+    ).exclude(task__status__in=Task.STOPPED_STATUSES)
     due.filter(reprocess_count__gte=AUTO_REPROCESS_LIMIT).update(
         status=DeadLetter.Status.EXPIRED, updated_at=timezone.now()
     )

@@ -28,8 +28,24 @@ from apps.core.models import TimeStampedModel
 ACTIVE_STATUSES = ("pending", "allocated", "sending")
 
 
+def sql_list(values) -> str:
+    """Status values as the text of a SQL list (``'queued', 'sending'``): for the raw SQL
+    that filters on the groups below. The values are constants of this module, never input."""
+    return ", ".join(f"'{value}'" for value in values)
+
+
 class Task(TimeStampedModel):
-    """A bulk send: templates, recipients, a pool, a priority and an optional schedule."""
+    """A bulk send: templates, recipients, a pool, a priority and an optional schedule.
+
+    The status groups, defined once here and used everywhere (services, recovery, the
+    admin, monitoring, raw SQL through :func:`sql_list`):
+
+    * ``LIVE_STATUSES`` — the dispatcher serves the task (scheduled, queued, sending);
+    * ``OPEN_STATUSES`` — live or paused: not finished, may still send;
+    * ``FINISHED_STATUSES`` — completed, cancelled or failed: nothing more is sent;
+    * ``STOPPED_STATUSES`` — cancelled or failed: what is left of it is never sent
+      (dead letters and ``unknown`` subtasks of such a task are not resent).
+    """
 
     class Status(models.TextChoices):
         DRAFT = "draft", "Draft"
@@ -40,6 +56,11 @@ class Task(TimeStampedModel):
         COMPLETED = "completed", "Completed"
         CANCELLED = "cancelled", "Cancelled"
         FAILED = "failed", "Failed"
+
+    LIVE_STATUSES = (Status.SCHEDULED, Status.QUEUED, Status.SENDING)
+    OPEN_STATUSES = (*LIVE_STATUSES, Status.PAUSED)
+    FINISHED_STATUSES = (Status.COMPLETED, Status.CANCELLED, Status.FAILED)
+    STOPPED_STATUSES = (Status.CANCELLED, Status.FAILED)
 
     owner = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="dispatch_tasks"
@@ -79,7 +100,7 @@ class Task(TimeStampedModel):
             models.Index(
                 fields=["status"],
                 name="task_live_status_idx",
-                condition=Q(status__in=["scheduled", "queued", "sending", "paused"]),
+                condition=Q(status__in=["scheduled", "queued", "sending", "paused"]),  # OPEN
             ),
             # Monitoring: the tasks that finished lately (a task's failure-rate alert).
             models.Index(
@@ -94,11 +115,11 @@ class Task(TimeStampedModel):
 
     @property
     def is_finished(self) -> bool:
-        return self.status in {
-            self.Status.COMPLETED,
-            self.Status.CANCELLED,
-            self.Status.FAILED,
-        }
+        return self.status in self.FINISHED_STATUSES
+
+    @property
+    def is_live(self) -> bool:
+        return self.status in self.LIVE_STATUSES
 
 
 class SubTask(models.Model):
@@ -368,3 +389,38 @@ class ProgressDelta(models.Model):
 
     def __str__(self) -> str:
         return f"progress delta of task {self.task_id}"
+
+
+class TestSend(models.Model):
+    """One test message of a task: rendered for a contact (or a sample one) and sent to
+    one address through one service, from the task page. It is a record of what was
+    tried, never a recipient of the task: no subtask, no progress, no statistics of the
+    service (the service's rate and daily quota are real limits and are charged)."""
+
+    __test__ = False  # not a test case, whatever pytest makes of the name
+
+    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="test_sends")
+    # Denormalized from the task so that every list of them is owner-scoped on its own.
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+", db_index=False
+    )
+    service = models.ForeignKey(
+        "services.EmailService", null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    sent_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    to_email = models.EmailField(max_length=254)
+    contact_id = models.BigIntegerField(null=True, blank=True)
+    subject = models.TextField(blank=True)
+    message_id = models.CharField(max_length=255, blank=True)
+    ok = models.BooleanField(default=False)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(db_default=Now())
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [models.Index(fields=["task", "-id"], name="testsend_task_idx")]
+
+    def __str__(self) -> str:
+        return f"test of task {self.task_id} to {self.to_email}"

@@ -10,9 +10,12 @@ for a lock (``SKIP LOCKED`` everywhere), so these paths cannot deadlock with it.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 
-from django.db import connection
+from django.db import connection, transaction
+
+logger = logging.getLogger("edm.dispatch")
 
 NOTIFY_CHANNEL = "edm_dispatch"
 
@@ -94,7 +97,9 @@ def owners_refresh(*, lanes: Iterable[tuple[int, int]]) -> None:
 
 
 def notify_new_work(*, task_id: int) -> None:
-    """Wake the dispatchers once this transaction commits.
+    """Wake the dispatchers once this transaction commits, and start dispatcher loops
+    then if too few are live (``tasks.dispatcher_loops_ensure``): new work never waits
+    for the watchdog's next tick.
 
     ``NOTIFY`` is transactional and PostgreSQL folds identical notifications of one
     transaction into one, so a task queued, resumed or reprocessed sends exactly one
@@ -103,3 +108,13 @@ def notify_new_work(*, task_id: int) -> None:
     """
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_notify(%s, %s)", [NOTIFY_CHANNEL, str(task_id)])
+    transaction.on_commit(_loops_ensure_after_commit)
+
+
+def _loops_ensure_after_commit() -> None:
+    from apps.dispatch.tasks import dispatcher_loops_ensure
+
+    try:
+        dispatcher_loops_ensure(reason="new work")
+    except Exception:
+        logger.warning("could not start dispatcher loops for new work", exc_info=True)

@@ -24,12 +24,18 @@ from django.db import connection, transaction
 
 from apps.dispatch import metrics, progress, queues
 from apps.dispatch.conf import DispatchSettings
+from apps.dispatch.models import Task, sql_list
 from apps.dispatch.services import tasks_complete_finished
 
 logger = logging.getLogger("edm.dispatch")
 
 # An arbitrary constant naming "the recovery job" among advisory locks.
 RECOVERY_LOCK_KEY = 0x45444D_5245  # "EDM" "RE"
+
+# The task status groups (``models.Task``) as SQL lists.
+_LIVE = sql_list(Task.LIVE_STATUSES)
+_OPEN = sql_list(Task.OPEN_STATUSES)
+_STOPPED = sql_list(Task.STOPPED_STATUSES)
 
 
 def recover_stuck(*, stuck_threshold: float | None = None) -> dict:
@@ -49,9 +55,9 @@ def recover_stuck(*, stuck_threshold: float | None = None) -> dict:
         # takes every allocated subtask with an expired lease that no chunk holds.
         sent, in_flight, never = _resolve_dead_chunks(cursor)
         cursor.execute(
-            """
+            f"""
             UPDATE dispatch_subtask s SET
-                status = CASE WHEN %s AND t.status NOT IN ('cancelled', 'failed')
+                status = CASE WHEN %s AND t.status NOT IN ({_STOPPED})
                               THEN 'pending' ELSE 'unknown' END,
                 lease_expires_at = NULL, next_attempt_at = now(),
                 attempts = s.attempts + 1,
@@ -70,15 +76,14 @@ def recover_stuck(*, stuck_threshold: float | None = None) -> dict:
         ambiguous = cursor.fetchall()
         resent = [task_id for task_id, status in ambiguous if status == "pending"]
         unknown = len(ambiguous) - len(resent)
-        release = """
-            UPDATE dispatch_subtask s SET
-                status = CASE WHEN t.status IN ('cancelled', 'failed') THEN 'cancelled'
-                              ELSE 'pending' END,
-                service_id = NULL, lease_expires_at = NULL
-            FROM dispatch_task t{join}
-            WHERE t.id = s.task_id AND {where}
-            RETURNING s.task_id
-        """
+        release = (
+            "UPDATE dispatch_subtask s SET"
+            f" status = CASE WHEN t.status IN ({_STOPPED}) THEN 'cancelled' ELSE 'pending' END,"
+            " service_id = NULL, lease_expires_at = NULL"
+            " FROM dispatch_task t{join}"
+            " WHERE t.id = s.task_id AND {where}"
+            " RETURNING s.task_id"
+        )
         cursor.execute(
             release.format(
                 join=", unnest(%s::bigint[], %s::int[]) AS u(id, token)",
@@ -91,9 +96,9 @@ def recover_stuck(*, stuck_threshold: float | None = None) -> dict:
         cursor.execute(
             release.format(
                 join="",
-                where="""s.status = 'allocated' AND s.lease_expires_at < now()
+                where=f"""s.status = 'allocated' AND s.lease_expires_at < now()
                     AND s.task_id IN (SELECT id FROM dispatch_task
-                                      WHERE status IN ('scheduled', 'queued', 'sending', 'paused')
+                                      WHERE status IN ({_OPEN})
                                          OR completed_at > now() - interval '1 day')
                     AND NOT EXISTS (SELECT 1 FROM dispatch_sendchunk c
                                     WHERE c.subtask_ids @> ARRAY[s.id])""",
@@ -104,10 +109,10 @@ def recover_stuck(*, stuck_threshold: float | None = None) -> dict:
             queues.lanes_refresh(task_ids=released + resent)
 
         cursor.execute(
-            """
+            f"""
             SELECT t.id, t.owner_id, t.pool_id, t.priority FROM dispatch_task t
             LEFT JOIN dispatch_taskqueue q ON q.task_id = t.id
-            WHERE t.status IN ('scheduled', 'queued', 'sending')
+            WHERE t.status IN ({_LIVE})
               AND (q.task_id IS NULL OR q.ready_at IS NULL
                    OR COALESCE(q.served_at, t.queued_at)
                       < now() - make_interval(secs => %s))

@@ -4,12 +4,26 @@ from __future__ import annotations
 
 from django.contrib.auth import get_user_model
 from django.db import connection
+from django.utils import timezone
 
 from apps.dispatch import progress
-from apps.dispatch.models import SubTask, Task
+from apps.dispatch.models import SubTask, Task, TestSend
 
 # The progress counters of a task, in order (one per subtask status).
 PROGRESS_KEYS = progress.STATUSES
+
+# The contacts a task sends to (``c`` is ``contacts_contact``): the owner's explicit
+# contacts, plus those in an included tag and in no excluded tag. Named parameters:
+# ``owner``, ``explicit``, ``include``, ``exclude`` (id lists). Queueing materializes
+# exactly these (``services._materialize``); :func:`task_audience` counts them.
+RECIPIENTS_WHERE = """
+c.owner_id = %(owner)s
+AND (c.id = ANY(%(explicit)s) OR (
+      EXISTS (SELECT 1 FROM contacts_contacttag i
+              WHERE i.contact_id = c.id AND i.tag_id = ANY(%(include)s))
+      AND NOT EXISTS (SELECT 1 FROM contacts_contacttag x
+                      WHERE x.contact_id = c.id AND x.tag_id = ANY(%(exclude)s))))
+"""
 
 
 # A live chunk's subtask rows are written when it ends (see ``models.SendChunk``): until
@@ -107,6 +121,90 @@ def subtasks_for(task: Task | int, *, status: str | None = None):
     return queryset.order_by("id")
 
 
+def task_test_sends(task: Task | int, *, limit: int = 10):
+    """The task's latest test sends, newest first."""
+    pk = getattr(task, "pk", task)
+    return TestSend.objects.filter(task_id=pk).select_related("service", "sent_by")[:limit]
+
+
+# Why a matching contact does not receive a task: its status (``active`` receives), or an
+# address on the owner's or the global suppression list.
+SKIP_REASONS = ("unsubscribed", "bounced", "complained", "suppressed")
+
+
+def task_audience(
+    *, owner, include_tags=(), exclude_tags=(), contacts=()
+) -> dict[str, int | dict[str, int]]:
+    """Who a task with these recipients would send to, counted now: ``{"total",
+    "recipients", "skipped": {reason: n}}`` — ``recipients`` of the ``total`` matching
+    contacts receive it, the others are skipped for the reason named
+    (:data:`SKIP_REASONS`; a contact that is not active counts under its status even if
+    its address is also suppressed), exactly as queueing would decide. One statement.
+    """
+    from apps.deliverability.selectors import suppressed_sql, suppressions_exist
+
+    owner_id = getattr(owner, "pk", owner)
+    params = {
+        "owner": owner_id,
+        "explicit": sorted({int(getattr(c, "pk", c)) for c in contacts}),
+        "include": sorted({int(getattr(t, "pk", t)) for t in include_tags}),
+        "exclude": sorted({int(getattr(t, "pk", t)) for t in exclude_tags}),
+    }
+    suppressed = (
+        suppressed_sql(owner="c.owner_id", email="c.email")
+        if suppressions_exist(owner_id=owner_id)
+        else "false"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT CASE WHEN c.status <> 'active' THEN c.status"
+            f" WHEN {suppressed} THEN 'suppressed' ELSE 'active' END AS reason, count(*)"
+            f" FROM contacts_contact c WHERE {RECIPIENTS_WHERE} GROUP BY 1",
+            params,
+        )
+        by_reason = dict(cursor.fetchall())
+    return {
+        "total": int(sum(by_reason.values())),
+        "recipients": int(by_reason.get("active", 0)),
+        "skipped": {reason: int(by_reason.get(reason, 0)) for reason in SKIP_REASONS},
+    }
+
+
+def task_live_progress(task: Task) -> dict:
+    """What the task page shows while it sends (polled): status, counts per status
+    (:func:`task_progress`), the share done, the moments of its life and how long its
+    first send waited after it was queued (``None`` until it has sent). Times are ISO
+    8601; ``server_time`` lets the page measure its send rate on the database's clock.
+    """
+    from apps.monitoring.models import TaskWaitMetric
+
+    task.refresh_from_db(fields=["status", "started_at", "completed_at", "queued_at", "total"])
+    counts = task_progress(task)
+    total = counts["total"]
+    left = counts["pending"] + counts["allocated"] + counts["sending"]
+    wait = (
+        TaskWaitMetric.objects.filter(task_id=task.pk)
+        .values_list("wait_seconds", flat=True)
+        .first()
+    )
+    iso = lambda moment: moment.isoformat() if moment else None  # noqa: E731
+    return {
+        "id": task.pk,
+        "status": task.status,
+        "status_display": task.get_status_display(),
+        "finished": task.is_finished,
+        "progress": counts,
+        "done": total - left,
+        "left": left,
+        "percent": round(100.0 * (total - left) / total, 1) if total else 0.0,
+        "queued_at": iso(task.queued_at),
+        "started_at": iso(task.started_at),
+        "completed_at": iso(task.completed_at),
+        "first_send_wait_seconds": round(wait, 3) if wait is not None else None,
+        "server_time": timezone.now().isoformat(),
+    }
+
+
 # --- reads for monitoring ---------------------------------------------------------------
 # Each is one or two statements on small tables or index ranges (live tasks, services,
 # dispatcher slots, chunk rows), never a scan of the subtask table: the monitoring
@@ -114,7 +212,8 @@ def subtasks_for(task: Task | int, *, status: str | None = None):
 # statement's time (``statement_timestamp()``), not the transaction's: a reader inside a
 # longer transaction still sees rows written just before it as written in the past.
 
-LIVE_STATUSES = ("scheduled", "queued", "sending", "paused")
+# Not finished: the tasks monitoring watches (``Task.OPEN_STATUSES``).
+LIVE_STATUSES = tuple(Task.OPEN_STATUSES)
 
 
 def tasks_live(*, owner_id: int | None = None, finished_within: float = 0) -> list[dict]:

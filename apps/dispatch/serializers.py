@@ -7,6 +7,7 @@ from __future__ import annotations
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from apps.dispatch.history import history_times
 from apps.dispatch.models import DeadLetter, SubTask, Task
 from apps.dispatch.selectors import task_progress
 from apps.services.models import Pool
@@ -153,8 +154,37 @@ class TaskDetailSerializer(TaskSerializer):
         return counts if counts is not None else task_progress(task)
 
 
+@extend_schema_field(
+    {
+        "type": "array",
+        "items": {
+            "type": "object",
+            "properties": {
+                "attempt": {"type": "integer"},
+                "at": {"type": "string", "format": "date-time"},
+                "service": {"type": "integer", "nullable": True},
+                "kind": {"type": "string"},
+                "error_class": {"type": "string"},
+                "error": {"type": "string"},
+            },
+        },
+        "description": "One entry per failed attempt; `at` is ISO 8601 (UTC).",
+    }
+)
+class HistoryField(serializers.JSONField):
+    """An attempt history, its times as ISO 8601 (``apps.dispatch.history``)."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(read_only=True, **kwargs)
+
+    def to_representation(self, value):
+        return history_times(value)
+
+
 class SubTaskSerializer(serializers.ModelSerializer):
     """One recipient of a task and where its delivery stands."""
+
+    history = HistoryField()
 
     class Meta:
         model = SubTask
@@ -199,6 +229,7 @@ class DeadLetterSerializer(serializers.ModelSerializer):
     # Annotated by the view's queryset (no join of whole subtask rows).
     to_email = serializers.CharField(read_only=True)
     message_id = serializers.CharField(read_only=True)
+    history = HistoryField()
 
     class Meta:
         model = DeadLetter

@@ -9,20 +9,18 @@ from __future__ import annotations
 import logging
 import secrets
 from collections.abc import Iterable
-from datetime import datetime
 
 from django.conf import settings
-from django.core.exceptions import ValidationError
 from django.db import connection, transaction
 from django.utils import timezone
 
-from apps.contacts.models import Contact, Tag
 from apps.core.errors import ApplicationError
+from apps.core.statistics import tables_analyze_if_grown
 from apps.dispatch import queues
-from apps.dispatch.models import DeadLetter, SubTask, Task
-from apps.dispatch.selectors import dlq_stats, task_progress
+from apps.dispatch.compose import task_create, task_duplicate, task_update
+from apps.dispatch.models import ACTIVE_STATUSES, DeadLetter, SubTask, Task, sql_list
+from apps.dispatch.selectors import RECIPIENTS_WHERE, dlq_stats, task_progress
 from apps.dispatch.templates import task_validate_templates
-from apps.services.models import Pool
 
 __all__ = [
     "dead_letter_reprocess",
@@ -31,111 +29,17 @@ __all__ = [
     "subtask_requeue_unknown",
     "task_cancel",
     "task_create",
+    "task_duplicate",
     "task_pause",
     "task_progress",
     "task_queue",
     "task_resume",
+    "task_update",
     "task_validate_templates",
     "tasks_complete_finished",
 ]
 
 logger = logging.getLogger("edm.dispatch")
-
-LIVE = (Task.Status.SCHEDULED, Task.Status.QUEUED, Task.Status.SENDING)
-
-
-def _ids(values: Iterable, *, field: str) -> list[int]:
-    ids = []
-    for value in values or ():
-        pk = getattr(value, "pk", value)
-        try:
-            ids.append(int(pk))
-        except (TypeError, ValueError):
-            raise ValidationError({field: [f"{value!r} is not an id"]}) from None
-    return sorted(set(ids))
-
-
-def _owned(model, ids: list[int], *, owner, field: str) -> list[int]:
-    found = set(model.objects.filter(owner=owner, pk__in=ids).values_list("pk", flat=True))
-    missing = [pk for pk in ids if pk not in found]
-    if missing:
-        raise ValidationError({field: [f"unknown id(s): {', '.join(map(str, missing))}"]})
-    return ids
-
-
-def pool_for(*, owner, pool: Pool | int | None) -> Pool:
-    """The pool a task of ``owner`` sends through: ``pool`` or the default one.
-
-    Raises ``ValidationError`` on ``pool`` when it does not exist or is not open to ``owner``.
-    """
-    if pool is None:
-        found = Pool.objects.filter(name=Pool.DEFAULT_NAME).first()
-        if found is None:
-            raise ValidationError({"pool": ["no pool given and no default pool exists"]})
-        pool = found
-    elif not isinstance(pool, Pool):
-        found = Pool.objects.filter(pk=pool).first()
-        if found is None:
-            raise ValidationError({"pool": [f"unknown pool {pool}"]})
-        pool = found
-    if not pool.is_shared and not pool.owners.filter(pk=owner.pk).exists():
-        raise ValidationError({"pool": [f"pool {pool.name!r} is not open to this user"]})
-    return pool
-
-
-@transaction.atomic
-def task_create(
-    *,
-    owner,
-    name: str,
-    subject: str,
-    body_text: str = "",
-    body_html: str = "",
-    from_name: str = "",
-    include_tags: Iterable = (),
-    exclude_tags: Iterable = (),
-    contacts: Iterable = (),
-    pool: Pool | int | None = None,
-    priority: int = 0,
-    scheduled_at: datetime | None = None,
-    tracking: bool = True,
-) -> Task:
-    """Create a draft task after validating templates, recipients and pool.
-
-    Raises ``ValidationError`` naming the field: a template that does not parse (with its
-    line), tags/contacts that are not the owner's, no recipients at all, a pool that is
-    not open to the owner, a priority out of range.
-    """
-    if not (name or "").strip():
-        raise ValidationError({"name": ["the name may not be empty"]})
-    task_validate_templates(subject=subject, body_text=body_text, body_html=body_html)
-    if not -100 <= int(priority) <= 100:
-        raise ValidationError({"priority": ["priority must be between -100 and 100"]})
-    include = _owned(
-        Tag, _ids(include_tags, field="include_tags"), owner=owner, field="include_tags"
-    )
-    exclude = _owned(
-        Tag, _ids(exclude_tags, field="exclude_tags"), owner=owner, field="exclude_tags"
-    )
-    explicit = _owned(Contact, _ids(contacts, field="contacts"), owner=owner, field="contacts")
-    if not include and not explicit:
-        raise ValidationError({"include_tags": ["give tags to include or contacts"]})
-    task = Task.objects.create(
-        owner=owner,
-        name=name.strip(),
-        subject=subject,
-        body_text=body_text or "",
-        body_html=body_html or "",
-        from_name=from_name or "",
-        pool=pool_for(owner=owner, pool=pool),
-        priority=int(priority),
-        scheduled_at=scheduled_at,
-        tracking=bool(tracking),
-    )
-    task.include_tags.set(include)
-    task.exclude_tags.set(exclude)
-    task.contacts.set(explicit)
-    return task
 
 
 def _message_id_domain(task: Task) -> str:
@@ -192,13 +96,7 @@ def _materialize(task: Task, *, first_attempt_at) -> tuple[int, int]:
                 SELECT nextval(%(seq)s::regclass) AS id, c.id AS contact_id, c.email, c.status,
                        {suppressed} AS suppressed
                 FROM contacts_contact c
-                WHERE c.owner_id = %(owner)s
-                  AND (c.id = ANY(%(explicit)s) OR (
-                        EXISTS (SELECT 1 FROM contacts_contacttag i
-                                WHERE i.contact_id = c.id AND i.tag_id = ANY(%(include)s))
-                        AND NOT EXISTS (SELECT 1 FROM contacts_contacttag x
-                                        WHERE x.contact_id = c.id AND x.tag_id = ANY(%(exclude)s))
-                  ))
+                WHERE {RECIPIENTS_WHERE}
                 ORDER BY c.id
             ) r
             """,
@@ -230,19 +128,9 @@ def _refresh_planner_statistics(*, added: int) -> None:
     estimates stale until autovacuum's next analyze (a minute later or more): the
     dispatcher's claim would meanwhile be planned for a small table — hash joins over
     sequential scans of every subtask and contact instead of key lookups, 30 to 100 times
-    slower per tick. So the table is analyzed at once (after commit: ANALYZE reads a
-    sample of 30,000 rows and blocks no writer) when the task added at least 1,000 rows
-    and more than a tenth of what the statistics know of."""
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT reltuples FROM pg_class WHERE oid = 'dispatch_subtask'::regclass")
-        known = cursor.fetchone()[0]
-    if added >= 1000 and (known <= 0 or added > 0.1 * known):
-        transaction.on_commit(_analyze_subtasks)
-
-
-def _analyze_subtasks() -> None:
-    with connection.cursor() as cursor:
-        cursor.execute("ANALYZE dispatch_subtask")
+    slower per tick. So the table is analyzed once the task commits
+    (``apps.core.statistics``)."""
+    transaction.on_commit(lambda: tables_analyze_if_grown(tables=["dispatch_subtask"], added=added))
 
 
 def _locked(task: Task | int) -> Task:
@@ -318,7 +206,7 @@ def task_pause(*, task: Task | int) -> Task:
     it notices, before its next message (see :func:`_stop_chunks`). Raises
     ``ApplicationError`` unless the task is scheduled, queued or sending."""
     locked = _locked(task)
-    if locked.status not in LIVE:
+    if locked.status not in Task.LIVE_STATUSES:
         raise ApplicationError(f"a {locked.status} task cannot be paused", field="status")
     queues.lane_close(task_id=locked.pk)
     locked.status = Task.Status.PAUSED
@@ -345,13 +233,20 @@ def _stop_chunks(task_id: int) -> None:
 
 @transaction.atomic
 def task_resume(*, task: Task | int) -> Task:
-    """Hand a paused task back to the dispatchers (``scheduled`` if its time is still to
-    come, else ``queued``). Raises ``ApplicationError`` unless the task is paused."""
+    """Hand a paused task back to the dispatchers: ``scheduled`` if its time is still to
+    come, ``sending`` if it had started sending (its mail goes out again at once, and a
+    dispatcher that served it before does not announce it a second time), else
+    ``queued``. Raises ``ApplicationError`` unless the task is paused."""
     locked = _locked(task)
     if locked.status != Task.Status.PAUSED:
         raise ApplicationError(f"a {locked.status} task cannot be resumed", field="status")
     scheduled = locked.scheduled_at is not None and locked.scheduled_at > timezone.now()
-    locked.status = Task.Status.SCHEDULED if scheduled else Task.Status.QUEUED
+    if scheduled:
+        locked.status = Task.Status.SCHEDULED
+    elif locked.started_at is not None:
+        locked.status = Task.Status.SENDING
+    else:
+        locked.status = Task.Status.QUEUED
     locked.save(update_fields=["status", "updated_at"])
     queues.lane_open(
         task_id=locked.pk,
@@ -393,18 +288,18 @@ def tasks_complete_finished(*, task_ids: Iterable[int] | None = None) -> list[in
     """
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(
-            """
+            f"""
             UPDATE dispatch_task t SET status = 'completed', completed_at = now(),
                    updated_at = now()
             WHERE t.id IN (
                 SELECT id FROM dispatch_task
-                WHERE status IN ('scheduled', 'queued', 'sending')
+                WHERE status IN ({sql_list(Task.LIVE_STATUSES)})
                   AND (%(all)s OR id = ANY(%(ids)s))
                 FOR NO KEY UPDATE SKIP LOCKED
             )
               AND NOT EXISTS (
                 SELECT 1 FROM dispatch_subtask s
-                WHERE s.task_id = t.id AND s.status IN ('pending', 'allocated', 'sending')
+                WHERE s.task_id = t.id AND s.status IN ({sql_list(ACTIVE_STATUSES)})
             )
             RETURNING t.id
             """,
@@ -428,7 +323,7 @@ def _reopen(task_ids: Iterable[int]) -> int:
     Task.objects.filter(pk__in=task_ids, status=Task.Status.COMPLETED).update(
         status=Task.Status.QUEUED, completed_at=None, updated_at=timezone.now()
     )
-    live = Task.objects.filter(pk__in=task_ids, status__in=LIVE).values_list(
+    live = Task.objects.filter(pk__in=task_ids, status__in=Task.LIVE_STATUSES).values_list(
         "pk", "owner_id", "pool_id", "priority"
     )
     for pk, owner_id, pool_id, priority in live:
@@ -455,7 +350,7 @@ def dead_letter_reprocess(*, dead_letter_id: int, owner=None) -> DeadLetter:
         )
     if entry.status not in (DeadLetter.Status.PENDING, DeadLetter.Status.EXPIRED):
         raise ApplicationError(f"dead letter {entry.pk} is {entry.status}", field="status")
-    if entry.task.status in (Task.Status.CANCELLED, Task.Status.FAILED):
+    if entry.task.status in Task.STOPPED_STATUSES:
         raise ApplicationError(f"task {entry.task_id} is {entry.task.status}", field="task")
     count = _reprocess(DeadLetter.objects.filter(pk=entry.pk))
     if not count:
@@ -470,7 +365,7 @@ def dead_letters_reprocess_all(
 ) -> int:
     """Reprocess every ``pending`` dead letter matching the filters; return how many."""
     entries = DeadLetter.objects.filter(status=DeadLetter.Status.PENDING).exclude(
-        task__status__in=[Task.Status.CANCELLED, Task.Status.FAILED]
+        task__status__in=Task.STOPPED_STATUSES
     )
     if owner is not None:
         entries = entries.filter(owner=owner)
@@ -514,17 +409,41 @@ def subtask_requeue_unknown(
 
     ``unknown`` means a dispatcher died while the message was on the wire: it may or may
     not have been delivered. Only an operator (or ``recovery.resend_ambiguous``) decides
-    to resend. Subtasks of cancelled tasks are left alone.
+    to resend. With ``owner`` only that user's subtasks are considered.
+
+    Raises ``ApplicationError`` and changes nothing when the request cannot be done as
+    asked: ``task_id`` names a task that does not exist (for ``owner``), or is cancelled
+    or failed (field ``status``); ``subtask_ids`` names subtasks that are not ``unknown``
+    subtasks of that task (or, without a task, of a live or finished-but-not-cancelled
+    task) — every bad id is named (field ``subtask_ids``).
     """
+    tasks = Task.objects.all() if owner is None else Task.objects.filter(owner=owner)
+    if task_id is not None:
+        task = tasks.filter(pk=task_id).only("pk", "status").first()
+        if task is None:
+            raise ApplicationError(f"task {task_id} does not exist", field="task")
+        if task.status in Task.STOPPED_STATUSES:
+            raise ApplicationError(
+                f"a {task.status} task's subtasks cannot be requeued", field="status"
+            )
     subtasks = SubTask.objects.filter(status=SubTask.Status.UNKNOWN).exclude(
-        task__status__in=[Task.Status.CANCELLED, Task.Status.FAILED]
+        task__status__in=Task.STOPPED_STATUSES
     )
     if owner is not None:
         subtasks = subtasks.filter(owner=owner)
     if task_id is not None:
         subtasks = subtasks.filter(task_id=task_id)
     if subtask_ids is not None:
-        subtasks = subtasks.filter(pk__in=list(subtask_ids))
+        wanted = sorted({int(pk) for pk in subtask_ids})
+        subtasks = subtasks.filter(pk__in=wanted)
+        found = set(subtasks.values_list("pk", flat=True))
+        bad = [pk for pk in wanted if pk not in found]
+        if bad:
+            where = f" of task {task_id}" if task_id is not None else ""
+            raise ApplicationError(
+                f"not unknown subtasks{where} that can be resent: {', '.join(map(str, bad[:20]))}",
+                field="subtask_ids",
+            )
     task_ids = list(subtasks.values_list("task_id", flat=True).distinct())
     count = subtasks.update(
         status=SubTask.Status.PENDING,

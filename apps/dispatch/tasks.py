@@ -6,6 +6,9 @@
   never pauses.
 * :func:`dispatch_watchdog` — every minute: starts loops until ``queue.dispatchers`` hold
   a slot (a loop that finds no free slot returns at once, so an extra start is harmless).
+* :func:`dispatcher_loops_ensure` — the same at once, without waiting for the watchdog:
+  when a worker of a q2 cluster starts (``post_spawn``, so a fresh cluster sends within
+  seconds) and when a task is queued, resumed or reopened while no loop is live.
 * :func:`recover_stuck_tasks` — every minute: stuck-work recovery (a singleton).
 * :func:`dlq_maintenance` — every five minutes: automatic reprocessing (when
   ``dlq.auto_reprocess_after`` > 0) and retention of resolved entries.
@@ -15,6 +18,9 @@ from __future__ import annotations
 
 import logging
 
+from django.db import connection, transaction
+from django_q.conf import Conf
+from django_q.models import OrmQ
 from django_q.tasks import async_task
 
 from apps.core.stopping import stop_on_signals
@@ -88,6 +94,68 @@ def dispatch_watchdog() -> str:
             "watchdog started %s dispatcher loop(s) (%s live, %s wanted)", missing, live, wanted
         )
     return f"{live} live, {wanted} wanted, {missing} started"
+
+
+# One caller at a time decides how many loops are missing (a transaction-scoped lock).
+_ENSURE_LOCK = 0x45444D_0001  # "EDM", 1
+
+
+def _loops_enqueued() -> int:
+    """Dispatcher loops in the q2 broker: waiting for a worker, or running (a running
+    task's row stays, locked, until it is acknowledged)."""
+    rows = OrmQ.objects.filter(key=Conf.CLUSTER_NAME).values_list("payload", flat=True)
+    count = 0
+    for payload in rows[:1000]:
+        task = OrmQ(payload=payload).task
+        if isinstance(task, dict) and task.get("func") == LOOP_FUNC:
+            count += 1
+    return count
+
+
+def dispatcher_loops_ensure(*, reason: str = "") -> int:
+    """Enqueue the dispatcher loops that are neither live (holding a slot) nor already
+    enqueued, up to ``queue.dispatchers``; return how many were enqueued.
+
+    Cheap when nothing is missing (two short queries), so it may run on every queued
+    task. Concurrent callers (every worker of a starting cluster) serialize on a
+    transaction-scoped advisory lock; a caller that finds it held returns at once, the
+    holder does the work. With q2's inline ``sync`` mode (never used to run EDM) it does
+    nothing: a loop would run inside the caller.
+    """
+    from apps.config.selectors import config_get
+
+    if Conf.SYNC:
+        return 0
+    wanted = int(config_get("queue.dispatchers"))
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [_ENSURE_LOCK])
+        if not cursor.fetchone()[0]:
+            return 0
+        live = slots.slots_live()
+        missing = max(0, wanted - max(live, _loops_enqueued()))
+        for _ in range(missing):
+            async_task(LOOP_FUNC, LOOP_SECONDS)
+    if missing:
+        logger.info(
+            "started %s dispatcher loop(s) at once (%s; %s live, %s wanted)",
+            missing,
+            reason or "requested",
+            live,
+            wanted,
+        )
+    return missing
+
+
+def on_worker_spawn(sender=None, proc_name: str = "", **kwargs) -> None:
+    """django-q2's ``post_spawn`` (a worker process started): a new cluster starts its
+    dispatcher loops now rather than at the watchdog's first tick (q2 schedules run up
+    to a minute late). Never lets an error stop the worker from starting."""
+    try:
+        dispatcher_loops_ensure(reason=f"worker {proc_name} started")
+    except Exception:
+        logger.warning("could not start dispatcher loops at worker start", exc_info=True)
+    finally:
+        connection.close()
 
 
 def recover_stuck_tasks() -> dict:

@@ -81,7 +81,10 @@ class Sender(Protocol):
 
 
 def _classify_code(code: int, message: str, *, phase: str) -> SendError:
-    """Map an SMTP reply code seen in ``phase`` (mail/rcpt/data) to a SendError."""
+    """Map an SMTP reply code seen in ``phase`` (mail/rcpt/data) to a SendError whose
+    message is the whole reply, code first (``550 5.1.1 no such user``): it is what the
+    subtask, its history and the dead-letter queue keep."""
+    message = message if message.startswith(str(code)) else f"{code} {message}".strip()
     if code == 421 or (400 <= code < 500 and " 4.7." in f" {message}"):
         return SendError(message, kind=SendError.THROTTLED, code=code)
     if 400 <= code < 500:

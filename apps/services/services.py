@@ -403,3 +403,65 @@ def services_reencrypt_secrets() -> int:
         EmailService.objects.filter(pk=pk).update(password_encrypted=crypto.reencrypt(token))
         changed += 1
     return changed
+
+
+def service_reserve_one(*, service_id: int, wait: float = 5.0) -> None:
+    """Take one sending slot of a service for a message sent outside the dispatcher (a
+    test send): the same rules as the dispatcher's reservation — enabled, quota left
+    for today, ``next_available_at`` reached — and the same charges (one of today's
+    quota, ``next_available_at`` moved by ``sending_rate``), so a service never sends
+    twice within its rate nor beyond its quota, whoever sends.
+
+    Waits up to ``wait`` seconds for a busy service. The database is the clock: each
+    statement reads its own ``statement_timestamp()`` (``now()`` would stand still for a
+    caller that holds one transaction open while it waits).
+    Raises ``ApplicationError`` (field ``service``) when it is disabled, has no quota
+    left today, or is still busy after ``wait``.
+    """
+    table = EmailService._meta.db_table
+    deadline = time.monotonic() + wait
+    while True:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(
+                f"""
+                UPDATE {table} s SET
+                    next_available_at = statement_timestamp()
+                                        + make_interval(secs => s.sending_rate),
+                    used_quota = CASE WHEN s.quota_day = current_date
+                                      THEN s.used_quota + 1 ELSE 1 END,
+                    quota_day = current_date
+                WHERE s.id = %s AND s.is_enabled AND s.next_available_at <= statement_timestamp()
+                  AND (s.daily_quota = 0 OR s.quota_day IS DISTINCT FROM current_date
+                       OR s.used_quota < s.daily_quota)
+                RETURNING s.id
+                """,
+                [service_id],
+            )
+            if cursor.fetchone() is not None:
+                return
+            cursor.execute(
+                f"""
+                SELECT s.name, s.is_enabled,
+                       s.daily_quota > 0 AND s.quota_day = current_date
+                           AND s.used_quota >= s.daily_quota,
+                       GREATEST(0, EXTRACT(EPOCH FROM s.next_available_at - statement_timestamp()))
+                FROM {table} s WHERE s.id = %s
+                """,
+                [service_id],
+            )
+            row = cursor.fetchone()
+        if row is None:
+            raise ApplicationError(f"service {service_id} does not exist", field="service")
+        name, enabled, quota_used_up, ready_in = row
+        if not enabled:
+            raise ApplicationError(f"service {name!r} is disabled", field="service")
+        if quota_used_up:
+            raise ApplicationError(f"service {name!r} has used its daily quota", field="service")
+        left = deadline - time.monotonic()
+        if float(ready_in) > left:
+            raise ApplicationError(
+                f"service {name!r} is busy for {float(ready_in):.1f} s more; try again or "
+                "choose another service",
+                field="service",
+            )
+        time.sleep(max(0.01, float(ready_in)))

@@ -66,7 +66,8 @@ def test_task_page_shows_progress_and_links(admin_client, task):
     response = admin_client.get(reverse("admin:dispatch_task_change", args=[task.pk]))
     assert response.status_code == 200
     html = response.content.decode()
-    assert "0 / 5 sent" in html
+    assert 'id="task-progress"' in html and 'title="pending: 5"' in html
+    assert '<strong class="task-count-pending">5</strong>' in html
     assert f"?task={task.pk}" in html
     assert "tags: list" in html
 
@@ -124,8 +125,8 @@ def test_dead_letter_list_and_page(admin_client, task):
     assert "451 try later" in page.content.decode()
 
 
-def test_tasks_cannot_be_added_or_deleted_in_the_admin(admin_client, task):
-    assert admin_client.get(reverse("admin:dispatch_task_add")).status_code == 403
+def test_a_queued_task_cannot_be_deleted_in_the_admin(admin_client, task):
+    assert admin_client.get(reverse("admin:dispatch_task_add")).status_code == 200
     assert (
         admin_client.get(reverse("admin:dispatch_task_delete", args=[task.pk])).status_code == 403
     )
@@ -182,11 +183,27 @@ def test_action_requeue_unknown_of_tasks(admin_client, task):
     assert not SubTask.objects.filter(task=task, status="unknown").exists()
 
 
+def test_action_requeue_unknown_reports_a_cancelled_task_as_refused(admin_client, task):
+    from apps.dispatch import services
+
+    unknown(task, 1)
+    services.task_cancel(task=task)
+    messages = run_action(admin_client, "task", "requeue_unknown", [task.pk])
+    assert messages == [
+        "0 unknown subtask(s) requeued.",
+        f"1 refused — #{task.pk}: a cancelled task's subtasks cannot be requeued",
+    ]
+    assert SubTask.objects.filter(task=task, status="unknown").count() == 1
+
+
 def test_action_requeue_selected_unknown_subtasks(admin_client, task):
     ids = unknown(task, 2)
     pending = SubTask.objects.filter(task=task, status="pending").first()
     messages = run_action(admin_client, "subtask", "requeue_unknown", [ids[0], pending.pk])
-    assert messages == ["1 unknown subtask(s) requeued."]
+    assert messages == [
+        "1 unknown subtask(s) requeued.",
+        "1 refused — 1 selected subtask(s) are not unknown",
+    ]
     assert SubTask.objects.get(pk=ids[0]).status == "pending"
     assert SubTask.objects.get(pk=ids[1]).status == "unknown"
 

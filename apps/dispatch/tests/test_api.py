@@ -8,10 +8,11 @@ import pytest
 from django.utils import timezone
 from drf_spectacular.drainage import GENERATOR_STATS
 
-from apps.contacts.models import Tag
+from apps.contacts.models import Contact, ContactTag, Tag
 from apps.dispatch import services
 from apps.dispatch.models import DeadLetter, SubTask, Task
 from apps.dispatch.recovery import recover_stuck
+from apps.dispatch.selectors import task_progress
 from apps.dispatch.tests.helpers import chunk_in_progress
 from apps.services.models import Pool
 
@@ -53,8 +54,9 @@ def queued_task(api, tag, **extra) -> dict:
 
 
 def errors_of(response) -> dict:
-    """Field errors, whether from a serializer or from a service."""
-    return response.data.get("errors", response.data)
+    """Field errors, in the one error shape whether from a serializer or a service."""
+    assert set(response.data) >= {"detail", "code", "errors"}, response.data
+    return response.data["errors"]
 
 
 def make_dead(task_id: int, *, error_types: list[str]) -> list[DeadLetter]:
@@ -258,7 +260,7 @@ def test_list_shows_only_own_tasks_paginated_and_filtered_by_status(api, other_a
 def test_list_refuses_an_unknown_status_filter(api):
     response = api.get("/api/tasks/", {"status": "flying"})
     assert response.status_code == 400
-    assert "status" in response.data
+    assert "status" in response.data["errors"]
 
 
 def test_detail_has_status_and_progress_that_add_up(api, tag, user, make_contacts):
@@ -398,7 +400,7 @@ def test_subtasks_filter_by_status(api, tag):
     assert [s["status"] for s in dead.data["results"]] == ["dead"]
     assert len(api.get(url, {"status": "pending"}).data["results"]) == 4
     bad = api.get(url, {"status": "lost"})
-    assert bad.status_code == 400 and "status" in bad.data
+    assert bad.status_code == 400 and "status" in bad.data["errors"]
 
 
 def test_subtasks_of_another_users_task_are_404(api, other_api, tag):
@@ -450,7 +452,7 @@ def test_requeue_unknown_refuses_a_cancelled_task_and_bad_ids(api, tag):
     bad = api.post(
         f"/api/tasks/{task['id']}/requeue-unknown", {"subtask_ids": ["x"]}, format="json"
     )
-    assert bad.status_code == 400 and "subtask_ids" in bad.data
+    assert bad.status_code == 400 and "subtask_ids" in bad.data["errors"]
     make_unknown(task["id"], 1)
     services.task_cancel(task=task["id"])
 
@@ -459,6 +461,47 @@ def test_requeue_unknown_refuses_a_cancelled_task_and_bad_ids(api, tag):
     assert response.status_code == 400
     assert "cancelled" in response.data["errors"]["status"][0]
     assert SubTask.objects.filter(task_id=task["id"], status="unknown").count() == 1
+
+
+def test_requeue_unknown_refuses_subtask_ids_of_another_task(api, tag):
+    first, second = queued_task(api, tag), queued_task(api, tag)
+    (theirs,) = make_unknown(second["id"], 1)
+
+    response = api.post(
+        f"/api/tasks/{first['id']}/requeue-unknown", {"subtask_ids": [theirs]}, format="json"
+    )
+
+    assert response.status_code == 400
+    assert str(theirs) in errors_of(response)["subtask_ids"][0]
+    assert SubTask.objects.get(pk=theirs).status == "unknown"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_resumed_task_that_had_started_reads_sending_while_its_mail_goes_out(
+    api, tag, make_contacts, user, make_service, smtp_sink
+):
+    from apps.dispatch.tests.helpers import ThreadedDispatcher, wait_until
+
+    make_contacts(user, 30, tag=None, prefix="r")
+    ContactTag.objects.bulk_create(
+        ContactTag(tag=tag, contact=c) for c in Contact.objects.filter(email__startswith="r")
+    )
+    make_service(port=smtp_sink.port, sending_rate=0.1)
+    task = queued_task(api, tag)
+    seen: list[str] = []
+    with ThreadedDispatcher():
+        wait_until(lambda: task_progress(task["id"])["sent"] >= 2, message="first sends")
+        paused = api.post(f"/api/tasks/{task['id']}/pause")
+        assert paused.status_code == 200 and paused.data["status"] == "paused", paused.data
+        resumed = api.post(f"/api/tasks/{task['id']}/resume").data
+        assert resumed["status"] == "sending"
+
+        def finished() -> bool:
+            seen.append(api.get(f"/api/tasks/{task['id']}/").data["status"])
+            return seen[-1] == "completed"
+
+        wait_until(finished, timeout=30, message="the task to complete")
+    assert "queued" not in seen, seen
 
 
 # --- dead-letter queue ----------------------------------------------------------------------
@@ -498,7 +541,7 @@ def test_dlq_filters_by_task_error_type_and_status(api, dead):
     assert ids(error_type="smtp_451") == [dead["mine"][0].pk, dead["mine"][1].pk]
     assert ids(status="reprocessing") == [dead["mine"][2].pk]
     bad = api.get("/api/dlq", {"status": "gone"})
-    assert bad.status_code == 400 and "status" in bad.data
+    assert bad.status_code == 400 and "status" in bad.data["errors"]
 
 
 def test_dlq_is_keyset_paginated(api, dead):
@@ -575,7 +618,7 @@ def test_reprocess_all_by_task_and_error_type(api, dead):
 def test_reprocess_all_refuses_another_users_task_and_a_bad_task(api, dead):
     assert api.post(f"/api/dlq/reprocess-all?task={dead['other_task']}").status_code == 404
     bad = api.post("/api/dlq/reprocess-all?task=abc")
-    assert bad.status_code == 400 and "task" in bad.data
+    assert bad.status_code == 400 and "task" in bad.data["errors"]
     assert DeadLetter.objects.filter(status="pending").count() == 4
 
 
@@ -627,8 +670,9 @@ def test_list_pages_cost_a_fixed_number_of_queries(api, tag, dead, django_assert
     # token, task, one page of subtasks
     with django_assert_num_queries(3):
         assert len(api.get(f"/api/tasks/{dead['task']}/subtasks/").data["results"]) == 5
-    # token, one page of dead letters (joined to their subtasks)
-    with django_assert_num_queries(2):
+    # token, whether the caller is an operator, one page of dead letters (joined to
+    # their subtasks)
+    with django_assert_num_queries(3):
         assert len(api.get("/api/dlq").data["results"]) == 3
     # token, the task (with its id lists), its progress
     with django_assert_num_queries(3):

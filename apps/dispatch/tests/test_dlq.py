@@ -88,3 +88,47 @@ def test_dlq_stats_count_by_status_and_error_type(dead_task, user, other_user):
     assert stats["by_error_type"] == {"smtp_451": 2, "transient": 1}
     assert dlq_stats(owner=other_user)["total"] == 0
     assert services.dlq_stats(owner=user)["total"] == 3
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_dead_letter_keeps_the_smtp_code_and_shows_its_times_as_moments(
+    user, make_contacts, make_service, set_config, client, staff_user
+):
+    """Its error message starts with the server's code, the API gives each attempt's
+    time in ISO 8601 and the admin in local time (never a Unix timestamp)."""
+    import datetime as dt
+
+    from django.urls import reverse
+    from rest_framework.test import APIClient
+
+    from apps.core.smtp_sink import SinkHandler
+    from apps.dispatch.tests.helpers import ThreadedDispatcher, queue_task, wait_done
+    from apps.dispatch.tests.smtp import start
+
+    (contact,) = make_contacts(user, 1)
+    sink = start(SinkHandler(reject={contact.email: "451 4.3.0 mailbox busy, try later"}))
+    try:
+        set_config(dlq__immediate_error_types=["smtp_451"])
+        make_service(port=sink.port)
+        task = queue_task(user)
+        with ThreadedDispatcher():
+            wait_done(task)
+    finally:
+        sink.stop()
+    entry = DeadLetter.objects.get(task=task)
+    assert entry.error_message == "451 4.3.0 mailbox busy, try later"
+
+    api = APIClient()
+    api.force_authenticate(user)
+    (row,) = api.get("/api/dlq").json()["results"]
+    assert row["error_message"].startswith("451 ")
+    at = row["history"][0]["at"]
+    assert isinstance(at, str) and dt.datetime.fromisoformat(at).tzinfo is not None
+    subtask = api.get(f"/api/tasks/{task.pk}/subtasks/").json()["results"][0]
+    assert dt.datetime.fromisoformat(subtask["history"][0]["at"]).year >= 2026
+
+    client.force_login(staff_user)
+    page = client.get(reverse("admin:dispatch_deadletter_change", args=[entry.pk]))
+    shown = dt.datetime.fromtimestamp(entry.history[0]["at"], tz=dt.UTC)
+    assert shown.strftime("%Y-%m-%d %H:%M:%S") in page.content.decode()
+    assert str(entry.history[0]["at"]) not in page.content.decode()

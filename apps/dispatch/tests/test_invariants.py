@@ -270,7 +270,9 @@ def test_a_django_q2_cluster_runs_loops_with_successors(
     assert len(smtp_sink.handler.messages) == 5
 
 
-def test_ctrl_c_stops_a_cluster_loop_at_once_without_a_successor(make_service, smtp_sink):
+def test_ctrl_c_stops_a_cluster_loop_at_once_without_a_successor(
+    make_service, smtp_sink, set_config
+):
     """Ctrl-C reaches the cluster's whole process group: the loop (asked to run two
     minutes) stops within seconds, gives its slot back and enqueues no successor, so the
     cluster, which waits for its workers' tasks, stops too."""
@@ -282,6 +284,8 @@ def test_ctrl_c_stops_a_cluster_loop_at_once_without_a_successor(make_service, s
     from apps.dispatch.engine.slots import slots_live
     from apps.dispatch.tests.helpers import spawn_qcluster
 
+    # One loop: the cluster's workers start none beside the one enqueued here.
+    set_config(queue__dispatchers=1)
     make_service(port=smtp_sink.port)
     async_task("apps.dispatch.tasks.dispatcher_loop", 120.0)
     cluster = spawn_qcluster()

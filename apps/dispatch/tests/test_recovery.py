@@ -185,6 +185,8 @@ def test_a_q2_loop_runs_then_enqueues_its_successor(
     make_contacts(user, 3)
     make_service(port=smtp_sink.port)
     task = queue_task(user)
+    assert OrmQ.objects.count() == 1, "queueing while no loop is live starts one"
+    OrmQ.objects.all().delete()  # this test runs the loop itself
     summary = tasks.dispatcher_loop(seconds=1.5)
     assert summary.startswith("slot 0:") and task_progress(task)["sent"] == 3
     assert OrmQ.objects.count() == 1, "the successor is queued"
@@ -310,3 +312,71 @@ def test_a_standby_dispatcher_stops_at_sigterm(set_config):
     assert process.returncode == 0
     assert time.monotonic() - started < 5
     assert "stopped while waiting" in out
+
+
+# --- loops start at once --------------------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_queueing_while_no_loop_is_live_starts_the_loops_at_once(
+    user, make_contacts, make_service, set_config
+):
+    from django_q.models import OrmQ
+
+    set_config(queue__dispatchers=2)
+    make_contacts(user, 2)
+    make_service(port=1)
+    queue_task(user)
+    assert OrmQ.objects.count() == 2, "as many loops as queue.dispatchers, at once"
+    queue_task(user)
+    assert OrmQ.objects.count() == 2, "loops already on their way are not started twice"
+    assert tasks.dispatcher_loops_ensure() == 0
+
+
+def test_no_loop_is_started_while_enough_are_live(db, set_config):
+    from django_q.models import OrmQ
+
+    set_config(queue__dispatchers=2)
+    slots.slot_acquire(limit=2)
+    assert tasks.dispatcher_loops_ensure() == 1
+    slots.slot_acquire(limit=2)
+    OrmQ.objects.all().delete()
+    assert tasks.dispatcher_loops_ensure() == 0 and not OrmQ.objects.exists()
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_a_new_cluster_sends_its_first_mail_within_seconds(
+    user, make_contacts, make_service, smtp_sink, set_config
+):
+    """No watchdog schedule, no loop enqueued: the cluster's workers start the loops as
+    they start (q2's schedules would tick up to a minute later)."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from django_q.models import OrmQ, Schedule
+
+    from apps.dispatch.tests.helpers import spawn_qcluster, wait_done
+
+    set_config(queue__dispatchers=1)
+    make_contacts(user, 3)
+    make_service(port=smtp_sink.port)
+    task = queue_task(user)
+    OrmQ.objects.all().delete()  # as if the loops queued with it were lost
+    assert not Schedule.objects.exists()
+    started = time.time()
+    cluster = spawn_qcluster()
+    try:
+        wait_done(task, timeout=25)
+        first_mail = min(m.received_at for m in smtp_sink.handler.messages)
+    finally:
+        os.killpg(cluster.pid, signal.SIGINT)  # the whole group: its loop stops at once
+        try:
+            cluster.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(cluster.pid, signal.SIGKILL)
+    elapsed = first_mail - started
+    assert task_progress(task)["sent"] == 3
+    assert elapsed < 15, f"first mail {elapsed:.1f} s after the cluster started"

@@ -270,7 +270,8 @@ def test_multi_line_and_split_replies_are_read_whole():
     with pytest.raises(SendError) as caught:
         sender.send(from_addr="a@example.com", to_addrs=["b@example.com"], message=MESSAGE)
     assert (caught.value.kind, caught.value.code) == ("permanent", 550)
-    assert caught.value.message == "5.7.1 rejected\nsee the policy\n5.7.1 bye"
+    # The whole reply, its code first: what the subtask and the dead-letter queue keep.
+    assert caught.value.message == "550 5.7.1 rejected\nsee the policy\n5.7.1 bye"
     assert server.received[:2] == [
         b"MAIL FROM:<a@example.com>\r\n",
         b"RCPT TO:<b@example.com>\r\n",

@@ -1,18 +1,26 @@
 """``manage.py devstack``: everything ``make run`` starts, supervised in one foreground process.
 
 1. ``migrate``, ``setup_schedules`` and ``seed_demo`` (idempotent: a second run reuses data);
-2. then three children: the web server (``runserver`` on 127.0.0.1:8000, no autoreload),
-   the django-q2 cluster (``qcluster``) and the local SMTP sink (``smtp_sink``);
-3. Ctrl-C (or SIGTERM) stops all three; if one of them dies, the others are stopped too
+2. then three children: the local SMTP sink (``smtp_sink``) first — the demo services
+   send to it, and a send that finds no server would cool the service down — then the
+   django-q2 cluster (``qcluster``, which starts its dispatcher loops at once) and the web
+   server (``runserver`` on 127.0.0.1:8000, no autoreload);
+3. "EDM is up" is printed once the sink accepts connections and the web server answers
+   ``/api/health`` (so the demo task's first mail is measured from a moment that means
+   something: it arrives within seconds);
+4. Ctrl-C (or SIGTERM) stops all three; if one of them dies, the others are stopped too
    and the exit code is non-zero.
 """
 
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
+from collections.abc import Callable
 
 from django.conf import settings
 from django.core.management import call_command
@@ -32,11 +40,13 @@ class Command(BaseCommand):
         if not no_seed:
             call_command("seed_demo", stdout=self.stdout)
         manage = [sys.executable, str(settings.BASE_DIR / "manage.py")]
-        children = {
-            "smtp sink": subprocess.Popen([*manage, "smtp_sink"]),
-            "q2 cluster": subprocess.Popen([*manage, "qcluster"]),
-            "web": subprocess.Popen([*manage, "runserver", addr, "--noreload"]),
-        }
+        children = {"smtp sink": subprocess.Popen([*manage, "smtp_sink"])}
+        sink = (settings.EDM_SINK_HOST, settings.EDM_SINK_PORT)
+        _wait(lambda: _accepts(sink), children, what="the mail sink", stderr=self.stderr)
+        children["q2 cluster"] = subprocess.Popen([*manage, "qcluster"])
+        children["web"] = subprocess.Popen([*manage, "runserver", addr, "--noreload"])
+        health = f"http://{addr}/api/health"
+        _wait(lambda: _answers(health), children, what="the web server", stderr=self.stderr)
         self.stdout.write(
             self.style.SUCCESS(
                 f"EDM is up: admin http://{addr}/admin/ · API http://{addr}/api/docs/ · "
@@ -73,3 +83,32 @@ class Command(BaseCommand):
         self.stdout.write("EDM stopped.")
         if exit_code:
             sys.exit(exit_code)
+
+
+def _accepts(address: tuple[str, int]) -> bool:
+    try:
+        with socket.create_connection(address, timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def _wait(ready: Callable[[], bool], children: dict, *, what: str, stderr, timeout=60) -> None:
+    """Until ``ready()``, a child exits (the supervising loop then stops everything), or
+    ``timeout`` seconds (then start anyway: a slow machine is no reason to give up)."""
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if any(child.poll() is not None for child in children.values()):
+            return
+        if time.monotonic() > deadline:
+            stderr.write(f"{what} is not answering after {timeout} s; going on")
+            return
+        time.sleep(0.1)
