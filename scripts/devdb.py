@@ -282,7 +282,13 @@ def _kill(pid: int) -> None:
 def pick_data_dir(requested: str | None) -> tuple[str, bool]:
     """Return (data directory, throwaway?)."""
     if requested is None:
-        return tempfile.mkdtemp(prefix="edm-pg-", dir="/tmp"), True
+        # EDM_DEVDB_TMPDIR: where throwaway clusters go (CI gives each run its own folder,
+        # so it can tell its servers from anyone else's). It must be reachable by the
+        # server's user, so not under root's home.
+        parent = os.environ.get("EDM_DEVDB_TMPDIR", "/tmp")
+        os.makedirs(parent, exist_ok=True)
+        os.chmod(parent, 0o755)
+        return tempfile.mkdtemp(prefix="edm-pg-", dir=parent), True
     path = os.path.abspath(requested)
     if os.geteuid() == 0:
         parent = os.path.dirname(path)
