@@ -10,7 +10,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 
@@ -31,15 +30,10 @@ def wait_for(
     condition: Callable[[], object], *, timeout: float = 10, message: str = ""
 ) -> object:
     """Poll ``condition`` until it returns something truthy and return that; fail after
-    ``timeout`` seconds, naming ``message``. An element that is missing or went stale
-    while the page changes counts as "not yet"."""
+    ``timeout`` seconds, naming ``message``."""
     deadline = time.monotonic() + timeout
     while True:
-        try:
-            result = condition()
-        except (NoSuchElementException, StaleElementReferenceException):
-            # The page is being replaced under the condition (a click just navigated).
-            result = None
+        result = condition()
         if result:
             return result
         if time.monotonic() > deadline:
