@@ -25,11 +25,24 @@ Parts (all by default; ``--part NAME`` to run some):
     A dispatcher sending from that 1,000,000-recipient task for a while: its peak RSS,
     user B's 10-recipient task queued meanwhile (first send, completion), and the
     database time (claim + record round trips) per message sent.
+``latency``
+    Real-world latency (BENCHMARKS.md, "Dispatch at real-world latency"): a sink in its
+    own process answering MAIL, RCPT and the end of DATA each after L ms, EDM at its
+    default configuration (``queue.*`` keys reset; ``manage.py dispatch`` processes, as
+    many as ``queue.dispatchers``) and, in the same run, baseline A with as many
+    connections as there are services. Cases (``--latency-case``): ``200ms-1000``
+    (1,000 services), ``50ms-200`` (200 services), ``50ms-1000-rate1`` (1,000 services
+    at ``sending_rate`` 1: msg/s and the smallest gap between two receive times of a
+    service). Reported: msg/s, EDM ÷ A, PostgreSQL connections per dispatcher (most
+    seen in ``pg_stat_activity``), threads and peak RSS per dispatcher, dispatcher and
+    PostgreSQL CPU per message, deliveries per second of the run. It raises its
+    open-file limit to the hard limit first and says so.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import signal
 import statistics
@@ -146,7 +159,12 @@ def load_contacts(owner, rows, *, tag_name: str) -> int:
     return tag.pk
 
 
-def make_pool(name: str, count: int, *, port: int, sending_rate: float = 0.0):
+def make_pool(
+    name: str, count: int, *, port: int, sending_rate: float = 0.0, own_senders: bool = False
+):
+    """``count`` SMTP services on 127.0.0.1:``port`` in pool ``name`` (made anew); with
+    ``own_senders`` each has an envelope sender of its own (``s<i>-<address>``), so the
+    sink's receive times per sender are per service."""
     from baselines import FROM_EMAIL, FROM_NAME
 
     from apps.services.models import EmailService, Pool
@@ -160,7 +178,7 @@ def make_pool(name: str, count: int, *, port: int, sending_rate: float = 0.0):
             kind="smtp",
             host="127.0.0.1",
             port=port,
-            from_email=FROM_EMAIL,
+            from_email=f"s{i}-{FROM_EMAIL}" if own_senders else FROM_EMAIL,
             from_name=FROM_NAME,
             sending_rate=sending_rate,
             daily_quota=0,
@@ -184,19 +202,21 @@ def drop_task(task) -> None:
 
 
 def spawn_dispatchers(count: int, *, plain: bool = False) -> list[subprocess.Popen]:
+    """``manage.py dispatch`` processes (``plain``: ``dispatch_plain.py``); each one's
+    PostgreSQL connections carry the application name ``edm-dispatch-<i>``
+    (``PGAPPNAME``), so they can be counted."""
     from apps.core.database import child_env
 
-    env = child_env(DEBUG="1", LOG_LEVEL="WARNING")
     command = [str(HERE / "dispatch_plain.py")] if plain else [str(ROOT / "manage.py"), "dispatch"]
     processes = [
         subprocess.Popen(
             [sys.executable, *command],
             cwd=ROOT,
-            env=env,
+            env=child_env(DEBUG="1", LOG_LEVEL="WARNING", PGAPPNAME=f"edm-dispatch-{number}"),
             stdout=subprocess.PIPE,
             text=True,
         )
-        for _ in range(count)
+        for number in range(count)
     ]
     for process in processes:  # each prints one line once its loop is running
         process.stdout.readline()
@@ -352,6 +372,208 @@ def part_throughput(args) -> dict:
     ):
         figures[f"edm_{key}"] = last[key]
     figures["all_verified"] = all(row.get("verified") for rows in results.values() for row in rows)
+    return figures
+
+
+# -- real-world latency -----------------------------------------------------------------
+
+LATENCY_CASES = {
+    # name: (reply latency in seconds, services, sending_rate, baseline A alongside)
+    "200ms-1000": (0.2, 1000, 0.0, True),
+    "50ms-200": (0.05, 200, 0.0, True),
+    "50ms-1000-rate1": (0.05, 1000, 1.0, False),
+}
+
+
+def raise_open_files() -> dict:
+    """Raise this process's open-file limit (inherited by the dispatchers and the sink)
+    to the hard limit: as far as the machine allows without privileges."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    print(f"open-file limit raised from {soft} to {hard} (the hard limit)", flush=True)
+    return {"open_files_soft_before": soft, "open_files_limit": hard}
+
+
+class _Sampler(threading.Thread):
+    """Every 0.25 s while EDM sends: PostgreSQL connections per dispatcher process
+    (``pg_stat_activity`` by application name) and each process's thread count."""
+
+    def __init__(self, processes: list[subprocess.Popen]) -> None:
+        super().__init__(daemon=True)
+        self.processes = processes
+        self.stop = threading.Event()
+        self.pg_max: dict[str, int] = {}
+        self.threads_max: dict[int, int] = {}
+
+    def run(self) -> None:
+        from django.db import connection
+
+        try:
+            while not self.stop.wait(0.25):
+                with connection.cursor() as cursor:
+                    cursor.execute(
+                        "SELECT application_name, count(*) FROM pg_stat_activity "
+                        "WHERE application_name LIKE 'edm-dispatch-%%' GROUP BY 1"
+                    )
+                    for name, count in cursor.fetchall():
+                        self.pg_max[name] = max(self.pg_max.get(name, 0), count)
+                for process in self.processes:
+                    threads = _proc_status(process.pid, "Threads")
+                    self.threads_max[process.pid] = max(
+                        self.threads_max.get(process.pid, 0), threads
+                    )
+        finally:
+            connection.close()
+
+
+def _proc_status(pid: int, key: str) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(f"{key}:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def run_edm_latency(recipients, *, sink, owner, tag_id, pool, dispatchers: int, rate: float):
+    """EDM at the default configuration against a latency sink: msg/s, every recipient
+    exactly once, PostgreSQL connections and threads per dispatcher, peak RSS, CPU per
+    message; with a rate limit, the smallest gap between two receive times of a
+    service."""
+    from baselines import postgres_cpu_seconds
+
+    from apps.dispatch import services
+    from apps.dispatch.models import Task
+
+    sink.reset()
+    processes = spawn_dispatchers(dispatchers)
+    sampler = _Sampler(processes)
+    try:
+        cpu_before = [proc_cpu(p.pid) for p in processes]
+        pg_before = postgres_cpu_seconds()
+        task = bench_task(owner, "bench-latency", tag_id=tag_id, pool=pool)
+        sampler.start()
+        services.task_queue(task=task)
+        queued = time.time()
+        stats = sink.wait_for(len(recipients), timeout=3600)
+        pg_after = postgres_cpu_seconds()
+        cpu_after = [proc_cpu(p.pid) for p in processes]
+        rss = max(proc_hwm_mb(p.pid) for p in processes)
+    finally:
+        sampler.stop.set()
+        stop_dispatchers(processes)
+        sampler.join(5)
+    check = sink.verify(r.email for r in recipients)
+    if not check["ok"]:
+        raise AssertionError(f"EDM: not exactly one message per recipient: {check}")
+    messages = stats["deliveries"]
+    seconds = stats["last_at"] - queued
+    figures = {
+        "messages": messages,
+        "seconds": round(seconds, 2),
+        "msgs_per_s": round(messages / seconds),
+        "dispatchers": dispatchers,
+        "postgres_connections_max_per_dispatcher": max(sampler.pg_max.values(), default=0),
+        "postgres_connections_max": dict(sorted(sampler.pg_max.items())),
+        "threads_max_per_dispatcher": max(sampler.threads_max.values(), default=0),
+        "dispatcher_peak_rss_mb": round(rss),
+        "dispatcher_cpu_ms_per_message": round(
+            (sum(cpu_after) - sum(cpu_before)) * 1000 / messages, 3
+        ),
+        "postgres_cpu_ms_per_message": None
+        if pg_before is None
+        else round((pg_after - pg_before) * 1000 / messages, 3),
+        "verified": True,
+    }
+    times = sink.stats(detail=True)["times_by_sender"]
+    every = sorted(t for received in times.values() for t in received)
+    if every:
+        # Deliveries in each second of the run: the ramp, the steady rate and the tail.
+        buckets = [0] * (int(every[-1] - queued) + 1)
+        for at in every:
+            buckets[max(0, int(at - queued))] += 1
+        figures["per_second"] = buckets
+    if rate > 0:
+        gaps = [
+            b - a
+            for received in times.values()
+            for a, b in zip(sorted(received), sorted(received)[1:], strict=False)
+        ]
+        figures["services_seen"] = len(times)
+        figures["min_gap_s"] = round(min(gaps), 4) if gaps else None
+        figures["gaps_below_rate"] = sum(1 for gap in gaps if gap < rate)
+        close = sorted(
+            (round(b - a, 3), round(a - queued, 1))
+            for received in times.values()
+            for a, b in itertools.pairwise(sorted(received))
+            if b - a < rate
+        )
+        figures["closest_gaps_and_when"] = close[:10]
+    Task.objects.filter(pk=task.pk).update(status="completed")
+    drop_task(task)
+    return figures
+
+
+def part_latency(args) -> dict:
+    """The cases of BENCHMARKS.md, "Dispatch at real-world latency", each against a sink
+    of its own that answers after L ms, at EDM's default configuration."""
+    from baselines import make_recipients, run_baseline_a
+    from sink import start_sink_process
+
+    from apps.config.models import SystemConfig
+
+    figures: dict = raise_open_files()
+    n = 2000 if args.smoke else args.n
+    recipients = make_recipients(n, args.seed)
+    owner = bench_user("bench-latency")
+    tag_id = load_contacts(
+        owner, [(r.email, r.first_name, r.city) for r in recipients], tag_name="latency"
+    )
+    SystemConfig.objects.filter(key__startswith="queue.").delete()  # the defaults
+    from apps.dispatch.conf import DispatchSettings
+
+    dispatchers = DispatchSettings.load().dispatchers
+    cases = args.latency_case or list(LATENCY_CASES)
+    for name in cases:
+        latency, count, rate, with_a = LATENCY_CASES[name]
+        for run in range(1, (1 if args.smoke else args.runs) + 1):
+            with start_sink_process(latency=latency, record_times=True) as sink:
+                pool = make_pool(
+                    f"latency-{name}",
+                    count,
+                    port=sink.port,
+                    sending_rate=rate,
+                    own_senders=rate > 0,
+                )
+                row: dict = {
+                    "latency_ms": round(latency * 1000),
+                    "services": count,
+                    "sending_rate": rate,
+                    "load_before": os.getloadavg()[0],
+                }
+                if with_a:
+                    a = run_baseline_a(recipients, sink=sink, connections=count)
+                    print(f"{name} run {run} A:   {a}", flush=True)
+                    row["a_msgs_per_s"] = a["msgs_per_s"]
+                    row["a_connections"] = count
+                edm = run_edm_latency(
+                    recipients,
+                    sink=sink,
+                    owner=owner,
+                    tag_id=tag_id,
+                    pool=pool,
+                    dispatchers=dispatchers,
+                    rate=rate,
+                )
+                print(f"{name} run {run} EDM: {edm}", flush=True)
+                row.update({f"edm_{key}": value for key, value in edm.items()})
+                if with_a:
+                    row["edm_over_a"] = round(edm["msgs_per_s"] / a["msgs_per_s"], 2)
+                row["load_after"] = os.getloadavg()[0]
+            figures[f"{name}_run{run}"] = row
     return figures
 
 
@@ -753,8 +975,14 @@ def main() -> int:
     parser.add_argument(
         "--part",
         action="append",
-        choices=["throughput", "tick", "materialize", "rss", "deliverability"],
+        choices=["throughput", "tick", "materialize", "rss", "latency", "deliverability"],
         help="run only these parts (deliverability runs only when named)",
+    )
+    parser.add_argument(
+        "--latency-case",
+        action="append",
+        choices=sorted(LATENCY_CASES),
+        help="with --part latency: run only these cases",
     )
     parser.add_argument("--n", type=int, default=100_000)
     parser.add_argument("--runs", type=int, default=1)
@@ -764,11 +992,13 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, default=800)
     parser.add_argument("--skip-post-office", action="store_true")
     args = parser.parse_args()
-    parts = args.part or ["throughput", "tick", "materialize", "rss"]
+    parts = args.part or ["throughput", "tick", "materialize", "rss", "latency"]
     setup_django()
     figures: dict = {}
     if "throughput" in parts:
         figures.update(part_throughput(args))
+    if "latency" in parts:
+        figures.update({f"latency_{k}": v for k, v in part_latency(args).items()})
     if "tick" in parts:
         figures.update({f"scale_{k}": v for k, v in part_tick(args).items()})
     if "deliverability" in parts:

@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 
@@ -30,10 +31,15 @@ def wait_for(
     condition: Callable[[], object], *, timeout: float = 10, message: str = ""
 ) -> object:
     """Poll ``condition`` until it returns something truthy and return that; fail after
-    ``timeout`` seconds, naming ``message``."""
+    ``timeout`` seconds, naming ``message``. An element that is missing or went stale
+    while the page changes counts as "not yet"."""
     deadline = time.monotonic() + timeout
     while True:
-        result = condition()
+        try:
+            result = condition()
+        except (NoSuchElementException, StaleElementReferenceException):
+            # The page is being replaced under the condition (a click just navigated).
+            result = None
         if result:
             return result
         if time.monotonic() > deadline:

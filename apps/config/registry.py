@@ -264,7 +264,9 @@ register(
         "queue.batch_size",
         "int",
         200,
-        "Most subtasks one dispatcher tick claims.",
+        "Most subtasks one dispatcher tick claims (each reserved service gets what it "
+        "sends in the next few seconds, within this; a loop ticks again at once while "
+        "there is more).",
         min=1,
         max=10000,
     ),
@@ -279,10 +281,20 @@ register(
     Key(
         "queue.concurrency",
         "int",
-        8,
-        "Concurrent SMTP connections per dispatcher loop.",
+        0,
+        "Concurrent SMTP connections per dispatcher loop (0: one per ready service, "
+        "within queue.max_connections).",
+        min=0,
+        max=10000,
+    ),
+    Key(
+        "queue.max_connections",
+        "int",
+        1000,
+        "Most SMTP connections open at once across the cluster when queue.concurrency "
+        "is 0 (each dispatcher loop takes an equal share).",
         min=1,
-        max=256,
+        max=100000,
     ),
     Key(
         "queue.lease_seconds",

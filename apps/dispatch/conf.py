@@ -16,6 +16,7 @@ class DispatchSettings:
     batch_size: int
     dispatchers: int
     concurrency: int
+    max_connections: int
     lease_seconds: float
     backoff_strategy: str
     backoff_initial: float
@@ -40,6 +41,7 @@ class DispatchSettings:
             batch_size=int(config_get("queue.batch_size")),
             dispatchers=int(config_get("queue.dispatchers")),
             concurrency=int(config_get("queue.concurrency")),
+            max_connections=int(config_get("queue.max_connections")),
             lease_seconds=float(config_get("queue.lease_seconds")),
             backoff_strategy=str(config_get("backoff.strategy")),
             backoff_initial=float(config_get("backoff.initial")),

@@ -11,10 +11,15 @@ dispatcher whose fault it is:
 * ``service`` - the service itself is broken (authentication refused, connection
   refused, TLS failure, bad sender address): not the recipient's fault; the message goes
   back without spending an attempt and the service cools down.
+* ``local`` - this machine ran out of something (file descriptors, memory for a socket):
+  neither the recipient's nor the service's fault; the message goes back at once without
+  spending an attempt, the service is not cooled down, and the dispatcher opens fewer
+  connections.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import smtplib
@@ -36,6 +41,7 @@ class SendError(Exception):
     TRANSIENT = "transient"
     THROTTLED = "throttled"
     SERVICE = "service"
+    LOCAL = "local"
 
     def __init__(self, message: str, *, kind: str, code: int | None = None):
         super().__init__(message)
@@ -67,10 +73,14 @@ class Sender(Protocol):
         to_addrs: list[str],
         message: bytes,
         before_data: Callable[[], bool] | None = None,
+        commit: Callable[[Callable[[], object]], None] | None = None,
     ) -> None:
         """Send ``message``. ``before_data`` is called once the recipients are accepted,
         before the message's data goes out; ``False`` withdraws the message (raises
-        :class:`Withdrawn`, nothing is delivered)."""
+        :class:`Withdrawn`, nothing is delivered). ``commit`` is called with the function
+        that commits the message — over SMTP, once its data is sent, the one that sends
+        the final "." — and calls it once, when it likes: a rate limit spaces the
+        commits, while the rest of the transaction goes ahead of them."""
         ...
 
     def close(self) -> None: ...
@@ -110,10 +120,13 @@ def _kernel_timeouts(sock: socket.socket, timeout: float) -> None:
     that has to wait costs a failed ``recv``, a ``poll`` and a second ``recv`` — three
     system calls per SMTP reply instead of one. A timeout still raises ``OSError``
     (EAGAIN), which is handled like any broken connection. TLS sockets keep Python's
-    timeouts (their reads may need writes and vice versa)."""
+    timeouts (their reads may need writes and vice versa). No Nagle delay (below)."""
     seconds = int(timeout)
     value = struct.pack("ll", seconds, int((timeout - seconds) * 1_000_000))
     sock.settimeout(None)
+    # A held final "." (``commit``) is a small write after the message's data: with
+    # Nagle's algorithm it would wait for the server's delayed ACK of the data (~40 ms).
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, value)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, value)
 
@@ -197,7 +210,9 @@ def _transaction(
     from_addr: str,
     to_addr: str,
     message: bytes,
+    *,
     before_data: Callable[[], bool] | None = None,
+    commit: Callable[[Callable[[], object]], None] | None = None,
 ) -> None:
     """One mail transaction for one recipient with plain ASCII addresses — the same
     commands, replies and exceptions as ``smtplib.SMTP.sendmail`` (SIZE included when the
@@ -229,11 +244,29 @@ def _transaction(
     if code != 354:
         _refused(connection, code)
         raise smtplib.SMTPDataError(code, reply)
-    sock.sendall(_data_bytes(message))
+    data = _data_bytes(message)
+    if commit is None:
+        sock.sendall(data)
+    else:
+        sock.sendall(memoryview(data)[:-3])  # everything up to the final ".\r\n"
+        commit(lambda: sock.sendall(b".\r\n"))
     code, reply = _reply(connection)
     if code != 250:
         _refused(connection, code)
         raise smtplib.SMTPDataError(code, reply)
+
+
+def _commit(send: Callable[[], object], commit: Callable[[Callable[[], object]], None] | None):
+    """Commit a message through the caller's ``commit`` (which may wait first), or now."""
+    if commit is None:
+        send()
+    else:
+        commit(send)
+
+
+def _local_shortage(exc: OSError) -> bool:
+    """The connection could not be made because this machine ran out of something."""
+    return exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
 
 class SMTPSender:
@@ -298,9 +331,10 @@ class SMTPSender:
             raise error from None
         except ssl.SSLError as exc:
             raise SendError(f"TLS failure: {exc}", kind=SendError.SERVICE) from None
-        except (OSError, smtplib.SMTPException) as exc:
+        except OSError as exc:  # smtplib's own errors included (they are OSErrors)
+            kind = SendError.LOCAL if _local_shortage(exc) else SendError.SERVICE
             raise SendError(
-                f"cannot connect to {self.host}:{self.port}: {exc}", kind=SendError.SERVICE
+                f"cannot connect to {self.host}:{self.port}: {exc}", kind=kind
             ) from None
         if not isinstance(connection.sock, ssl.SSLSocket):
             _kernel_timeouts(connection.sock, self.timeout)
@@ -313,15 +347,31 @@ class SMTPSender:
         to_addrs: list[str],
         message: bytes,
         before_data: Callable[[], bool] | None = None,
+        commit: Callable[[Callable[[], object]], None] | None = None,
     ) -> None:
         self.open()
         assert self.connection is not None
         try:
             if len(to_addrs) == 1 and _plain_address(from_addr) and _plain_address(to_addrs[0]):
-                _transaction(self.connection, from_addr, to_addrs[0], message, before_data)
+                _transaction(
+                    self.connection,
+                    from_addr,
+                    to_addrs[0],
+                    message,
+                    before_data=before_data,
+                    commit=commit,
+                )
                 return
             _check_before_data(None, before_data)
-            refused = self.connection.sendmail(from_addr, to_addrs, message)
+            # sendmail cannot hold the final ".": the whole of it is the commit.
+            result: list[dict] = []
+            connection = self.connection
+
+            def send() -> None:
+                result.append(connection.sendmail(from_addr, to_addrs, message))
+
+            _commit(send, commit)
+            refused = result[0]
         except smtplib.SMTPRecipientsRefused as exc:
             code, reply = next(iter(exc.recipients.values()))
             raise _classify_code(code, _text(reply), phase="rcpt") from None
@@ -406,12 +456,17 @@ class ConsoleSender:
         to_addrs: list[str],
         message: bytes,
         before_data: Callable[[], bool] | None = None,
+        commit: Callable[[Callable[[], object]], None] | None = None,
     ) -> None:
         _check_before_data(None, before_data)
-        sys.stdout.write(f"--- message from {from_addr} to {', '.join(to_addrs)}\n")
-        sys.stdout.write(message.decode("utf-8", "replace"))
-        sys.stdout.write("\n")
-        sys.stdout.flush()
+
+        def write() -> None:
+            sys.stdout.write(f"--- message from {from_addr} to {', '.join(to_addrs)}\n")
+            sys.stdout.write(message.decode("utf-8", "replace"))
+            sys.stdout.write("\n")
+            sys.stdout.flush()
+
+        _commit(write, commit)
 
     def close(self) -> None:
         pass
@@ -443,15 +498,20 @@ class FileSender:
         to_addrs: list[str],
         message: bytes,
         before_data: Callable[[], bool] | None = None,
+        commit: Callable[[Callable[[], object]], None] | None = None,
     ) -> None:
         _check_before_data(None, before_data)
-        name = f"{time.time_ns()}-{socket.gethostname()}-{os.getpid()}.eml"
-        try:
-            (self.directory / name).write_bytes(message)
-        except OSError as exc:
-            raise SendError(
-                f"cannot write {name}: {exc.strerror}", kind=SendError.SERVICE
-            ) from None
+
+        def write() -> None:
+            name = f"{time.time_ns()}-{socket.gethostname()}-{os.getpid()}.eml"
+            try:
+                (self.directory / name).write_bytes(message)
+            except OSError as exc:
+                raise SendError(
+                    f"cannot write {name}: {exc.strerror}", kind=SendError.SERVICE
+                ) from None
+
+        _commit(write, commit)
 
     def close(self) -> None:
         pass

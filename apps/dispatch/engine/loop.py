@@ -1,8 +1,14 @@
 """The dispatcher loop: tick, hand chunks to sender threads, sleep until work is ready.
 
-* The main thread runs ticks (short transactions) and housekeeping; sender threads send
-  chunks and record outcomes on their own connections; no thread holds a transaction
-  while a message is on the wire.
+* The main thread runs ticks (short transactions) and housekeeping; sender threads (one
+  per open SMTP connection) send chunks; their database work goes through a few
+  connections (``database``); no thread holds a transaction while a message is on the
+  wire.
+* How many connections: ``queue.concurrency`` when set, else one per ready service of
+  the pools, up to ``queue.max_connections`` across the cluster (each of the
+  ``queue.dispatchers`` loops takes its share). When this machine runs out of file
+  descriptors (or the database of connections), the loop opens fewer and hands the
+  claimed work back at once.
 * Between ticks the loop sleeps until the next moment anything becomes ready (at most
   1 s), or until a ``NOTIFY`` on :data:`apps.dispatch.queues.NOTIFY_CHANNEL` (sent once
   per queued task) or a finished chunk wakes it.
@@ -13,6 +19,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import queue
 import threading
@@ -26,9 +33,11 @@ from apps.dispatch import metrics, progress
 from apps.dispatch.conf import DispatchSettings
 from apps.dispatch.engine import outcomes
 from apps.dispatch.engine import slots as slot_lib
+from apps.dispatch.engine.database import DIRECT_UP_TO, DatabaseWork, Moves
 from apps.dispatch.engine.tick import Chunk, next_ready_in, tick
 from apps.dispatch.engine.worker import SenderCache, TemplateCache, run_chunk
 from apps.dispatch.queues import NOTIFY_CHANNEL
+from apps.services.senders import SendError
 
 logger = logging.getLogger("edm.dispatch")
 
@@ -40,6 +49,13 @@ STOP_CHECK = 0.2
 MIN_SLEEP = 0.01
 HOUSEKEEPING_EVERY = 1.0
 COMPACT_EVERY = 10.0
+# With many sender threads, a tick waits until an eighth of them are free or this long
+# after the previous tick: one tick for many finished chunks.
+TICK_GATHER = 0.02
+# After a local shortage (file descriptors), the loop keeps to fewer connections this long.
+SHORTAGE_HOLD = 60.0
+# Sender threads block in socket reads: a small stack each, so that thousands fit.
+SENDER_STACK = 512 * 1024
 
 
 @dataclass
@@ -51,8 +67,16 @@ class LoopStats:
     tick_seconds: list[float] = field(default_factory=list)
 
 
+@dataclass
+class Abandoned:
+    """A chunk whose sending could not start (its database work failed)."""
+
+    chunk: Chunk
+    error: BaseException
+
+
 class _SenderPool:
-    """Sender threads fed from a queue; each closes its database connection on exit."""
+    """Sender threads fed from a queue (they hold no database connection)."""
 
     def __init__(self, run) -> None:
         self._run = run
@@ -62,11 +86,16 @@ class _SenderPool:
         self.in_flight = 0
 
     def submit(self, chunk: Chunk, *, size: int) -> None:
-        while len(self.threads) < size:
-            thread = threading.Thread(
-                target=self._work, name=f"edm-sender-{len(self.threads)}", daemon=True
-            )
-            thread.start()
+        idle = len(self.threads) - self.in_flight
+        if idle <= 0 and len(self.threads) < size:
+            previous = threading.stack_size(SENDER_STACK)
+            try:
+                thread = threading.Thread(
+                    target=self._work, name=f"edm-sender-{len(self.threads)}", daemon=True
+                )
+                thread.start()
+            finally:
+                threading.stack_size(previous)
             self.threads.append(thread)
         self.in_flight += 1
         self.jobs.put(chunk)
@@ -79,10 +108,9 @@ class _SenderPool:
                     return
                 try:
                     report = self._run(chunk)
-                except Exception:
-                    logger.exception("chunk of service %s failed", chunk.service.id)
-                    report = None
-                    connections["default"].close()
+                except Exception as exc:  # noqa: BLE001 - the loop hands the chunk back
+                    logger.warning("chunk of service %s could not run: %s", chunk.service.id, exc)
+                    report = Abandoned(chunk, exc)
                 self.done.put(report)
         finally:
             connections.close_all()
@@ -166,13 +194,19 @@ class Dispatcher:
         self.stats = LoopStats()
         self.slot: tuple[int, str] | None = None
         self.slot_lost = False
-        self.templates = TemplateCache()
+
         self.wait_recorded: set[int] = set()
         self.known_sending: set[int] = set()
         self.touched_tasks: set[int] = set()
         self.conf = DispatchSettings.load()
         self.senders = SenderCache(timeout=self.conf.smtp_timeout)
         self.pool = _SenderPool(self._run_chunk)
+        self._shortage_cap: int | None = None
+        self._shortage_until = 0.0
+        self._last_tick = 0.0
+        self.db = DatabaseWork()
+        self.templates = TemplateCache(self.db)
+        self.moves = Moves(direct=self.configured_limit() <= DIRECT_UP_TO)
         self._next_completion_check = 0.0
         self._next_compaction = 0.0
         self.listener: psycopg.Connection | None = None
@@ -186,7 +220,26 @@ class Dispatcher:
             templates=self.templates,
             stop=self.stop,
             wait_recorded=self.wait_recorded,
+            db=self.db,
+            moves=self.moves,
         )
+
+    def configured_limit(self) -> int:
+        """``queue.concurrency``, or the loop's share of ``queue.max_connections``."""
+        return self.conf.concurrency or max(
+            1, self.conf.max_connections // max(1, self.conf.dispatchers)
+        )
+
+    def connections_limit(self) -> int:
+        """How many SMTP connections (sender threads) this loop may have open: the
+        configured limit, less for a while after this machine ran short of file
+        descriptors."""
+        limit = self.configured_limit()
+        if self._shortage_cap is not None:
+            if time.monotonic() < self._shortage_until:
+                return min(limit, self._shortage_cap)
+            self._shortage_cap = None
+        return limit
 
     def acquire_slot(self) -> bool:
         if not self.use_slot:
@@ -199,7 +252,15 @@ class Dispatcher:
             logger.info("no free dispatcher slot (queue.dispatchers=%s)", self.conf.dispatchers)
             return self.stats
         deadline = None if self.seconds is None else time.monotonic() + self.seconds
+        # What the process holds by now (Django, the apps, the settings) is kept out of
+        # the collector's full passes: with hundreds of sender threads each pass would
+        # stop them all for tens of milliseconds.
+        gc.freeze()
         self.listener = _listen_connection()
+        # The senders' database connections first: the SMTP connections may then take
+        # every file descriptor this process has left.
+        self.db.start()
+        self.moves.start()
         self._relisten_at = time.monotonic() + RELISTEN_EVERY
         next_tick = 0.0
         next_housekeeping = 0.0
@@ -213,8 +274,9 @@ class Dispatcher:
                     if not self._housekeeping():
                         break
                     next_housekeeping = now + HOUSEKEEPING_EVERY
-                free = self.conf.concurrency - self.pool.in_flight
-                if free > 0 and now >= next_tick:
+                limit = self.connections_limit()
+                free = limit - self.pool.in_flight
+                if free > 0 and now >= next_tick and self._tick_due(free, limit, now):
                     claimed = self._tick(free)
                     if claimed:
                         next_tick = now
@@ -223,10 +285,11 @@ class Dispatcher:
                     if self.once and not self.pool.in_flight:
                         break
                 now = time.monotonic()
-                free = self.conf.concurrency - self.pool.in_flight
+                free = limit - self.pool.in_flight
                 # Block until a chunk finishes when every sender is busy; otherwise until
                 # the next tick is due. Never spin: a due tick runs on the next iteration.
-                wait = STOP_CHECK if free <= 0 else min(max(0.0, next_tick - now), STOP_CHECK)
+                due = max(next_tick, self._last_tick + TICK_GATHER) if free > 0 else now
+                wait = STOP_CHECK if free <= 0 else min(max(0.0, due - now), STOP_CHECK)
                 if deadline is not None:
                     wait = min(wait, max(0.0, deadline - now))
                 if self.pool.in_flight:
@@ -242,9 +305,9 @@ class Dispatcher:
                     next_tick = time.monotonic()
         finally:
             self.stop.set()  # sender threads stop before their next message
-            for report in self.pool.shutdown():
-                if report is not None:
-                    self.stats.sent += len(report.sent)
+            self._collected(self.pool.shutdown(), finishing=True)
+            self.db.close()
+            self.moves.close()
             self.senders.close_all()
             if self.listener is not None:
                 self.listener.close()
@@ -255,12 +318,27 @@ class Dispatcher:
             _plan_for_key_lookups(False)
         return self.stats
 
-    def _collected(self, reports: list) -> None:
+    def _tick_due(self, free: int, limit: int, now: float) -> bool:
+        """A tick now? Always with a few sender threads; with many, once an eighth of them
+        are free or ``TICK_GATHER`` after the previous tick (one tick claims for many
+        finished chunks instead of one tick each). Never while the senders' database
+        connections are down: nothing claimed could be sent."""
+        if not self.db.healthy:
+            return False
+        return free >= max(1, limit // 8) or now - self._last_tick >= TICK_GATHER
+
+    def _collected(self, reports: list, *, finishing: bool = False) -> None:
         self.stats.chunks += len(reports)
         for report in reports:
-            if report is not None:
+            if isinstance(report, Abandoned):
+                self._abandon(report)
+            else:
                 self.stats.sent += len(report.sent)
                 self.touched_tasks.update(report.task_ids)
+                if report.fault is not None and report.fault.kind == SendError.LOCAL:
+                    self._short_of_descriptors()
+        if finishing:
+            return
         now = time.monotonic()
         if self.touched_tasks and now >= self._next_completion_check:
             # A task whose last messages were just recorded completes now rather than at
@@ -271,7 +349,30 @@ class Dispatcher:
             self.touched_tasks.clear()
             self._next_completion_check = now + 0.2
 
+    def _abandon(self, abandoned: Abandoned) -> None:
+        """Hand a chunk back at once through the loop's own connection (it claimed the
+        chunk, so it works) rather than holding it for the lease."""
+        chunk = abandoned.chunk
+        try:
+            released = outcomes.chunk_abandon(chunk.service, chunk.subtasks)
+        except DatabaseError:
+            logger.exception("could not hand back the chunk of service %s", chunk.service.id)
+            return
+        logger.warning(
+            "handed back %s subtasks of service %s: %s", released, chunk.service.id, abandoned.error
+        )
+
+    def _short_of_descriptors(self) -> None:
+        """Open no more SMTP connections than are open now, for ``SHORTAGE_HOLD``
+        seconds (then try more again)."""
+        cap = max(1, self.senders.open_count())
+        if cap != self._shortage_cap:
+            logger.warning("out of file descriptors: keeping to %s SMTP connections", cap)
+            self._shortage_cap = cap
+        self._shortage_until = time.monotonic() + SHORTAGE_HOLD
+
     def _tick(self, free: int) -> int:
+        self._last_tick = time.monotonic()
         started = time.perf_counter()
         chunks = tick(self.conf, free=free, known_sending=self.known_sending)
         elapsed = time.perf_counter() - started
@@ -284,7 +385,7 @@ class Dispatcher:
         if claimed:
             metrics.DISPATCH_CLAIMED.inc(claimed)
         for chunk in chunks:
-            self.pool.submit(chunk, size=self.conf.concurrency)
+            self.pool.submit(chunk, size=self.connections_limit())
         return claimed
 
     def _sleep_for(self) -> float:
@@ -299,6 +400,7 @@ class Dispatcher:
 
         self.conf = DispatchSettings.load()
         self.senders.timeout = self.conf.smtp_timeout
+        self.moves.direct = self.configured_limit() <= DIRECT_UP_TO
         if self.slot is not None and not slot_lib.slot_heartbeat(
             *self.slot, limit=self.conf.dispatchers
         ):
@@ -310,7 +412,9 @@ class Dispatcher:
         self.senders.close_idle()
         now = time.monotonic()
         if now >= self._next_compaction:
-            progress.compact()
+            # On a database worker: under load a compaction can take a while, and the
+            # ticks must go on meanwhile.
+            self.db.submit(progress.compact)
             self._next_compaction = now + COMPACT_EVERY
         return True
 

@@ -44,8 +44,8 @@ import psycopg
 from django.db import connection, transaction
 
 from apps.dispatch import queues
-from apps.dispatch.backoff import retry_delay
 from apps.dispatch.conf import DispatchSettings
+from apps.dispatch.engine import policy
 from apps.dispatch.engine.tick import Claimed, ReservedService
 from apps.services.senders import SendError
 
@@ -55,14 +55,14 @@ logger = logging.getLogger("edm.dispatch")
 ALPHA = 0.1
 
 # Task statuses whose claimed subtasks may still be sent.
-LIVE_TASK_STATUSES = ("scheduled", "queued", "sending")
+LIVE_TASK_STATUSES = ("scheduled", "queued", "sending")  # as spelled in _START
 
 _HOSTNAME = socket.gethostname()[:48]
 
 # The per-message statement, prepared once per connection and run through libpq
 # directly (a third of the client CPU of a cursor's execute).
-_ADVANCE_NAME = b"edm_chunk_advance"
-_ADVANCE = (
+ADVANCE_NAME = b"edm_chunk_advance"
+ADVANCE = (
     b"UPDATE dispatch_sendchunk SET position = $1 "
     b"WHERE id = $2 AND epoch = $3 AND lease_expires_at > now()"
 )
@@ -111,7 +111,7 @@ def advance_connection() -> psycopg.pq.abc.PGconn:
     connection.ensure_connection()
     raw = connection.connection
     if not getattr(raw, "_edm_advance_prepared", False):
-        result = raw.pgconn.prepare(_ADVANCE_NAME, _ADVANCE, None)
+        result = raw.pgconn.prepare(ADVANCE_NAME, ADVANCE, None)
         if result.status != psycopg.pq.ExecStatus.COMMAND_OK:
             raise psycopg.OperationalError(result.error_message.decode("utf-8", "replace"))
         raw._edm_advance_prepared = True
@@ -127,51 +127,73 @@ class ChunkLog:
     position: int = -1
 
 
-def _release(cursor, claimed: list[Claimed]) -> None:
+def _release(cursor, claimed: list[Claimed]) -> int:
+    """Hand ``claimed`` back (token-fenced); returns how many were."""
     if not claimed:
-        return
+        return 0
     cursor.execute(_RELEASE, [[c.id for c in claimed], [c.token for c in claimed]])
-    queues.lanes_refresh(
-        task_ids=[task_id for task_id, status in cursor.fetchall() if status == "pending"]
-    )
+    rows = cursor.fetchall()
+    queues.lanes_refresh(task_ids=[task_id for task_id, status in rows if status == "pending"])
+    return len(rows)
+
+
+# A chunk's start in one statement: its tasks' rows read ``FOR SHARE`` (a pause or cancel
+# holding one, ``FOR NO KEY UPDATE``, is waited for and its new status read; one that comes
+# after waits for this statement, and then finds the chunk row), and the chunk row
+# written while the claim's lease still runs.
+_START = """
+WITH tasks AS MATERIALIZED (
+    SELECT t.id, t.status FROM dispatch_task t
+    WHERE t.id = ANY(%(tasks)s::bigint[]) ORDER BY t.id FOR SHARE
+), chunk AS (
+    INSERT INTO dispatch_sendchunk (service_id, holder, subtask_ids, tokens, task_ids,
+                                    position, epoch, lease_expires_at, started_at)
+    SELECT %(service)s, %(holder)s, %(ids)s::bigint[], %(tokens)s::int[], %(tasks)s::bigint[],
+           -1, 0, min(s.lease_expires_at), now()
+    FROM dispatch_subtask s
+    WHERE s.id = ANY(%(ids)s::bigint[]) AND (s.status = 'allocated') IS TRUE
+    HAVING min(s.lease_expires_at) > now()
+    RETURNING id
+)
+SELECT (SELECT id FROM chunk),
+       ARRAY(SELECT id FROM tasks WHERE status NOT IN ('scheduled', 'queued', 'sending'))
+"""
 
 
 def chunk_start(
     service: ReservedService, claimed: list[Claimed]
 ) -> tuple[ChunkLog | None, list[Claimed]]:
-    """Write the chunk row; return it and the subtasks to send, in order. Subtasks of a
-    task paused or cancelled since the claim are handed back here. ``(None, [])`` when
-    the claim's lease has already run out (recovery owns the subtasks then)."""
+    """Write the chunk row; return it and the subtasks to send, in order
+    (:func:`claimed_to_send`). ``(None, [])`` when the claim's lease has already run out
+    (recovery owns the subtasks then)."""
     with connection.cursor() as cursor:
         cursor.execute(
-            """
-            INSERT INTO dispatch_sendchunk (service_id, holder, subtask_ids, tokens,
-                task_ids, position, epoch, lease_expires_at, started_at)
-            SELECT %s, %s, %s::bigint[], %s::int[], %s::bigint[], -1, 0,
-                   min(s.lease_expires_at), now()
-            FROM dispatch_subtask s
-            WHERE s.id = ANY(%s::bigint[]) AND (s.status = 'allocated') IS TRUE
-            HAVING min(s.lease_expires_at) > now()
-            RETURNING id
-            """,
-            [
-                service.id,
-                f"{_HOSTNAME}:{os.getpid()}",
-                [c.id for c in claimed],
-                [c.token for c in claimed],
-                sorted({c.task_id for c in claimed}),
-                [c.id for c in claimed],
-            ],
+            _START,
+            {
+                "service": service.id,
+                "holder": f"{_HOSTNAME}:{os.getpid()}",
+                "ids": [c.id for c in claimed],
+                "tokens": [c.token for c in claimed],
+                "tasks": sorted({c.task_id for c in claimed}),
+            },
         )
-        row = cursor.fetchone()
-        if row is None:
-            return None, []
-        log = ChunkLog(id=row[0])
-        # After the insert committed (autocommit): see the module docstring.
-        stopped = _stopped_tasks(cursor, {c.task_id for c in claimed})
-    if not stopped:
-        return log, claimed
-    return log, drop_tasks(claimed, stopped)
+        chunk_id, stopped = cursor.fetchone()
+    if chunk_id is None:
+        return None, []
+    return ChunkLog(id=chunk_id), claimed_to_send(claimed, stopped=set(stopped))
+
+
+def claimed_to_send(claimed: list[Claimed], *, stopped: set[int]) -> list[Claimed]:
+    """The one place where claimed recipients are checked before their chunk sends
+    them: the ones that may go, in order. The subtasks of tasks paused or cancelled since
+    the claim (``stopped``) go back (pending, or cancelled with their task); those whose
+    contact unsubscribed or was suppressed meanwhile are skipped
+    (``deliverability.subtasks_skip_unsendable``)."""
+    from apps.deliverability import sending as deliverability
+
+    if stopped:
+        claimed = drop_tasks(claimed, stopped)
+    return deliverability.subtasks_skip_unsendable(claimed)
 
 
 def _stopped_tasks(cursor, task_ids: set[int]) -> set[int]:
@@ -210,15 +232,29 @@ def advance_begin(log: ChunkLog, position: int, pgconn: psycopg.pq.abc.PGconn) -
     thread goes on with the SMTP transaction (``MAIL``, ``RCPT``) and collects the answer
     with :func:`advance_end` right before the message's data. Nothing else may use the
     connection in between."""
-    pgconn.send_query_prepared(_ADVANCE_NAME, [b"%d" % position, b"%d" % log.id, b"%d" % log.epoch])
+    send_prepared(pgconn, ADVANCE_NAME, [b"%d" % position, b"%d" % log.id, b"%d" % log.epoch])
+
+
+def advance_end(log: ChunkLog, position: int, pgconn: psycopg.pq.abc.PGconn) -> bool:
+    """The answer to :func:`advance_begin`: ``True`` when the position moved."""
+    moved = any(result.command_tuples == 1 for result in collect_results(pgconn))
+    if moved:
+        log.position = position
+    return moved
+
+
+def send_prepared(pgconn: psycopg.pq.abc.PGconn, name: bytes, params: list[bytes]) -> None:
+    """Send a prepared statement through libpq without waiting for its answer."""
+    pgconn.send_query_prepared(name, params)
     while pgconn.flush():
         select.select([], [pgconn.socket], [])
 
 
-def advance_end(log: ChunkLog, position: int, pgconn: psycopg.pq.abc.PGconn) -> bool:
-    """The answer to :func:`advance_begin`: ``True`` when the position moved. Waits in
-    ``select`` (libpq's own wait would hold the GIL)."""
-    moved = False
+def collect_results(pgconn: psycopg.pq.abc.PGconn) -> list:
+    """The results of the statement sent by :func:`send_prepared`; raises
+    ``OperationalError`` if it failed. Waits in ``select`` (libpq's own wait would hold
+    the GIL)."""
+    results = []
     error = None
     while True:
         pgconn.consume_input()
@@ -228,15 +264,13 @@ def advance_end(log: ChunkLog, position: int, pgconn: psycopg.pq.abc.PGconn) -> 
         result = pgconn.get_result()
         if result is None:
             break
-        if result.status == psycopg.pq.ExecStatus.COMMAND_OK:
-            moved = result.command_tuples == 1
+        if result.status in (psycopg.pq.ExecStatus.COMMAND_OK, psycopg.pq.ExecStatus.TUPLES_OK):
+            results.append(result)
         else:
             error = result.error_message.decode("utf-8", "replace")
     if error is not None:
         raise psycopg.OperationalError(error)
-    if moved:
-        log.position = position
-    return moved
+    return results
 
 
 def chunk_recheck(log: ChunkLog, task_ids: set[int]) -> set[int] | None:
@@ -288,19 +322,8 @@ def record_failure(
     attempt = claimed.attempts + 1
     error_class = exc.error_class
     history = _history_entry(exc, service, attempt)
-    refund = exc.kind in (SendError.THROTTLED, SendError.SERVICE)
-    if refund:
-        outcome, delay = "requeued", 0.0
-    elif error_class in conf.dlq_immediate_error_types or exc.kind in (
-        conf.dlq_immediate_error_types
-    ):
-        outcome, delay = "dead", 0.0
-    elif exc.kind == SendError.PERMANENT:
-        outcome, delay = "failed", 0.0
-    elif attempt > conf.max_retries:
-        outcome, delay = "dead", 0.0
-    else:
-        outcome, delay = "retry", retry_delay(attempt, conf)
+    decision = policy.failure_decision(exc, attempt=attempt, conf=conf)
+    outcome, delay, refund = decision.outcome, decision.delay, decision.refund
     with connection.cursor() as cursor:
         cursor.execute(
             """
@@ -389,9 +412,48 @@ class ChunkReport:
     unattempted: list[Claimed] = field(default_factory=list)
     fault: SendError | None = None
     task_ids: set[int] = field(default_factory=set)
+    last_commit: float | None = None  # time.monotonic() of the chunk's last final "."
 
 
-@transaction.atomic
+# A chunk's end in one statement: its accepted subtasks ``sent`` (with their send times),
+# its row gone, its service's next slot, quota refund and statistics
+# (``policy.service_change``).
+_FINISH = """
+WITH sent AS (
+    UPDATE dispatch_subtask s SET status = 'sent', attempts = s.attempts + 1,
+           sent_at = now() - make_interval(secs => u.ago), lease_expires_at = NULL
+    FROM unnest(%(ids)s::bigint[], %(tokens)s::int[], %(ago)s::float8[]) AS u(id, token, ago)
+    WHERE s.id = u.id AND s.attempt_token = u.token AND (s.status = 'allocated') IS TRUE
+    RETURNING s.id
+), gone AS (
+    DELETE FROM dispatch_sendchunk WHERE id = %(chunk)s
+), service AS (
+    UPDATE services_emailservice SET
+        next_available_at = CASE WHEN %(next_in)s::float8 IS NULL
+                                 THEN LEAST(next_available_at, %(old_next)s)
+                                 ELSE clock_timestamp() + make_interval(secs => %(next_in)s)
+                            END,
+        used_quota = GREATEST(0, used_quota - %(unused)s),
+        total_sent = total_sent + %(sent)s,
+        total_failed = total_failed + %(failed)s,
+        last_sent_at = CASE WHEN %(sent)s > 0 THEN now() ELSE last_sent_at END,
+        success_rate = CASE WHEN %(ratio)s::float IS NULL THEN success_rate
+                            ELSE success_rate * (1 - %(alpha)s) + %(alpha)s * %(ratio)s END,
+        avg_response_time = CASE WHEN %(latency)s::float IS NULL THEN avg_response_time
+                                 WHEN avg_response_time = 0 THEN %(latency)s
+                                 ELSE avg_response_time * (1 - %(alpha)s)
+                                      + %(alpha)s * %(latency)s END,
+        consecutive_failures = CASE WHEN %(is_fault)s THEN consecutive_failures + 1
+                                    WHEN %(sent)s > 0 THEN 0
+                                    ELSE consecutive_failures END
+    WHERE id = %(service)s
+    RETURNING consecutive_failures, is_enabled
+)
+SELECT (SELECT count(*) FROM sent), (SELECT consecutive_failures FROM service),
+       (SELECT is_enabled FROM service)
+"""
+
+
 def finish_chunk(
     service: ReservedService,
     report: ChunkReport,
@@ -399,33 +461,47 @@ def finish_chunk(
     conf: DispatchSettings,
     wait_recorded: set[int],
 ) -> None:
-    """Close a chunk in one transaction (see the module docstring)."""
+    """Close a chunk (see the module docstring): one statement for the accepted
+    subtasks, the chunk row and the service; then, where needed, the subtasks never put
+    on the wire handed back (with their lanes), the first-send metrics and reprocessed
+    dead letters resolved. Each step stands alone: a crash between two of them leaves
+    what recovery reads as it is (the chunk row is gone only with the ``sent`` rows; an
+    ``allocated`` subtask outside any chunk goes back to pending after its lease)."""
     now = time.monotonic()
+    change = _service_change(service, report, conf)
     with connection.cursor() as cursor:
-        if report.sent:
-            cursor.execute(
-                """
-                UPDATE dispatch_subtask s SET status = 'sent', attempts = s.attempts + 1,
-                       sent_at = now() - make_interval(secs => u.ago),
-                       lease_expires_at = NULL
-                FROM unnest(%s::bigint[], %s::int[], %s::float8[]) AS u(id, token, ago)
-                WHERE s.id = u.id AND s.attempt_token = u.token AND (s.status = 'allocated') IS TRUE
-                """,
-                [
-                    [c.id for c in report.sent],
-                    [c.token for c in report.sent],
-                    [now - at for at in report.sent_at],
-                ],
+        cursor.execute(
+            _FINISH,
+            {
+                "ids": [c.id for c in report.sent],
+                "tokens": [c.token for c in report.sent],
+                "ago": [now - at for at in report.sent_at],
+                "chunk": report.log.id if report.log is not None else None,
+                "next_in": change.next_in,
+                "old_next": service.old_next,
+                "unused": change.unused,
+                "sent": change.sent,
+                "failed": change.failed,
+                "ratio": change.ratio,
+                "latency": change.latency,
+                "alpha": ALPHA,
+                "is_fault": change.fault,
+                "service": service.id,
+            },
+        )
+        written, failures, enabled = cursor.fetchone()
+        if written != len(report.sent):
+            logger.warning(
+                "%s subtasks were sent after their lease had been taken over",
+                len(report.sent) - written,
             )
-            if cursor.rowcount != len(report.sent):
-                logger.warning(
-                    "%s subtasks were sent after their lease had been taken over",
-                    len(report.sent) - cursor.rowcount,
-                )
-        _release(cursor, report.unattempted)
-        if report.log is not None:
-            cursor.execute("DELETE FROM dispatch_sendchunk WHERE id = %s", [report.log.id])
-        _service_after_chunk(cursor, service, report, conf)
+        if change.fault:
+            _after_fault(
+                cursor, service, report.fault, change, failures=failures, enabled=enabled, conf=conf
+            )
+        if report.unattempted:
+            with transaction.atomic():
+                _release(cursor, report.unattempted)
         _first_sends(cursor, report, wait_recorded, now)
         resolved = [c.id for c in report.sent if c.had_failures]
         if resolved:
@@ -436,69 +512,75 @@ def finish_chunk(
             )
 
 
-def _service_after_chunk(
-    cursor, service: ReservedService, report: ChunkReport, conf: DispatchSettings
-) -> None:
-    sent = len(report.sent)
-    unused = max(0, service.slots - report.attempted)
-    fault = report.fault
-    if fault is not None and fault.kind == SendError.SERVICE:
-        push = conf.service_cooldown
-    elif fault is not None and fault.kind == SendError.THROTTLED:
-        push = max(conf.throttle_delay, service.sending_rate)
-    else:
-        push = service.sending_rate
-    ratio = (sent / report.attempted) if report.attempted else None
-    latency = (sum(report.latencies) / len(report.latencies)) if report.latencies else None
-    is_fault = fault is not None and fault.kind == SendError.SERVICE
-    cursor.execute(
-        """
-        UPDATE services_emailservice SET
-            next_available_at = CASE WHEN %(attempted)s = 0 AND NOT %(faulted)s
-                                     THEN LEAST(next_available_at, %(old_next)s)
-                                     ELSE now() + make_interval(secs => %(push)s) END,
-            used_quota = GREATEST(0, used_quota - %(unused)s),
-            total_sent = total_sent + %(sent)s,
-            total_failed = total_failed + %(failed)s,
-            last_sent_at = CASE WHEN %(sent)s > 0 THEN now() ELSE last_sent_at END,
-            success_rate = CASE WHEN %(ratio)s::float IS NULL THEN success_rate
-                                ELSE success_rate * (1 - %(alpha)s) + %(alpha)s * %(ratio)s END,
-            avg_response_time = CASE WHEN %(latency)s::float IS NULL THEN avg_response_time
-                                     WHEN avg_response_time = 0 THEN %(latency)s
-                                     ELSE avg_response_time * (1 - %(alpha)s)
-                                          + %(alpha)s * %(latency)s END,
-            consecutive_failures = CASE WHEN %(is_fault)s THEN consecutive_failures + 1
-                                        WHEN %(sent)s > 0 THEN 0
-                                        ELSE consecutive_failures END
-        WHERE id = %(id)s
-        RETURNING consecutive_failures, is_enabled
-        """,
-        {
-            "attempted": report.attempted,
-            "faulted": fault is not None,
-            "old_next": service.old_next,
-            "push": push,
-            "unused": unused,
-            "sent": sent,
-            "failed": report.failed,
-            "ratio": ratio,
-            "latency": latency,
-            "alpha": ALPHA,
-            "is_fault": is_fault,
-            "id": service.id,
-        },
+def _service_change(
+    service: ReservedService, report: ChunkReport, conf: DispatchSettings
+) -> policy.ServiceChange:
+    return policy.service_change(
+        slots=service.slots,
+        attempted=report.attempted,
+        sent=len(report.sent),
+        failed=report.failed,
+        latencies=report.latencies,
+        fault=report.fault,
+        sending_rate=service.sending_rate,
+        since_commit=None if report.last_commit is None else time.monotonic() - report.last_commit,
+        conf=conf,
     )
-    row = cursor.fetchone()
-    if is_fault and row and row[1] and row[0] >= conf.service_failure_limit:
-        reason = f"{row[0]} consecutive faults; last: {fault.message}"[:255]
+
+
+def _after_fault(
+    cursor,
+    service: ReservedService,
+    fault: SendError,
+    change: policy.ServiceChange,
+    *,
+    failures: int | None,
+    enabled: bool | None,
+    conf: DispatchSettings,
+) -> None:
+    """A service fault: the service is disabled after ``recovery.service_failure_limit``
+    in a row (its reason kept), else cooled down."""
+    if enabled and failures is not None and failures >= conf.service_failure_limit:
+        reason = f"{failures} consecutive faults; last: {fault.message}"[:255]
         cursor.execute(
             "UPDATE services_emailservice SET is_enabled = false, disabled_reason = %s "
             "WHERE id = %s AND is_enabled",
             [reason, service.id],
         )
         logger.warning("email service %s disabled: %s", service.id, reason)
-    elif is_fault:
-        logger.warning("email service %s cooled down for %ss: %s", service.id, push, fault.message)
+    else:
+        logger.warning(
+            "email service %s cooled down for %ss: %s", service.id, change.next_in, fault.message
+        )
+
+
+@transaction.atomic
+def chunk_abandon(service: ReservedService, claimed: list[Claimed]) -> int:
+    """Give a chunk back whose sending never started (its database work failed: no
+    connection could be had): its subtasks pending again at once (token-fenced, only
+    those still ``allocated`` and in no chunk that moved), its chunk row if one was
+    written before anything went out, the service as it was. Run on a connection that
+    works (the loop's). Returns how many subtasks went back."""
+    ids = [c.id for c in claimed]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "DELETE FROM dispatch_sendchunk WHERE subtask_ids && %s::bigint[] AND position < 0",
+            [ids],
+        )
+        cursor.execute(
+            "SELECT 1 FROM dispatch_sendchunk WHERE subtask_ids && %s::bigint[] LIMIT 1", [ids]
+        )
+        if cursor.fetchone() is not None:
+            return 0  # a message of it may be on the wire: recovery resolves it
+        released = _release(cursor, list(claimed))
+        # Nothing was attempted: the service is given back as it was, its quota refunded.
+        cursor.execute(
+            "UPDATE services_emailservice SET "
+            "next_available_at = LEAST(next_available_at, %s), "
+            "used_quota = GREATEST(0, used_quota - %s) WHERE id = %s",
+            [service.old_next, service.slots, service.id],
+        )
+    return released
 
 
 def _first_sends(cursor, report: ChunkReport, wait_recorded: set[int], now: float) -> None:

@@ -5,9 +5,13 @@ lock), each a single round trip:
 
 1. **Reserve** services whose pool has a ready owner lane: ``SKIP LOCKED``,
    earliest ``next_available_at`` first (then success rate, response time). Each gets a
-   number of *slots* (1 s worth at its ``sending_rate``, capped by the batch and by the
-   quota left for today; ``used_quota`` counts only when ``quota_day`` is today). The
-   rows are only locked here; step 3 writes the ones that got work.
+   number of *slots*: what it sends in the next few seconds at its rate and its measured
+   time per message (``policy.chunk_size``), within the quota left for today
+   (``used_quota`` counts only when ``quota_day`` is today); the slots are laid out one
+   round across the services at a time, at most ``queue.batch_size`` in all. A
+   rate-limited service may be reserved a little before its ``next_available_at``
+   (``policy.claim_lead``): its first message is then prepared ahead and committed at
+   that time. The rows are only locked here; step 3 writes the ones that got work.
 2. **Pick owners** per pool: the least recently served lanes (``ORDER BY served``: round
    numbers stamped at write time on a table of one row per owner, never a ranking of the
    pending set), and for each its best task lane (priority first, then least recently
@@ -16,12 +20,14 @@ lock), each a single round trip:
    task (partial index, ``SKIP LOCKED``): ``allocated``, service assigned, a fresh attempt
    token, a lease. The same statement **stamps** the task and owner lanes served (one
    round number per tick) and **holds** the services that got work:
-   ``next_available_at = now() + lease``, ``used_quota`` charged with what they got.
+   ``next_available_at = now() + lease + sending_rate``, ``used_quota`` charged with
+   what they got.
    Slots nobody needed are thereby never taken: a service that got nothing is left as it
    was. The dispatcher that holds a service is the only one sending through it; when its
-   chunk ends it sets ``next_available_at = now() + sending_rate`` (after the last message
-   was accepted), which is what makes "never twice within ``sending_rate``" hold across
-   dispatchers and crashes.
+   chunk ends it sets ``next_available_at`` to ``sending_rate`` after its last commit,
+   and the next holder commits nothing before that: "never twice within
+   ``sending_rate``" holds across dispatchers and crashes (a dead holder committed
+   nothing after its lease).
 
 Then the lanes that ran dry are recomputed (rows we hold) and tasks served for the first
 time become ``sending``.
@@ -37,6 +43,8 @@ the average task size, and compiling would cost more than the tick).
 from __future__ import annotations
 
 import json
+import random
+import time
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -48,9 +56,7 @@ from django.db import connection, transaction
 
 from apps.dispatch import queues
 from apps.dispatch.conf import DispatchSettings
-
-# A rate-limited service is given this much sending time per chunk.
-CHUNK_SECONDS = 1.0
+from apps.dispatch.engine import policy
 
 
 @dataclass
@@ -68,6 +74,12 @@ class ReservedService:
     password_encrypted: str
     from_email: str
     from_name: str
+    avg_response_time: float = 0.0
+    # time.monotonic() before which this service commits nothing (its next_available_at)
+    not_before: float = 0.0
+    # time.monotonic() after which the chunk commits nothing: well before the claim's
+    # lease ends (the service is held until then, plus its rate).
+    deadline: float = float("inf")
 
     @property
     def fingerprint(self) -> tuple:
@@ -108,17 +120,16 @@ class Chunk:
 # so a service nobody needed is left exactly as it was.
 _RESERVE = """
 SELECT s.id, s.pool_id,
-       LEAST(CASE WHEN s.sending_rate > 0
-                  THEN GREATEST(1, floor(%(horizon)s::float8 / s.sending_rate))::int
-                  ELSE %(cap)s::int END,
-             %(cap)s::int,
-             CASE WHEN s.daily_quota = 0 THEN %(cap)s::int
-                  WHEN s.quota_day = current_date THEN s.daily_quota - s.used_quota
-                  ELSE s.daily_quota END) AS slots,
+       CASE WHEN s.daily_quota = 0 THEN NULL
+            WHEN s.quota_day = current_date THEN s.daily_quota - s.used_quota
+            ELSE s.daily_quota END AS quota_left,
        s.next_available_at, s.sending_rate, s.kind, s.host, s.port, s.security, s.username,
-       s.password_encrypted, s.from_email, s.from_name
+       s.password_encrypted, s.from_email, s.from_name, s.avg_response_time,
+       EXTRACT(EPOCH FROM s.next_available_at - now())::float8 AS wait
 FROM services_emailservice s
-WHERE s.is_enabled AND s.next_available_at <= now()
+WHERE s.is_enabled
+  AND s.next_available_at <= now() + make_interval(secs => CASE WHEN s.sending_rate > 0
+        THEN LEAST(s.sending_rate, GREATEST(s.avg_response_time, 0) + %(lead)s) ELSE 0 END)
   AND (s.daily_quota = 0 OR s.quota_day IS DISTINCT FROM current_date
        OR s.used_quota < s.daily_quota)
   AND s.pool_id = ANY(ARRAY(
@@ -208,7 +219,7 @@ WITH picked AS (
     UPDATE services_emailservice s
     SET used_quota = CASE WHEN s.quota_day = current_date THEN s.used_quota ELSE 0 END + c.n,
         quota_day = current_date,
-        next_available_at = now() + make_interval(secs => %(hold)s::float8)
+        next_available_at = now() + make_interval(secs => %(hold)s::float8 + s.sending_rate)
     FROM unnest(ARRAY(SELECT service_id FROM picked GROUP BY 1 ORDER BY 1),
                 ARRAY(SELECT count(*)::int FROM picked GROUP BY service_id
                       ORDER BY service_id)) AS c(id, n)
@@ -258,25 +269,48 @@ def tick(
     """
     if free <= 0:
         return []
-    cap = max(1, conf.batch_size // max(1, conf.concurrency))
     with transaction.atomic(), _raw_cursor() as cursor:
         cursor.execute("SET LOCAL jit = off")  # see the module docstring
         cursor.execute(
             _RESERVE,
-            {
-                "services": min(free, conf.batch_size),
-                "horizon": CHUNK_SECONDS,
-                "cap": cap,
-            },
+            {"services": min(free, conf.batch_size), "lead": policy.LEAD_MARGIN},
             binary=True,
         )
         rows = cursor.fetchall()
         if not rows:
             return []
-        services = [ReservedService(*row) for row in rows]
-        seats_by_pool: dict[int, list[int]] = defaultdict(list)
+        clock = time.monotonic()  # the database's now() was read before this
+        services = []
+        for row in rows:
+            service_id, pool_id, quota_left, *fields, avg_response_time, wait = row
+            services.append(
+                ReservedService(
+                    service_id,
+                    pool_id,
+                    policy.chunk_size(
+                        sending_rate=fields[1],
+                        avg_response_time=avg_response_time,
+                        quota_left=quota_left,
+                        horizon=min(policy.CHUNK_SECONDS, conf.lease_seconds / 3),
+                        spread=random.random(),
+                    ),
+                    *fields,
+                    avg_response_time=avg_response_time,
+                    not_before=clock + max(0.0, wait),
+                    deadline=clock + policy.commit_deadline(conf.lease_seconds),
+                )
+            )
+        slots_by_pool: dict[int, dict[int, int]] = defaultdict(dict)
         for service in services:
-            seats_by_pool[service.pool_id].extend([service.id] * service.slots)
+            slots_by_pool[service.pool_id][service.id] = service.slots
+        seats_by_pool: dict[int, list[int]] = {}
+        budget = conf.batch_size
+        for pool_id, slots in slots_by_pool.items():
+            seats_by_pool[pool_id] = policy.seat_order(slots, limit=budget)
+            budget -= len(seats_by_pool[pool_id])
+        seats_by_pool = {pool: seats for pool, seats in seats_by_pool.items() if seats}
+        if not seats_by_pool:
+            return []
         pools = sorted(seats_by_pool)
         cursor.execute(
             _PICK,
@@ -391,11 +425,15 @@ def next_ready_in() -> float | None:
             SELECT EXTRACT(EPOCH FROM min(GREATEST(o.ready, s.ready)) - now())
             FROM (SELECT pool_id, min(ready_at) AS ready FROM dispatch_ownerqueue
                   WHERE ready_at IS NOT NULL GROUP BY pool_id) o
-            JOIN (SELECT pool_id, min(next_available_at) AS ready FROM services_emailservice
+            JOIN (SELECT pool_id, min(next_available_at - make_interval(secs =>
+                         CASE WHEN sending_rate > 0 THEN LEAST(sending_rate,
+                              GREATEST(avg_response_time, 0) + %s) ELSE 0 END)) AS ready
+                  FROM services_emailservice
                   WHERE is_enabled AND (daily_quota = 0 OR quota_day IS DISTINCT FROM current_date
                                         OR used_quota < daily_quota)
                   GROUP BY pool_id) s USING (pool_id)
-            """
+            """,
+            [policy.LEAD_MARGIN],
         )
         row = cursor.fetchone()
     return None if row is None or row[0] is None else float(row[0])

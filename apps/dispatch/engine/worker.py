@@ -1,9 +1,12 @@
 """Sending one chunk: one service, its connection, its messages in a row.
 
-Runs in a sender thread with its own database connection and no open transaction while
-a message is on the wire (``outcomes`` says what is written when). Rate: the next
-message starts ``sending_rate`` seconds after the previous one was accepted, so two
-messages of a service never reach the server closer than that.
+Runs in a sender thread (one per open SMTP connection) with no open transaction while a
+message is on the wire; its database work goes through the loop's few connections
+(``database``; ``outcomes`` says what is written when). Rate: a message is committed (its
+final ".") no earlier than ``sending_rate`` after the previous commit of the service
+(``policy.commit_at``), and its transaction starts only after the previous one was
+answered — so two messages of a service never reach the server closer than that, while
+the next message's MAIL, RCPT and DATA go ahead of its slot.
 """
 
 from __future__ import annotations
@@ -12,14 +15,15 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from django.db import connection
-
+from apps.deliverability import dkim
 from apps.deliverability import sending as deliverability
 from apps.dispatch import metrics
 from apps.dispatch.conf import DispatchSettings
-from apps.dispatch.engine import outcomes
+from apps.dispatch.engine import outcomes, policy
+from apps.dispatch.engine.database import DatabaseWork, Move, Moves
 from apps.dispatch.engine.tick import Chunk, Claimed, ReservedService
 from apps.dispatch.mime import build_message
 from apps.dispatch.templates import CompiledTask, compile_task
@@ -32,6 +36,8 @@ logger = logging.getLogger("edm.dispatch")
 CHECK_IDLE_AFTER = 2.0
 # Cached connections idle for longer than this are closed by the loop's housekeeping.
 CLOSE_IDLE_AFTER = 60.0
+# A rate-limited message's transaction starts this much earlier than it took last time.
+PREPARE_MARGIN = 0.01
 
 
 @dataclass
@@ -102,6 +108,11 @@ class SenderCache:
         if broken:
             _close(entry.sender)
 
+    def open_count(self) -> int:
+        """How many connections are open (or being used) now."""
+        with self.lock:
+            return len(self.entries)
+
     def close_idle(self, *, older_than: float = CLOSE_IDLE_AFTER) -> None:
         now = time.monotonic()
         with self.lock:
@@ -136,23 +147,37 @@ def _close(sender) -> None:
 
 
 class TemplateCache:
-    """Each task's templates compiled once per dispatcher loop."""
+    """Each task's templates compiled once per dispatcher loop. ``db`` runs the read of
+    a task's templates (the sender threads hold no database connection)."""
 
-    def __init__(self) -> None:
+    def __init__(self, db: DatabaseWork | None = None) -> None:
         self._compiled: dict[int, CompiledTask] = {}
         self._lock = threading.Lock()
+        self.db = db
 
     def get(self, task_id: int) -> CompiledTask:
         compiled = self._compiled.get(task_id)
         if compiled is not None:
             return compiled
-        compiled = compile_task(task_id)
+        compiled = self.db.run(compile_task, task_id) if self.db else compile_task(task_id)
         with self._lock:
             self._compiled[task_id] = compiled
         return compiled
 
 
-def _render(claimed: Claimed, service: ReservedService, templates: TemplateCache) -> bytes:
+def message_bytes(
+    claimed: Claimed,
+    service: ReservedService,
+    templates: TemplateCache,
+    *,
+    signer: dkim.Signer | None = None,
+) -> bytes:
+    """The one place where a message's bytes are built: the task's templates rendered
+    for the recipient's contact with the task's headers, assembled by
+    :func:`apps.dispatch.mime.build_message` with the subtask's own Message-ID (the same
+    on every attempt), DKIM-signed by ``signer`` (``dkim.signer_for`` of the service, read
+    once per chunk through the database workers). Raises on a template or an address
+    that cannot be used for this recipient."""
     compiled = templates.get(claimed.task_id)
     subject, text, html = compiled.render(claimed.contact)
     contact = claimed.contact
@@ -168,9 +193,41 @@ def _render(claimed: Claimed, service: ReservedService, templates: TemplateCache
         message_id=claimed.message_id,
         headers=compiled.headers(contact),
     )
-    return deliverability.sign_message(
-        message, service_id=service.id, from_email=service.from_email
-    )
+    return message if signer is None else signer.sign(message)
+
+
+@dataclass
+class _Pace:
+    """The spacing of a rate-limited service's messages within a chunk
+    (``policy.commit_at``): when the next one may be committed, and when to start its
+    transaction so that it is ready by then (its MAIL, RCPT and DATA go ahead; only the
+    final "." waits)."""
+
+    sending_rate: float
+    not_before: float
+    prepare: float  # seconds a message takes up to its final "."
+    last_commit: float | None = None
+    held: float = 0.0
+
+    def commit_at(self) -> float:
+        return policy.commit_at(
+            previous=self.last_commit, not_before=self.not_before, sending_rate=self.sending_rate
+        )
+
+    def start_at(self) -> float:
+        return self.commit_at() - self.prepare
+
+    def commit(self, send: Callable[[], object]) -> None:
+        """The sender's ``commit``: wait until the message may be committed (a short
+        wait, not cut short by a stop request: its data is already on the wire), commit
+        it, and note when — after the commit went out, so that a thread kept waiting for
+        the processor between the two only spaces the next commit further."""
+        wait = self.commit_at() - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
+        self.held = max(0.0, wait)
+        send()
+        self.last_commit = time.monotonic()
 
 
 def run_chunk(
@@ -181,87 +238,105 @@ def run_chunk(
     templates: TemplateCache,
     stop: threading.Event,
     wait_recorded: set[int],
+    db: DatabaseWork,
+    moves: Moves,
 ) -> outcomes.ChunkReport:
     """Send a chunk and record every outcome; never raises for a send failure.
 
-    Per message: render; send the chunk's position move (the one database round trip)
-    and, while it travels, start the SMTP transaction; once the recipient is accepted,
-    wait for the move's answer, then send the data — so the message is on the wire only
-    after its position is written, without the round trip adding to each message's time.
-    A failure is recorded at once; the accepted messages are recorded together when the
-    chunk ends (``outcomes.finish_chunk``)."""
+    In one direction: open the service's connection; start the chunk (its row, and the
+    check of its recipients: ``outcomes.chunk_start``); per message, render it, send its
+    position move (the one database round trip) and, while that travels, start the
+    SMTP transaction — once the recipient is accepted, wait for the move's answer, then
+    send the data, so the message is on the wire only after its position is written,
+    without the round trip adding to its time; a rate-limited service holds the final
+    "." until its slot; a failure is recorded at once; the end writes the accepted
+    messages, hands the rest back and updates the service (``outcomes.finish_chunk``).
+    Every database call goes through ``db`` (a few connections for all the threads).
+    Raises only when the database cannot be reached at the start (``NoDatabase`` or a
+    ``DatabaseError``): nothing was sent, and the caller hands the chunk back."""
     service = chunk.service
     report = outcomes.ChunkReport(task_ids={claimed.task_id for claimed in chunk.subtasks})
-    if not getattr(connection, "_edm_prepared", False):
-        outcomes.prepare_connection()
-        connection._edm_prepared = True
     try:
         sender = senders.acquire(service)
     except SendError as exc:
         report.fault = exc
         report.unattempted = list(chunk.subtasks)
-        outcomes.finish_chunk(service, report, conf=conf, wait_recorded=wait_recorded)
-        metrics.DISPATCH_MESSAGES.labels(outcome="service_fault").inc()
+        db.run(outcomes.finish_chunk, service, report, conf=conf, wait_recorded=wait_recorded)
+        local = exc.kind == SendError.LOCAL
+        metrics.DISPATCH_MESSAGES.labels(outcome="local" if local else "service_fault").inc()
         return report
-    position = {claimed.id: index for index, claimed in enumerate(chunk.subtasks)}
-    broken = False
-    last_done = 0.0
-    pending: deque[Claimed] = deque()
-    move: _Move | None = None
     try:
-        report.log, todo = outcomes.chunk_start(service, chunk.subtasks)
-        if report.log is None:
-            todo = chunk.subtasks  # lease already gone: hand them back (token-fenced)
-        else:
-            # Contacts that unsubscribed or were suppressed since the task was queued.
-            todo = deliverability.subtasks_skip_unsendable(todo)
-        pending.extend(todo)
-        pgconn = outcomes.advance_connection()
+        report.log, todo = db.run(outcomes.chunk_start, service, chunk.subtasks)
+    except BaseException:
+        senders.release(service.id)
+        raise
+    if report.log is None:
+        todo = chunk.subtasks  # lease already gone: hand them back (token-fenced)
+    signer = db.run(dkim.signer_for, service_id=service.id, from_email=service.from_email)
+    position = {claimed.id: index for index, claimed in enumerate(chunk.subtasks)}
+    rated = service.sending_rate > 0
+    pace = _Pace(
+        sending_rate=service.sending_rate,
+        not_before=service.not_before,
+        prepare=min(service.sending_rate, service.avg_response_time or policy.FIRST_GUESS),
+    )
+    broken = False
+    pending: deque[Claimed] = deque(todo)
+    move: Move | None = None
+    try:
         while pending and report.log is not None:
             claimed = pending[0]
             if stop.is_set():
                 break
-            if service.sending_rate > 0 and last_done:
-                wait = last_done + service.sending_rate - time.monotonic()
-                if wait > 0 and stop.wait(wait):
-                    break
+            if not policy.may_commit_in_time(
+                commit_at=max(pace.commit_at(), time.monotonic()),
+                per_message=pace.prepare if rated else service.avg_response_time,
+                deadline=service.deadline,
+            ):
+                break  # the rest goes back: this chunk's lease ends soon
+            wait = pace.start_at() - time.monotonic()
+            if wait > 0 and stop.wait(wait):
+                break
             try:
-                message = _render(claimed, service, templates)
+                message = message_bytes(claimed, service, templates, signer=signer)
             except Exception as exc:  # noqa: BLE001 - a template/address error is the task's
                 pending.popleft()
-                _record_render_error(claimed, service, exc, report, conf)
+                _record_render_error(claimed, service, exc, report, conf=conf, db=db)
                 continue
             # The position moves while MAIL and RCPT are exchanged; the message's data
             # goes out only once the move is confirmed (``before_data``).
-            move = _Move(report.log, position[claimed.id], pgconn)
+            move = moves.begin(report.log, position[claimed.id])
             started = time.monotonic()
+            pace.held = 0.0
             try:
                 sender.send(
                     from_addr=deliverability.envelope_from(claimed.id, service.from_email),
                     to_addrs=[claimed.to_email],
                     message=message,
                     before_data=move.answer,
+                    commit=pace.commit if rated else None,
                 )
             except Withdrawn:
                 # The fence failed, nothing went out: find out why.
-                stopped = outcomes.chunk_recheck(report.log, report.task_ids)
+                stopped = db.run(outcomes.chunk_recheck, report.log, report.task_ids)
                 if stopped is None:
                     logger.warning("chunk %s lost its lease; stopping it", report.log.id)
                     break
                 if stopped:
-                    kept = outcomes.drop_tasks(list(pending), stopped)
+                    kept = db.run(outcomes.drop_tasks, list(pending), stopped)
                     pending.clear()
                     pending.extend(kept)
                 continue
             except SendError as exc:
-                last_done = time.monotonic()
                 move.answer()  # refused before its data: the answer is still to collect
                 pending.popleft()
                 report.attempted += 1
+                if rated and pace.last_commit is not None and pace.last_commit >= started:
+                    report.last_commit = pace.last_commit  # refused after its "."
                 broken = exc.kind in (SendError.SERVICE, SendError.THROTTLED) or (
                     getattr(sender, "connection", True) is None
                 )
-                result = outcomes.record_failure(claimed, exc, service=service, conf=conf)
+                result = db.run(outcomes.record_failure, claimed, exc, service=service, conf=conf)
                 metrics.DISPATCH_MESSAGES.labels(outcome=result).inc()
                 if result in ("failed", "dead", "retry"):
                     report.failed += 1
@@ -271,46 +346,23 @@ def run_chunk(
                 continue
             pending.popleft()
             report.attempted += 1
-            last_done = time.monotonic()
-            report.latencies.append(last_done - started)
+            done = time.monotonic()
+            report.last_commit = pace.last_commit if rated else done
+            elapsed = done - started - pace.held  # the message's own time, not its wait
+            if rated:
+                pace.prepare = min(service.sending_rate, elapsed + PREPARE_MARGIN)
+            report.latencies.append(elapsed)
             report.sent.append(claimed)
-            report.sent_at.append(last_done)
+            report.sent_at.append(done)
     finally:
         if move is not None:
             move.collect_quietly()
         report.unattempted = list(pending)
         senders.release(service.id, broken=broken)
-        outcomes.finish_chunk(service, report, conf=conf, wait_recorded=wait_recorded)
+        db.run(outcomes.finish_chunk, service, report, conf=conf, wait_recorded=wait_recorded)
         if report.sent:
             metrics.DISPATCH_MESSAGES.labels(outcome="sent").inc(len(report.sent))
     return report
-
-
-class _Move:
-    """A position move sent ahead (``outcomes.advance_begin``) and answered once."""
-
-    __slots__ = ("log", "pgconn", "position", "result")
-
-    def __init__(self, log: outcomes.ChunkLog, position: int, pgconn) -> None:
-        self.log = log
-        self.position = position
-        self.pgconn = pgconn
-        self.result: bool | None = None
-        outcomes.advance_begin(log, position, pgconn)
-
-    def answer(self) -> bool:
-        if self.result is None:
-            self.result = False  # answered, whatever happens below
-            self.result = outcomes.advance_end(self.log, self.position, self.pgconn)
-        return self.result
-
-    def collect_quietly(self) -> None:
-        """Leave the connection free for the chunk's end, whatever went wrong."""
-        if self.result is None:
-            try:
-                self.answer()
-            except Exception:
-                logger.debug("position move of an interrupted message", exc_info=True)
 
 
 def _record_render_error(
@@ -318,14 +370,18 @@ def _record_render_error(
     service: ReservedService,
     exc: Exception,
     report: outcomes.ChunkReport,
+    *,
     conf: DispatchSettings,
+    db: DatabaseWork,
 ) -> None:
     """A message that cannot be built (bad address, template failing for this contact)
     is a permanent failure of that recipient, never put on the wire."""
     logger.warning("subtask %s cannot be rendered: %s", claimed.id, exc)
     error = SendError(f"cannot build the message: {exc}", kind=SendError.PERMANENT)
     error.code = None
-    result = outcomes.record_failure(claimed, _RenderError(error), service=service, conf=conf)
+    result = db.run(
+        outcomes.record_failure, claimed, _RenderError(error), service=service, conf=conf
+    )
     if result == "failed":
         report.failed += 1
     metrics.DISPATCH_MESSAGES.labels(outcome=result).inc()

@@ -78,3 +78,73 @@ def start_refusing_auth():
     controller.start()
     controller.handler = handler
     return controller
+
+
+@dataclass
+class LatencyHandler(SinkHandler):
+    """Answers MAIL, RCPT and the end of DATA each ``latency`` seconds after the command
+    (a remote provider); a message's ``received_at`` is when its data arrived. Notes
+    when each ``MAIL FROM`` arrived, per envelope sender (``mail_at``)."""
+
+    latency: float = 0.05
+    mail_at: dict[str, list[float]] = field(default_factory=dict)
+
+    async def handle_MAIL(self, server, session, envelope, address, mail_options):
+        import time
+
+        self.mail_at.setdefault(address, []).append(time.time())
+        await asyncio.sleep(self.latency)
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        await asyncio.sleep(self.latency)
+        return await super().handle_RCPT(server, session, envelope, address, rcpt_options)
+
+    async def handle_DATA(self, server, session, envelope):
+        reply = await super().handle_DATA(server, session, envelope)
+        await asyncio.sleep(self.latency)
+        return reply
+
+
+def _serve_latency(conn, latency: float) -> None:
+    """Child process of :func:`start_latency_process`."""
+    import gc
+
+    gc.disable()  # no collector pause shifts the receive times
+    handler = LatencyHandler(latency=latency)
+    controller = start(handler)
+    conn.send(controller.port)
+    conn.recv()  # "stop"
+    controller.stop()
+    conn.send([(m.mail_from, m.rcpt_tos, m.received_at) for m in handler.messages])
+    conn.close()
+
+
+class LatencyProcess:
+    """A :class:`LatencyHandler` server in a process of its own (its own interpreter and
+    processor time: the receive times it notes are not held up by the test process).
+    ``stop()`` returns what it received: ``(mail_from, rcpt_tos, received_at)`` each."""
+
+    def __init__(self, process, conn, port: int) -> None:
+        self.process, self.conn, self.port = process, conn, port
+
+    def stop(self) -> list[tuple[str, list[str], float]]:
+        self.conn.send("stop")
+        received = self.conn.recv()
+        self.process.join(10)
+        return received
+
+
+def start_latency_process(latency: float) -> LatencyProcess:
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    parent, child = context.Pipe()
+    process = context.Process(target=_serve_latency, args=(child, latency), daemon=True)
+    process.start()
+    if not parent.poll(30):
+        process.terminate()
+        raise RuntimeError("the SMTP server process did not start")
+    return LatencyProcess(process, parent, parent.recv())

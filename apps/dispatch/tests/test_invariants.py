@@ -104,6 +104,14 @@ def test_several_dispatchers_send_each_message_once_within_rate_and_quota(
     assert all(m.headers["Message-ID"] == ids[m.rcpt_tos[0]] for m in received)
 
 
+def _recovered(task) -> bool:
+    """Run recovery; whether the task has nothing left to send (conserved meanwhile)."""
+    recover_stuck()
+    progress = task_progress(task)
+    conserved(progress)
+    return progress["pending"] + progress["allocated"] + progress["sending"] == 0
+
+
 def test_sigkill_of_a_dispatcher_loses_nothing(user, make_contacts, make_service, set_config):
     set_config(
         queue__dispatchers=3, queue__concurrency=2, queue__batch_size=8, queue__lease_seconds=5
@@ -122,13 +130,9 @@ def test_sigkill_of_a_dispatcher_loses_nothing(user, make_contacts, make_service
             victim.send_signal(signal.SIGKILL)
             victim.wait(timeout=10)
 
-            def settled():
-                recover_stuck()
-                progress = task_progress(task)
-                conserved(progress)
-                return progress["pending"] + progress["allocated"] + progress["sending"] == 0
-
-            wait_until(settled, timeout=60, interval=0.3, message="the others to finish")
+            wait_until(
+                lambda: _recovered(task), timeout=60, interval=0.3, message="the others to finish"
+            )
         progress = task_progress(task)
     finally:
         sink.stop()
@@ -339,3 +343,147 @@ def test_after_a_pause_or_cancel_at_most_the_messages_it_reports_on_the_wire_are
     arrived_after = [m for m in sink.handler.messages if m.received_at > answered]
     assert len(arrived_after) <= reported["sending"]
     assert len(sink.handler.messages) == final["sent"]
+
+
+def test_hundreds_of_connections_to_a_slow_server_survive_sigkills(
+    user, make_contacts, make_service, set_config
+):
+    """Three dispatcher processes at the default sizing (one connection per ready
+    service) against servers that answer every command after 20 ms, 240 services,
+    some rate-limited: two processes are killed mid-sending. Every recipient gets one
+    message at most, the lost ones are ``unknown`` (at most one per connection of the
+    killed processes), the rest is delivered, and no rate-limited service ever had two
+    messages closer than its rate — across the kills too."""
+    import gc
+
+    from apps.dispatch.tests.smtp import LatencyHandler, start_latency_process
+
+    set_config(queue__dispatchers=3, queue__max_connections=300, queue__lease_seconds=6)
+    make_contacts(user, 2400)
+    sink = start(LatencyHandler(latency=0.02))
+    # The rate-limited services' server apart, in a process of its own: the receive
+    # times it notes (what proves the rate limits) are not held up behind the traffic of
+    # 220 other connections, nor by this process.
+    rated_sink = start_latency_process(0.02)
+    rated_received: list = []
+    gc.disable()
+    try:
+        for i in range(220):
+            make_service(port=sink.port, name=f"fast{i}")
+        rated = [
+            make_service(port=rated_sink.port, name=f"rated{i}", sending_rate=0.2)
+            for i in range(20)
+        ]
+        task = queue_task(user)
+        with Dispatchers(3) as group:
+            for victim, after in zip(group.processes[:2], (300, 900), strict=True):
+                wait_until(
+                    lambda after=after: len(sink.handler.messages) >= after,
+                    timeout=60,
+                    message=f"{after} messages",
+                )
+                victim.send_signal(signal.SIGKILL)
+                victim.wait(timeout=10)
+            wait_until(lambda: _recovered(task), timeout=120, interval=0.5, message="the survivor")
+        progress = task_progress(task)
+    finally:
+        gc.enable()
+        sink.stop()
+        rated_received = rated_sink.stop()
+    received = Counter(m.rcpt_tos[0] for m in sink.handler.messages)
+    received.update(rcpt_tos[0] for _, rcpt_tos, _ in rated_received)
+    assert max(received.values()) == 1, "a message was sent twice"
+    assert progress["unknown"] <= 2 * 100  # one per open connection of each killed loop
+    assert progress["sent"] + progress["unknown"] == 2400
+    sent = set(SubTask.objects.filter(task=task, status="sent").values_list("to_email", flat=True))
+    assert sent <= set(received)
+    by_sender = defaultdict(list)
+    for mail_from, _, received_at in rated_received:
+        by_sender[mail_from].append(received_at)
+    assert len(by_sender) == 20
+    for service in rated:
+        gaps = [b - a for a, b in itertools.pairwise(sorted(by_sender[service.from_email]))]
+        assert min(gaps, default=0.2) >= 0.2 - 0.005, (service.name, min(gaps))
+
+
+def test_a_rate_limited_service_prepares_its_next_message_before_its_slot(
+    user, make_contacts, make_service, set_config
+):
+    """Against a server that answers after 50 ms, a service limited to one message per
+    0.3 s starts each next transaction (MAIL, RCPT, DATA) before its slot and holds only
+    the final ".": its messages are committed 0.3 s apart, not 0.3 s plus three round
+    trips."""
+    from apps.dispatch.tests.smtp import LatencyHandler
+
+    make_contacts(user, 8)
+    sink = start(LatencyHandler(latency=0.05))
+    try:
+        service = make_service(port=sink.port, sending_rate=0.3)
+        task = queue_task(user)
+        with ThreadedDispatcher():
+            wait_done(task, timeout=30)
+    finally:
+        sink.stop()
+    received = sorted(m.received_at for m in sink.handler.messages)
+    mails = sorted(sink.handler.mail_at[service.from_email])
+    assert len(received) == 8
+    gaps = [b - a for a, b in itertools.pairwise(received)]
+    assert min(gaps) >= 0.3 - 0.005
+    # Each next MAIL FROM arrived before the previous message's slot had passed.
+    early = [
+        mail for mail, previous in zip(mails[1:], received, strict=False) if mail < previous + 0.3
+    ]
+    assert len(early) >= 6, (mails, received)
+
+
+def test_a_dispatcher_out_of_file_descriptors_opens_fewer_connections_and_loses_nothing(
+    user, make_contacts, make_service, set_config
+):
+    """A dispatcher process allowed 100 open files, 150 ready services: it cannot open a
+    connection for each. The connections it cannot open are this machine's shortage, not
+    the services' fault: no service is cooled down or disabled, the claimed work goes
+    back at once, and every recipient gets exactly one message through the connections
+    it could open."""
+    import resource
+    import subprocess
+    import sys
+
+    from apps.core.database import child_env
+    from apps.dispatch.tests.helpers import ROOT
+    from apps.dispatch.tests.smtp import LatencyHandler
+    from apps.services.models import EmailService
+
+    set_config(queue__dispatchers=1)
+    make_contacts(user, 600)
+    sink = start(LatencyHandler(latency=0.01))
+
+    def few_files() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (100, 100))
+
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "manage.py"), "dispatch"],
+        cwd=ROOT,
+        env=child_env(DEBUG="1", LOG_LEVEL="WARNING"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=few_files,  # noqa: PLW1509 - a resource limit of the child only
+    )
+    try:
+        for i in range(150):
+            make_service(port=sink.port, name=f"s{i}")
+        process.stdout.readline()  # the loop runs
+        task = queue_task(user)
+        progress = wait_done(task, timeout=90, check=conserved)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=30)
+        sink.stop()
+    assert process.returncode == 0, stderr[-3000:]
+    assert progress["sent"] == 600
+    assert Counter(Counter(m.rcpt_tos[0] for m in sink.handler.messages).values()) == {1: 600}
+    assert "out of file descriptors: keeping to" in stderr
+    kept = int(stderr.split("out of file descriptors: keeping to ")[-1].split()[0])
+    assert 10 < kept < 100  # as many as the open files allow, not one
+    assert not EmailService.objects.filter(consecutive_failures__gt=0).exists()
+    assert not EmailService.objects.filter(is_enabled=False).exists()

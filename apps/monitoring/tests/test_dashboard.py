@@ -11,6 +11,7 @@ import pytest
 from django.utils import timezone
 from selenium.webdriver.common.by import By
 
+from apps.dispatch.selectors import task_progress
 from apps.dispatch.tests.helpers import ThreadedDispatcher, queue_task, wait_done, wait_until
 from apps.monitoring.evaluation import rules_evaluate
 from apps.monitoring.loop import MonitorLoop
@@ -134,9 +135,9 @@ def test_the_dashboard_draws_its_charts_while_a_task_sends(
 ):
     set_config(monitoring__sample_interval=5, alerts__evaluation_interval=5)
     rules_seed(AlertRule)
-    make_contacts(user, 160)
-    for number in range(2):
-        make_service(port=smtp_sink.port, name=f"mx-{number + 1}", sending_rate=0.1)
+    make_contacts(user, 200)
+    for number in range(2):  # 10 messages a second in all: the task sends for ~20 s
+        make_service(port=smtp_sink.port, name=f"mx-{number + 1}", sending_rate=0.2)
     task = queue_task(user, name="Autumn newsletter")
     monitor = MonitorLoop(seconds=120)
     assert monitor.acquire()
@@ -150,6 +151,7 @@ def test_the_dashboard_draws_its_charts_while_a_task_sends(
             )
             admin_login(browser, live_server.url, "operator", "pw-operator")
             browser.get(live_server.url + "/admin/dashboard/")
+            assert task_progress(task)["pending"] > 0  # the page was drawn while it sends
             chart = wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "#chart-sends-hour"))
             sent = chart[0].find_element(By.CSS_SELECTOR, 'polyline[data-series="sent"]')
             points = [p.split(",") for p in sent.get_attribute("points").split()]
@@ -162,6 +164,7 @@ def test_the_dashboard_draws_its_charts_while_a_task_sends(
             services = browser.find_element(By.ID, "edm-services").text
             assert "mx-1" in services and "mx-2" in services
             screenshot(browser, Path(SCREENSHOT_DIR or tmp_path) / "dashboard.png")
+            assert "Autumn newsletter" in browser.find_element(By.ID, "edm-waiting").text
             wait_done(task, timeout=60)
     finally:
         monitor.stop.set()
