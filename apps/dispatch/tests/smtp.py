@@ -115,26 +115,55 @@ def _serve_latency(conn, latency: float) -> None:
     gc.disable()  # no collector pause shifts the receive times
     handler = LatencyHandler(latency=latency)
     controller = start(handler)
+    lags: list[tuple[float, float]] = []
+    watch = asyncio.run_coroutine_threadsafe(_watch_lag(lags), controller.loop)
     conn.send(controller.port)
     conn.recv()  # "stop"
+    watch.cancel()
     controller.stop()
-    conn.send([(m.mail_from, m.rcpt_tos, m.received_at) for m in handler.messages])
+    conn.send(([(m.mail_from, m.rcpt_tos, m.received_at) for m in handler.messages], lags))
     conn.close()
+
+
+async def _watch_lag(lags: list[tuple[float, float]], *, tick: float = 0.002) -> None:
+    """Note when the server's own event loop ran late (the machine did not give it the
+    processor): ``(when it woke, how late)`` for every wake-up over 2 ms late. A message
+    handled then got a receive time that late, and a gap measured from it is that much
+    shorter than the one on the wire."""
+    import time
+
+    while True:
+        asked = time.time() + tick
+        await asyncio.sleep(tick)
+        woke = time.time()
+        if woke - asked > 0.002:
+            lags.append((woke, woke - asked))
 
 
 class LatencyProcess:
     """A :class:`LatencyHandler` server in a process of its own (its own interpreter and
     processor time: the receive times it notes are not held up by the test process).
-    ``stop()`` returns what it received: ``(mail_from, rcpt_tos, received_at)`` each."""
+    ``stop()`` returns what it received: ``(mail_from, rcpt_tos, received_at)`` each;
+    ``late_by(t)`` then says how late the server itself was around time ``t``."""
 
     def __init__(self, process, conn, port: int) -> None:
         self.process, self.conn, self.port = process, conn, port
+        self.lags: list[tuple[float, float]] = []
 
     def stop(self) -> list[tuple[str, list[str], float]]:
         self.conn.send("stop")
-        received = self.conn.recv()
+        received, self.lags = self.conn.recv()
         self.process.join(10)
         return received
+
+    def late_by(self, when: float, *, window: float = 0.25) -> float:
+        """The most the server's loop was late on waking within ``window`` s after
+        ``when``: how much later than its arrival a message at ``when`` may have been
+        noted."""
+        return max(
+            (lag for woke, lag in self.lags if when - 0.01 <= woke <= when + window),
+            default=0.0,
+        )
 
 
 def start_latency_process(latency: float) -> LatencyProcess:

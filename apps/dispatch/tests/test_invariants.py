@@ -401,9 +401,14 @@ def test_hundreds_of_connections_to_a_slow_server_survive_sigkills(
     for mail_from, _, received_at in rated_received:
         by_sender[mail_from].append(received_at)
     assert len(by_sender) == 20
+    # A receive time is noted when the server's loop gets the processor: on a loaded
+    # machine that can be late, and a gap then looks shorter than it was on the wire by
+    # as much as the server was late (measured by the server itself) noting its first
+    # message.
     for service in rated:
-        gaps = [b - a for a, b in itertools.pairwise(sorted(by_sender[service.from_email]))]
-        assert min(gaps, default=0.2) >= 0.2 - 0.005, (service.name, min(gaps))
+        for a, b in itertools.pairwise(sorted(by_sender[service.from_email])):
+            slack = 0.005 + rated_sink.late_by(a)
+            assert b - a >= 0.2 - slack, (service.name, b - a, slack)
 
 
 def test_a_rate_limited_service_prepares_its_next_message_before_its_slot(
