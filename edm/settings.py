@@ -71,6 +71,7 @@ INSTALLED_APPS = [
     "apps.dispatch",
     "apps.monitoring",
     "apps.deliverability",
+    "apps.events",
 ]
 
 MIDDLEWARE = [
