@@ -42,8 +42,9 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def start_gunicorn(port: int, workers: int) -> subprocess.Popen:
-    """gunicorn with production settings against the benchmark's database."""
+def start_gunicorn(port: int, workers: int, **extra_env: str) -> subprocess.Popen:
+    """gunicorn with production settings against the benchmark's database (``extra_env``
+    added to its environment)."""
     from cryptography.fernet import Fernet
     from django.conf import settings as django_settings
 
@@ -58,6 +59,7 @@ def start_gunicorn(port: int, workers: int) -> subprocess.Popen:
         EDM_ENCRYPTION_KEY=Fernet.generate_key().decode(),
         ALLOWED_HOSTS="127.0.0.1",
         LOG_LEVEL="WARNING",
+        **extra_env,
     )
     # whitenoise warns on every worker start without the directory (no file is served here)
     Path(django_settings.STATIC_ROOT).mkdir(parents=True, exist_ok=True)

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from django.contrib import admin
 from django.urls import include, path, re_path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularSwaggerView
 
-from apps.core.api import HealthView, api_not_found
+from apps.core.api import HealthView, SchemaView, api_not_found
 from apps.core.auth import TokenView
 from apps.core.views import landing
 from apps.monitoring.views import metrics
@@ -19,7 +19,7 @@ from apps.monitoring.views import metrics
 api_patterns = [
     path("health", HealthView.as_view(), name="health"),
     path("auth/token/", TokenView.as_view(), name="auth-token"),
-    path("schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("schema/", SchemaView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("", include("apps.config.urls")),
     path("", include("apps.contacts.urls")),
