@@ -41,8 +41,11 @@ def make_user(db):
     def make(username: str | None = None, *, is_staff: bool = False, **extra):
         name = username or f"user{next(counter)}"
         return User.objects.create_user(
-            username=name, password="pw-" + name, is_staff=is_staff,
-            is_superuser=extra.pop("is_superuser", False), **extra,
+            username=name,
+            password="pw-" + name,
+            is_staff=is_staff,
+            is_superuser=extra.pop("is_superuser", False),
+            **extra,
         )
 
     return make

@@ -116,31 +116,75 @@ class Cluster:
         if not os.path.exists(os.path.join(self.data_dir, "PG_VERSION")):
             run_as(
                 self.user,
-                [self._bin("initdb"), "-D", self.data_dir, "-U", "postgres",
-                 "-A", "trust", "-E", "UTF8", "--no-sync", "--locale=C"],
-                check=True, stdout=subprocess.DEVNULL,
+                [
+                    self._bin("initdb"),
+                    "-D",
+                    self.data_dir,
+                    "-U",
+                    "postgres",
+                    "-A",
+                    "trust",
+                    "-E",
+                    "UTF8",
+                    "--no-sync",
+                    "--locale=C",
+                ],
+                check=True,
+                stdout=subprocess.DEVNULL,
             )
         settings = COMMON_SETTINGS + (FAST_SETTINGS if self.throwaway else [])
         options = f"-p {self.port} -k {self.data_dir} -c listen_addresses=127.0.0.1"
         options += "".join(f" -c {setting}" for setting in settings)
         run_as(
             self.user,
-            [self._bin("pg_ctl"), "-D", self.data_dir, "-o", options,
-             "-l", os.path.join(self.data_dir, "server.log"), "-w", "-t", "60", "start"],
-            check=True, stdout=subprocess.DEVNULL,
+            [
+                self._bin("pg_ctl"),
+                "-D",
+                self.data_dir,
+                "-o",
+                options,
+                "-l",
+                os.path.join(self.data_dir, "server.log"),
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
         )
         exists = run_as(
             self.user,
-            [self._bin("psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres",
-             "-d", "postgres", "-tAc",
-             f"SELECT 1 FROM pg_database WHERE datname='{DB_NAME}'"],
-            check=True, capture_output=True, text=True,
+            [
+                self._bin("psql"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+                "-tAc",
+                f"SELECT 1 FROM pg_database WHERE datname='{DB_NAME}'",
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
         ).stdout.strip()
         if exists != "1":
             run_as(
                 self.user,
-                [self._bin("createdb"), "-h", "127.0.0.1", "-p", str(self.port),
-                 "-U", "postgres", DB_NAME],
+                [
+                    self._bin("createdb"),
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    str(self.port),
+                    "-U",
+                    "postgres",
+                    DB_NAME,
+                ],
                 check=True,
             )
         return f"postgresql://postgres@127.0.0.1:{self.port}/{DB_NAME}"
@@ -149,7 +193,8 @@ class Cluster:
         run_as(
             self.user,
             [self._bin("pg_ctl"), "-D", self.data_dir, "-m", "fast", "-w", "stop"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         if self.throwaway:
             shutil.rmtree(self.data_dir, ignore_errors=True)
@@ -197,7 +242,8 @@ class EmbeddedCluster:
             run_as(
                 self.user,
                 [self.pg_ctl, "-D", self.data_dir, "-m", "fast", "-w", "-t", "60", "restart"],
-                check=True, stdout=subprocess.DEVNULL,
+                check=True,
+                stdout=subprocess.DEVNULL,
             )
         exists = self.server.psql(f"SELECT 1 FROM pg_database WHERE datname='{DB_NAME}';")
         if "(1 row)" not in exists:
@@ -238,7 +284,8 @@ class EmbeddedCluster:
             run_as(
                 self.user,
                 [self.pg_ctl, "-D", self.data_dir, "-m", "fast", "-w", "-t", "30", "stop"],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
             )
             if not _wait_gone(pid, timeout=10):
                 log(f"postmaster {pid} did not stop; killing it")

@@ -27,9 +27,7 @@ def admin_login(browser: WebDriver, base_url: str, username: str, password: str)
     )
 
 
-def wait_for(
-    condition: Callable[[], object], *, timeout: float = 10, message: str = ""
-) -> object:
+def wait_for(condition: Callable[[], object], *, timeout: float = 10, message: str = "") -> object:
     """Poll ``condition`` until it returns something truthy and return that; fail after
     ``timeout`` seconds, naming ``message``. An element that is missing or went stale
     while the page changes counts as "not yet"."""
