@@ -101,13 +101,13 @@ def test_every_operation_documents_the_errors_it_can_answer_in_the_one_shape(sch
     for path, operations in schema["paths"].items():
         for method, operation in operations.items():
             responses = operation["responses"]
-            wanted = {"400", "404"}
+            wanted = {"400", "404", "414"}
             if path != "/api/health":
                 wanted |= {"401", "403", "429"}
             if "requestBody" in operation:
                 wanted |= {"413", "415"}
             assert wanted <= set(responses), (method, path, sorted(responses))
-            for status in wanted:
+            for status in wanted - {"414"}:
                 body = responses[status]["content"]["application/json"]["schema"]
                 assert body == error or status in {"400"}, (method, path, status)
 
@@ -180,3 +180,13 @@ def test_the_first_schema_requests_of_a_threaded_server_at_once_all_answer_200()
         timeout=120,
     )
     assert done.stdout.strip() == str(["200"] * 6), done.stdout + done.stderr[-2000:]
+
+
+def test_a_suppression_that_exists_already_is_documented_as_the_200_it_answers(schema):
+    responses = schema["paths"]["/api/suppressions/"]["post"]["responses"]
+    assert {"200", "201"} <= set(responses)
+
+
+def test_a_request_line_too_long_for_the_web_server_is_documented_as_its_html_414(schema):
+    response = schema["paths"]["/api/contacts/"]["get"]["responses"]["414"]
+    assert "text/html" in response["content"]

@@ -5,7 +5,8 @@
 * :func:`error_responses` — the one error shape (:mod:`apps.core.api`), added once as the
   ``Error`` component and referenced by every status code an operation can answer besides
   its own: 400, 401, 403, 404 everywhere; 413 and 415 where a body is taken; 429 where
-  a throttle counts (every operation but the health probe).
+  a throttle counts (every operation but the health probe); and the web server's own
+  414 (an HTML page) for a request line it will not read.
 """
 
 from __future__ import annotations
@@ -53,6 +54,14 @@ BODY_ERRORS = {
 THROTTLED = {
     "429": "Too many requests (the user's or the address's rate, or failed logins): "
     "retry after `Retry-After` seconds."
+}
+# Answered by the web server (gunicorn) before EDM sees the request, as its own HTML page.
+URI_TOO_LONG = {
+    "414": {
+        "description": "The request line (the URL with its query string) is longer than "
+        "the web server reads (gunicorn: 4,094 bytes).",
+        "content": {"text/html": {"schema": {"type": "string"}}},
+    }
 }
 # Answered without authentication and without a throttle (load balancers poll it).
 UNGUARDED = {"/api/health"}
@@ -117,6 +126,8 @@ def error_responses(result: dict, generator=None, request=None, public=None) -> 
             responses = operation["responses"]
             for status, description in statuses.items():
                 responses.setdefault(status, {"description": description, **_reference()})
+            for status, response in URI_TOO_LONG.items():
+                responses.setdefault(status, response)
     return result
 
 
