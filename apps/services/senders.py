@@ -15,6 +15,9 @@ dispatcher whose fault it is:
   neither the recipient's nor the service's fault; the message goes back at once without
   spending an attempt, the service is not cooled down, and the dispatcher opens fewer
   connections.
+* ``ambiguous`` - the whole message went out, its final "." included, and no answer came
+  (timeout, connection lost): the server may have accepted it, SMTP cannot tell. Sending
+  it again may deliver it twice.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ class SendError(Exception):
     THROTTLED = "throttled"
     SERVICE = "service"
     LOCAL = "local"
+    AMBIGUOUS = "ambiguous"
 
     def __init__(self, message: str, *, kind: str, code: int | None = None):
         super().__init__(message)
@@ -56,6 +60,10 @@ class SendError(Exception):
 
     def __repr__(self) -> str:
         return f"SendError(kind={self.kind!r}, code={self.code!r}, message={self.message!r})"
+
+
+class _NoAnswer(Exception):
+    """The final "." went out and its answer did not come (``SendError.AMBIGUOUS``)."""
 
 
 class Withdrawn(Exception):
@@ -250,7 +258,14 @@ def _transaction(
     else:
         sock.sendall(memoryview(data)[:-3])  # everything up to the final ".\r\n"
         commit(lambda: sock.sendall(b".\r\n"))
-    code, reply = _reply(connection)
+    # From here the server may have the message: a reply that does not come is not a
+    # failure of the message, it is an unknown outcome.
+    try:
+        code, reply = _reply(connection)
+    except smtplib.SMTPResponseException:
+        raise
+    except OSError as exc:  # timeout, reset, closed (smtplib's disconnect included)
+        raise _NoAnswer(str(exc) or type(exc).__name__) from None
     if code != 250:
         _refused(connection, code)
         raise smtplib.SMTPDataError(code, reply)
@@ -372,6 +387,11 @@ class SMTPSender:
 
             _commit(send, commit)
             refused = result[0]
+        except _NoAnswer as exc:
+            self._drop()
+            raise SendError(
+                f"no answer to the end of the message: {exc}", kind=SendError.AMBIGUOUS
+            ) from None
         except smtplib.SMTPRecipientsRefused as exc:
             code, reply = next(iter(exc.recipients.values()))
             raise _classify_code(code, _text(reply), phase="rcpt") from None

@@ -338,8 +338,10 @@ def record_failure(
     """Record one failed attempt of ``claimed`` (``allocated`` under its token).
 
     Returns the outcome: ``retry`` (waiting queue, back-off), ``requeued`` (throttled or
-    service fault: back at once, the attempt refunded), ``failed`` (permanent; the
-    contact is marked bounced), ``dead`` (a DeadLetter row), ``cancelled`` (the task was
+    service fault: back at once, the attempt refunded; an ambiguous one with
+    ``recovery.resend_ambiguous``: back at once, the attempt counted), ``failed``
+    (permanent; the contact is marked bounced), ``dead`` (a DeadLetter row), ``unknown``
+    (the message went out whole and got no answer), ``cancelled`` (the task was
     cancelled meanwhile) or ``lost`` (the token no longer matches: nothing written).
     """
     attempt = claimed.attempts + 1
@@ -375,7 +377,7 @@ def record_failure(
             + subtask_events_cte(
                 "u",
                 event_type="'subtask.' || x.status",
-                where="x.status IN ('failed', 'dead')",
+                where="x.status IN ('failed', 'dead', 'unknown')",
                 extra=", 'error_class', %(error_class)s, 'attempt', %(attempt)s",
             )
             + " SELECT status, task_id, owner_id, contact_id, history, created_at FROM u",

@@ -46,13 +46,13 @@ SPACING_GUARD = 0.02
 LOCAL_RETRY = 1.0
 
 # Outcomes of a failed attempt.
-RETRY, REQUEUED, FAILED, DEAD = "retry", "requeued", "failed", "dead"
+RETRY, REQUEUED, FAILED, DEAD, UNKNOWN = "retry", "requeued", "failed", "dead", "unknown"
 
 
 @dataclass(frozen=True)
 class FailureDecision:
-    """``outcome`` (``retry``, ``requeued``, ``failed``, ``dead``), the back-off ``delay``
-    (seconds) and whether the attempt is ``refund``-ed (not counted)."""
+    """``outcome`` (``retry``, ``requeued``, ``failed``, ``dead``, ``unknown``), the
+    back-off ``delay`` (seconds) and whether the attempt is ``refund``-ed (not counted)."""
 
     outcome: str
     delay: float = 0.0
@@ -66,7 +66,11 @@ def failure_decision(exc: SendError, *, attempt: int, conf: DispatchSettings) ->
     subtask goes back at once and the attempt is refunded. An error class listed in
     ``dlq.immediate_error_types`` is dead at once; a permanent refusal fails (the contact
     bounces); a transient one waits for its back-off, or is dead once ``max_retries`` is
-    spent."""
+    spent. A message that went out whole and got no answer (``ambiguous``) may have been
+    delivered: it is ``unknown``, as on the wire of a dispatcher that died, and goes back
+    at once (the attempt counted) only with ``recovery.resend_ambiguous``."""
+    if exc.kind == SendError.AMBIGUOUS:
+        return FailureDecision(REQUEUED if conf.resend_ambiguous else UNKNOWN)
     if exc.kind in (SendError.THROTTLED, SendError.SERVICE, SendError.LOCAL):
         return FailureDecision(REQUEUED, refund=True)
     immediate = conf.dlq_immediate_error_types

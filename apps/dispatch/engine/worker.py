@@ -338,7 +338,7 @@ def run_chunk(
                 )
                 result = db.run(outcomes.record_failure, claimed, exc, service=service, conf=conf)
                 metrics.DISPATCH_MESSAGES.labels(outcome=result).inc()
-                if result in ("failed", "dead", "retry"):
+                if result in ("failed", "dead", "retry", "unknown"):
                     report.failed += 1
                 if exc.kind in (SendError.SERVICE, SendError.THROTTLED):
                     report.fault = exc

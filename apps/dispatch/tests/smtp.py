@@ -41,6 +41,26 @@ class DroppingHandler(SinkHandler):
 
 
 @dataclass
+class StallingHandler(SinkHandler):
+    """Accepts every message, but answers the final "." of the listed recipients only
+    after ``stall`` seconds, the first ``times`` times each (longer than the sender's
+    timeout: the message was delivered, the sender never hears so)."""
+
+    stall_for: set[str] = field(default_factory=set)
+    stall: float = 4.0
+    times: int = 1
+    stalled: dict[str, int] = field(default_factory=dict)
+
+    async def handle_DATA(self, server, session, envelope):
+        reply = await super().handle_DATA(server, session, envelope)
+        to = envelope.rcpt_tos[0].lower()
+        if to in self.stall_for and self.stalled.get(to, 0) < self.times:
+            self.stalled[to] = self.stalled.get(to, 0) + 1
+            await asyncio.sleep(self.stall)
+        return reply
+
+
+@dataclass
 class ThrottlingHandler(SinkHandler):
     """Answers 421 4.7.0 (slow down) to RCPT the first ``times`` times."""
 

@@ -115,12 +115,16 @@ def test_back_off_spaces_the_attempts(user, make_contacts, make_service, smtp_si
     assert len(times) == 2 and times[1] - times[0] >= 0.3
 
 
-def test_a_connection_dropped_at_the_end_of_data_is_retried_once_delivered(
+def test_a_connection_dropped_at_the_end_of_data_is_resent_once_delivered_if_asked(
     user, make_contacts, make_service, set_config
 ):
+    """A connection closed instead of the answer to the final "." may have delivered
+    the message (the sender cannot tell): with ``recovery.resend_ambiguous`` it is sent
+    again at once, with its same Message-ID (without, it is ``unknown``:
+    ``test_a_message_whose_final_dot_gets_no_answer_is_unknown_not_retried``)."""
     from apps.dispatch.tests.smtp import DroppingHandler, start
 
-    set_config(backoff__strategy="fixed", backoff__initial=0.1, backoff__jitter=0)
+    set_config(recovery__resend_ambiguous=True)
     contacts = make_contacts(user, 4)
     sink = start(DroppingHandler(drop={contacts[2].email}))
     try:
@@ -134,7 +138,53 @@ def test_a_connection_dropped_at_the_end_of_data_is_retried_once_delivered(
     assert sink.handler.dropped == {contacts[2].email: 1}
     assert Counter(m.rcpt_tos[0] for m in sink.handler.messages)[contacts[2].email] == 1
     retried = SubTask.objects.get(task=task, to_email=contacts[2].email)
-    assert retried.attempts == 2 and retried.history[0]["kind"] == "transient"
+    assert retried.attempts == 2 and retried.history[0]["kind"] == "ambiguous"
+
+
+@pytest.mark.parametrize("resend", [False, True])
+def test_a_message_whose_final_dot_gets_no_answer_is_unknown_not_retried(
+    resend, user, make_contacts, make_service, set_config
+):
+    """The server accepts a message but its answer to the final "." comes after the
+    sender's timeout: whether it was delivered cannot be told, so the subtask is
+    ``unknown`` (``ambiguous``) like a message on the wire of a dead dispatcher — not a
+    transient failure retried into a second delivery. With ``recovery.resend_ambiguous``
+    it is sent again at once, with its same Message-ID."""
+    from apps.dispatch.tests.smtp import StallingHandler, start
+
+    # smtp_timeout: lease_seconds / 3 = 2 s; the answer comes after 4 s.
+    set_config(
+        queue__lease_seconds=6,
+        backoff__strategy="fixed",
+        backoff__initial=0.1,
+        backoff__jitter=0,
+        recovery__resend_ambiguous=resend,
+    )
+    contacts = make_contacts(user, 4)
+    stalled = contacts[2].email
+    sink = start(StallingHandler(stall_for={stalled}))
+    try:
+        make_service(port=sink.port)
+        task = queue_task(user)
+        with ThreadedDispatcher():
+            progress = wait_done(task, timeout=30, check=conserved)
+    finally:
+        sink.stop()
+    received = Counter(m.rcpt_tos[0] for m in sink.handler.messages)
+    assert sink.handler.stalled == {stalled: 1}
+    subtask = SubTask.objects.get(task=task, to_email=stalled)
+    assert subtask.history[0]["kind"] == "ambiguous"
+    if resend:
+        assert progress["sent"] == 4
+        assert received[stalled] == 2 and subtask.attempts == 2
+        ids = {m.headers["Message-ID"] for m in sink.handler.messages if m.rcpt_tos[0] == stalled}
+        assert ids == {subtask.message_id}
+    else:
+        assert progress["sent"] == 3 and progress["unknown"] == 1
+        assert received[stalled] == 1, "a message was sent twice"
+        assert subtask.status == "unknown" and subtask.error_class == "ambiguous"
+        assert subtask.attempts == 1
+    assert all(count == 1 for to, count in received.items() if to != stalled)
 
 
 def test_refused_auth_cools_the_service_down_without_charging_the_message(

@@ -42,6 +42,18 @@ def test_a_failed_attempt_is_retried_failed_dead_or_requeued(conf, kind, code, a
     assert policy.failure_decision(error, attempt=attempt, conf=conf) == expected
 
 
+@pytest.mark.parametrize("attempt", [1, 3])
+def test_a_message_without_an_answer_to_its_end_is_unknown_or_resent_if_asked(conf, attempt):
+    error = SendError("no answer to the end of the message", kind=SendError.AMBIGUOUS)
+    assert policy.failure_decision(error, attempt=attempt, conf=conf) == (
+        policy.FailureDecision("unknown")
+    )
+    resend = dataclasses.replace(conf, resend_ambiguous=True)
+    assert policy.failure_decision(error, attempt=attempt, conf=resend) == (
+        policy.FailureDecision("requeued")
+    )
+
+
 def _change(conf, **overrides) -> policy.ServiceChange:
     values = {
         "slots": 10,

@@ -292,6 +292,21 @@ def test_a_server_that_stops_answering_times_out():
     assert sender.connection is None  # dropped: the next send reconnects
 
 
+@pytest.mark.parametrize("after_data", [[b""], [b"", b""]], ids=["closes", "silent"])
+def test_no_answer_to_the_final_dot_is_ambiguous_not_transient(after_data):
+    """Once the whole message and its final "." went out, a server that closes the
+    connection or stays silent may have accepted it: the error says ``ambiguous`` (a
+    retry could deliver it twice), and the connection is dropped."""
+    server = _ScriptedServer([b"250 ok\r\n", b"250 ok\r\n", *after_data])
+    sender = SMTPSender(host="127.0.0.1", port=server.port, timeout=0.5)
+    with pytest.raises(SendError) as caught:
+        sender.send(from_addr="a@example.com", to_addrs=["b@example.com"], message=MESSAGE)
+    assert caught.value.kind == "ambiguous" and caught.value.error_class == "ambiguous"
+    # The server answers (or closes) only once it has read the final ".".
+    assert server.received[2] == b"DATA\r\n"
+    assert sender.connection is None
+
+
 def test_before_data_can_withdraw_a_message_and_the_connection_goes_on(smtp_sink):
     """The dispatcher confirms each message's position between RCPT and DATA: a refusal
     resets the transaction (nothing delivered) and the connection stays usable; an error
