@@ -313,11 +313,12 @@ EDM_OUTBOUND_HTTPS_ONLY = env_bool("EDM_OUTBOUND_HTTPS_ONLY", not DEBUG)
 
 # --- django-q2 ------------------------------------------------------------------------
 # The ORM broker on the same PostgreSQL. ``timeout`` stays well below ``retry`` so q2
-# never hands a still-running task (a dispatcher loop) to a second worker.
+# never hands a still-running task (a dispatcher loop) to a second worker. Five workers:
+# two dispatcher loops, the monitor loop, the events relay loop, and one for jobs.
 Q_CLUSTER = {
     "name": "edm",
     "orm": "default",
-    "workers": env_int("EDM_Q_WORKERS", 4),
+    "workers": env_int("EDM_Q_WORKERS", 5),
     "timeout": 300,
     "retry": 600,
     "max_attempts": 1,
