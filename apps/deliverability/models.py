@@ -232,14 +232,8 @@ class DkimKey(models.Model):
     def __str__(self) -> str:
         return f"{self.selector}._domainkey.{self.domain}"
 
-    @property
-    def private_key(self) -> str:
-        """The PEM private key. Never log it; raises DecryptionError on a wrong key."""
-        return crypto.decrypt(self.private_key_encrypted)
-
-    @private_key.setter
-    def private_key(self, value: str) -> None:
-        self.private_key_encrypted = crypto.encrypt(value)
+    # The PEM private key. Never log it.
+    private_key = crypto.secret("private_key_encrypted")
 
     @property
     def dns_name(self) -> str:

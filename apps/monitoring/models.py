@@ -218,14 +218,8 @@ class NotificationChannel(TimeStampedModel):
     def __str__(self) -> str:
         return f"{self.name} ({self.kind})"
 
-    @property
-    def secret(self) -> str:
-        """The decrypted signing secret (webhooks). Never log it."""
-        return crypto.decrypt(self.secret_encrypted)
-
-    @secret.setter
-    def secret(self, value: str) -> None:
-        self.secret_encrypted = crypto.encrypt(value)
+    # The decrypted signing secret (webhooks). Never log it.
+    secret = crypto.secret("secret_encrypted")
 
     @property
     def is_failing(self) -> bool:

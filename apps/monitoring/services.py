@@ -228,18 +228,3 @@ def alert_resolve(*, alert_id: int, user, visible=None) -> Alert:
         alert.save(update_fields=["status", "resolved_at", "resolved_by"])
     logger.info("alert %s resolved by %s", alert.pk, user)
     return alert
-
-
-@transaction.atomic
-def channels_reencrypt_secrets() -> int:
-    """Encrypt every webhook channel's signing secret again with the newest key of
-    ``EDM_ENCRYPTION_KEY`` (key rotation, like ``services_reencrypt_secrets``). All or
-    nothing: a secret no key can decrypt raises ``DecryptionError``. Returns how many."""
-    from apps.services import crypto
-
-    changed = 0
-    rows = NotificationChannel.objects.exclude(secret_encrypted="").select_for_update()
-    for pk, token in rows.values_list("pk", "secret_encrypted"):
-        NotificationChannel.objects.filter(pk=pk).update(secret_encrypted=crypto.reencrypt(token))
-        changed += 1
-    return changed

@@ -58,3 +58,23 @@ def reencrypt(token: str) -> str:
         raise DecryptionError(
             "a stored secret cannot be decrypted with EDM_ENCRYPTION_KEY"
         ) from None
+
+
+
+def secret(field: str) -> property:
+    """A model property for a secret encrypted at rest in the text field ``field``.
+
+    ``password = crypto.secret("password_encrypted")``: reading ``obj.password`` decrypts
+    (raising :class:`DecryptionError` when no configured key fits), assigning encrypts, and
+    ``""`` stays ``""``; as a property it is accepted by the model's constructor and
+    ``objects.create()``. Never log the plain value. ``manage.py rotate_encryption_key``
+    re-encrypts every ``*_encrypted`` field, so name the field that way.
+    """
+
+    def read(obj) -> str:
+        return decrypt(getattr(obj, field))
+
+    def write(obj, value: str) -> None:
+        setattr(obj, field, encrypt(value))
+
+    return property(read, write, doc=f"The decrypted value of ``{field}``. Never log it.")

@@ -162,18 +162,8 @@ class EmailService(TimeStampedModel):
         if self.kind == self.Kind.SMTP and not self.host:
             raise ValidationError({"host": "an SMTP service needs a host"})
 
-    @property
-    def password(self) -> str:
-        """The decrypted password. Never log it or send it back through the API.
-
-        Raises :class:`apps.services.crypto.DecryptionError` when ``EDM_ENCRYPTION_KEY``
-        cannot decrypt it.
-        """
-        return crypto.decrypt(self.password_encrypted)
-
-    @password.setter
-    def password(self, value: str) -> None:
-        self.password_encrypted = crypto.encrypt(value)
+    # The decrypted password: never log it or send it back through the API.
+    password = crypto.secret("password_encrypted")
 
     @property
     def has_password(self) -> bool:

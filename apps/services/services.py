@@ -388,23 +388,6 @@ def service_take_send(*, service_id: int) -> float | None:
     return max(0.01, row[1])
 
 
-@transaction.atomic
-def services_reencrypt_secrets() -> int:
-    """Encrypt every stored service password again with the first (newest) key of
-    ``EDM_ENCRYPTION_KEY``, so that older keys can then be removed. All or nothing: a
-    token no key can decrypt raises ``DecryptionError`` and nothing changes. Returns the
-    number of passwords re-encrypted. Runtime-style write (``update()``): no history row,
-    the plain value never changes."""
-    from apps.services import crypto
-
-    changed = 0
-    rows = EmailService.objects.exclude(password_encrypted="").select_for_update()
-    for pk, token in rows.values_list("pk", "password_encrypted"):
-        EmailService.objects.filter(pk=pk).update(password_encrypted=crypto.reencrypt(token))
-        changed += 1
-    return changed
-
-
 def service_reserve_one(*, service_id: int, wait: float = 5.0) -> None:
     """Take one sending slot of a service for a message sent outside the dispatcher (a
     test send): the same rules as the dispatcher's reservation — enabled, quota left

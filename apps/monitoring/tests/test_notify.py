@@ -197,7 +197,9 @@ def test_channel_secrets_move_to_a_new_encryption_key(settings):
     )
     new_key = Fernet.generate_key().decode()
     settings.EDM_ENCRYPTION_KEYS = [new_key, *settings.EDM_ENCRYPTION_KEYS]
-    assert services.channels_reencrypt_secrets() == 1
+    from apps.services.management.commands.rotate_encryption_key import secrets_reencrypt
+
+    assert secrets_reencrypt()["monitoring.notificationchannel.secret_encrypted"] == 1
     settings.EDM_ENCRYPTION_KEYS = [new_key]  # the old key is gone
     channel.refresh_from_db()
     assert channel.secret == secret

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from io import StringIO
+
 import pytest
 from cryptography.fernet import Fernet
 from django.core import checks
@@ -98,8 +100,6 @@ def test_manage_py_check_with_the_database_fails_on_a_wrong_key(settings):
 
 
 def test_rotate_encryption_key_command_moves_every_password_to_the_new_key(settings):
-    from io import StringIO
-
     from django.core.management import call_command
     from django.core.management.base import CommandError
 
@@ -111,7 +111,8 @@ def test_rotate_encryption_key_command_moves_every_password_to_the_new_key(setti
     settings.EDM_ENCRYPTION_KEYS = [new_key, old_key]
     out = StringIO()
     call_command("rotate_encryption_key", stdout=out)
-    assert "2 password(s) re-encrypted" in out.getvalue()
+    assert "2 secret(s) re-encrypted" in out.getvalue()
+    assert "services.emailservice.password_encrypted: 2" in out.getvalue()
     settings.EDM_ENCRYPTION_KEYS = [new_key]  # the old key is gone
     first.refresh_from_db()
     assert first.password == PASSWORD
@@ -121,3 +122,39 @@ def test_rotate_encryption_key_command_moves_every_password_to_the_new_key(setti
     with pytest.raises(CommandError, match="nothing was changed"):
         call_command("rotate_encryption_key")
     assert _raw_password_column(first.pk) == before
+
+
+def test_rotation_covers_every_stored_secret_of_every_app(settings):
+    """SMTP passwords, alert-channel secrets and DKIM keys all move to the new key, so the
+    old key can be dropped; a secret field added to any model is found the same way."""
+    from django.core.management import call_command
+
+    from apps.deliverability.models import DkimKey
+    from apps.monitoring.services import channel_create
+    from apps.services.management.commands.rotate_encryption_key import encrypted_fields
+
+    labels = {f"{model._meta.label_lower}.{name}" for model, name in encrypted_fields()}
+    assert {
+        "services.emailservice.password_encrypted",
+        "monitoring.notificationchannel.secret_encrypted",
+        "deliverability.dkimkey.private_key_encrypted",
+    } <= labels
+
+    service = EmailServiceFactory(name="one", password=PASSWORD)
+    channel, channel_secret = channel_create(
+        name="hook", kind="webhook", target="https://example.org/hook"
+    )
+    dkim = DkimKey(domain="example.org", selector="s1", public_key="AAAA")
+    dkim.private_key = "-----BEGIN PRIVATE KEY-----\nMII\n-----END PRIVATE KEY-----\n"
+    dkim.save()
+
+    new_key = Fernet.generate_key().decode()
+    settings.EDM_ENCRYPTION_KEYS = [new_key, *settings.EDM_ENCRYPTION_KEYS]
+    call_command("rotate_encryption_key", stdout=StringIO())
+    settings.EDM_ENCRYPTION_KEYS = [new_key]  # the old key is gone
+
+    for obj in (service, channel, dkim):
+        obj.refresh_from_db()
+    assert service.password == PASSWORD
+    assert channel.secret == channel_secret
+    assert dkim.private_key.startswith("-----BEGIN PRIVATE KEY-----")
