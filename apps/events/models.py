@@ -134,18 +134,8 @@ class WebhookEndpoint(models.Model):
     def __str__(self) -> str:
         return self.description or self.url
 
-    @property
-    def secret(self) -> str:
-        """The decrypted signing secret. Never log it."""
-        return crypto.decrypt(self.secret_encrypted)
-
-    @secret.setter
-    def secret(self, value: str) -> None:
-        self.secret_encrypted = crypto.encrypt(value)
-
-    @property
-    def previous_secret(self) -> str:
-        return crypto.decrypt(self.previous_secret_encrypted)
+    secret = crypto.secret("secret_encrypted")
+    previous_secret = crypto.secret("previous_secret_encrypted")
 
 
 class WebhookDelivery(models.Model):

@@ -208,8 +208,8 @@ def endpoint_deliver(
                     break
             if not outcomes:
                 break
-            stop = _record(endpoint, outcomes, result)
-            if stop:
+            halted = _record(endpoint, outcomes, result)
+            if halted:
                 break
     finally:
         if own_session:
