@@ -60,7 +60,6 @@ def reencrypt(token: str) -> str:
         ) from None
 
 
-
 def secret(field: str) -> property:
     """A model property for a secret encrypted at rest in the text field ``field``.
 
