@@ -42,8 +42,14 @@ from django.utils.html import format_html
 from apps.core.admin import TenantScopedAdmin, report_outcome
 from apps.core.errors import ApplicationError
 from apps.core.tenancy import is_operator
-from apps.events import selectors, webhooks
-from apps.events.models import Event, WebhookAttempt, WebhookDelivery, WebhookEndpoint
+from apps.events import projections, selectors, webhooks
+from apps.events.models import (
+    Event,
+    Projection,
+    WebhookAttempt,
+    WebhookDelivery,
+    WebhookEndpoint,
+)
 from apps.events.services import subject_of
 from apps.events.types import EVENT_TYPES
 
@@ -223,7 +229,9 @@ class EventAdmin(CountFreeMixin, ReadOnlyMixin, TenantScopedAdmin):
 
 
 class WebhookEndpointForm(forms.ModelForm):
-    url = forms.URLField(max_length=2000, assume_scheme="https")
+    url = forms.URLField(
+        max_length=2000, assume_scheme="https", widget=forms.URLInput(attrs={"size": 80})
+    )
     event_types = forms.CharField(
         help_text="Comma-separated: exact types (task.completed), a subject's every type "
         "(task.*) or * for all.",
@@ -435,3 +443,58 @@ class WebhookDeliveryAdmin(CountFreeMixin, ReadOnlyMixin, TenantScopedAdmin):
     def replay(self, request, queryset) -> None:
         count = webhooks.deliveries_replay(deliveries=queryset, actor=request.user)
         report_outcome(self, request, count, "delivery(ies) queued again", [])
+
+
+# --- projections --------------------------------------------------------------------------
+
+
+@admin.register(Projection)
+class ProjectionAdmin(ReadOnlyMixin, admin.ModelAdmin):
+    """The reporting projections (operators): lag, pause, resume, reset and rebuild."""
+
+    list_display = ("name", "status", "lag", "consumed", "last_event_at", "last_run_at", "reset_at")
+    actions = ("pause", "resume", "rebuild")
+    fields = (
+        "name",
+        "status",
+        "lag",
+        "consumed",
+        "position_txid",
+        "position_id",
+        "last_event_at",
+        "last_run_at",
+        "reset_at",
+    )
+    readonly_fields = fields
+
+    def get_queryset(self, request):
+        projections.projections_ensure()
+        return super().get_queryset(request)
+
+    @admin.display(description="lag (s)")
+    def lag(self, projection: Projection) -> str:
+        return f"{projections.projection_lag_seconds(projection):.1f}"
+
+    def _run(self, request, queryset, operation, what: str) -> None:
+        names = list(queryset.values_list("name", flat=True))
+        for name in names:
+            operation(name=name, actor=request.user)
+        report_outcome(self, request, len(names), what, [])
+
+    @admin.action(description="Pause the selected projections", permissions=["view"])
+    def pause(self, request, queryset) -> None:
+        self._run(request, queryset, projections.projection_pause, "projection(s) paused")
+
+    @admin.action(description="Resume the selected projections", permissions=["view"])
+    def resume(self, request, queryset) -> None:
+        self._run(request, queryset, projections.projection_resume, "projection(s) resumed")
+
+    @admin.action(
+        description="Reset and rebuild the selected projections from the retained events",
+        permissions=["view"],
+    )
+    def rebuild(self, request, queryset) -> None:
+        self._run(request, queryset, projections.projection_reset, "projection(s) reset to rebuild")
+
+    def has_view_permission(self, request, obj=None) -> bool:
+        return is_operator(request.user) and super().has_view_permission(request, obj)

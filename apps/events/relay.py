@@ -35,7 +35,7 @@ from apps.config.selectors import config_get
 from apps.core import outbound
 from apps.events.models import Event, WebhookDelivery, WebhookEndpoint
 from apps.events.services import event_append
-from apps.events.webhooks import signature_headers, signing_secrets
+from apps.events.webhooks import signature_headers, signers, signing_secrets
 
 logger = logging.getLogger("edm.events")
 
@@ -193,7 +193,7 @@ def endpoint_deliver(
             if not queue:
                 break
             now = timezone.now()
-            keys = signing_secrets(endpoint, now)
+            keys = signers(signing_secrets(endpoint, now))
             outcomes: list[_Outcome] = []
             for delivery in queue:
                 if (
@@ -217,9 +217,9 @@ def endpoint_deliver(
     return result
 
 
-def _attempt(session, url: str, keys: list[str], delivery, timeout: float) -> _Outcome:
+def _attempt(session, url: str, keys: list, delivery, timeout: float) -> _Outcome:
     body = delivery.body
-    headers = signature_headers(secrets_=keys, msg_id=str(delivery.event_uid), body=body)
+    headers = signature_headers(signed_by=keys, msg_id=str(delivery.event_uid), body=body)
     started = time.perf_counter()
     try:
         response = session.post(url, body.encode(), headers=headers, timeout=timeout)

@@ -246,12 +246,24 @@ def signing_secrets(endpoint: WebhookEndpoint, now: datetime | None = None) -> l
     return keys
 
 
+def signers(secrets_: list[str]) -> list[Webhook]:
+    """The ``standardwebhooks`` signers of ``secrets_`` (made once per batch)."""
+    return [Webhook(key) for key in secrets_]
+
+
 def signature_headers(
-    *, secrets_: list[str], msg_id: str, body: str, now: datetime | None = None
+    *,
+    secrets_: list[str] | None = None,
+    signed_by: list[Webhook] | None = None,
+    msg_id: str,
+    body: str,
+    now: datetime | None = None,
 ) -> dict[str, str]:
-    """The Standard Webhooks headers for ``body``, one signature per secret."""
+    """The Standard Webhooks headers for ``body``, one signature per secret (or per
+    signer of :func:`signers`)."""
     now = now or timezone.now()
-    signatures = [Webhook(key).sign(msg_id, now, body) for key in secrets_]
+    signed_by = signed_by if signed_by is not None else signers(secrets_ or [])
+    signatures = [signer.sign(msg_id, now, body) for signer in signed_by]
     return {
         "webhook-id": msg_id,
         "webhook-timestamp": str(int(now.timestamp())),

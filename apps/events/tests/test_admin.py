@@ -7,7 +7,7 @@ from django.db import transaction
 from django.urls import reverse
 
 from apps.core.services import tenant_create
-from apps.events.models import Event, WebhookDelivery, WebhookEndpoint
+from apps.events.models import Event, Projection, WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from apps.events.services import event_append
 from apps.events.webhooks import webhook_create, webhook_update
 
@@ -129,3 +129,49 @@ def test_the_replay_action_queues_a_delivery_again_with_the_same_webhook_id(clie
         dead.body,
     )
     assert Event.objects.filter(type="webhook.changed", payload__action="replayed").exists()
+
+
+def test_operators_pause_resume_and_rebuild_projections_in_the_admin(client, staff_user, tenant):
+    client.force_login(staff_user)
+    url = reverse("admin:events_projection_changelist")
+    page = client.get(url)
+    assert page.status_code == 200 and b"owner_daily" in page.content
+    for action in ("pause", "resume", "rebuild"):
+        client.post(url, {"action": action, "_selected_action": ["owner_daily"]})
+    assert Projection.objects.get(name="owner_daily").reset_at is not None
+    assert list(
+        Event.objects.filter(type__startswith="projection.").values_list("type", "actor_id")
+    ) == [
+        ("projection.paused", staff_user.pk),
+        ("projection.resumed", staff_user.pk),
+        ("projection.reset", staff_user.pk),
+    ]
+    client.force_login(tenant)
+    assert client.get(url).status_code == 403
+
+
+def test_a_delivery_page_lists_its_attempts(client, tenant):
+    endpoint, _ = webhook_create(owner=tenant, actor=tenant, url=URL, event_types=["*"])
+    delivery = WebhookDelivery.objects.create(
+        endpoint=endpoint,
+        event_id=1,
+        event_uid="0b5c1a52-6f9e-4a55-9a53-3f1d7d3f8a11",
+        event_type="task.completed",
+        occurred_at="2026-12-01T12:00:00Z",
+        body="{}",
+    )
+    WebhookAttempt.objects.create(
+        delivery=delivery,
+        endpoint=endpoint,
+        ok=False,
+        status_code=503,
+        duration_ms=12.5,
+        error="answered 503",
+    )
+    client.force_login(tenant)
+    page = client.get(reverse("admin:events_webhookdelivery_change", args=[delivery.pk]))
+    assert page.status_code == 200 and b"answered 503" in page.content
+    listing = client.get(
+        reverse("admin:events_webhookdelivery_changelist"), {"endpoint": endpoint.pk}
+    )
+    assert listing.status_code == 200 and b"task.completed" in listing.content
