@@ -21,6 +21,13 @@ Parts (all by default; ``--part NAME`` to run some):
     everything off (``bench/dispatch_plain.py``: no List-Unsubscribe headers, footer,
     tracking or DKIM), with the headers and footer only (tracking off), and with all of
     it on (headers, click/open tracking, DKIM rsa-sha256 2048-bit signing), in one run.
+``events``
+    What the dispatcher's high-volume events cost: the throughput workload run with
+    ``EDM_EVENTS_ENABLED`` on (one ``subtask.sent`` per message, appended by the chunk's
+    outcome statement) and off, alternating (on/off, then off/on, …) in one run, every
+    run verified in the sink and, when on, one ``subtask.sent`` per recipient in the
+    outbox. Reported: msg/s of each run, the medians, on ÷ off and the spread of the
+    ratios of adjacent pairs.
 ``rss``
     A dispatcher sending from that 1,000,000-recipient task for a while: its peak RSS,
     user B's 10-recipient task queued meanwhile (first send, completion), and the
@@ -201,7 +208,9 @@ def drop_task(task) -> None:
         cursor.execute("VACUUM ANALYZE dispatch_subtask")
 
 
-def spawn_dispatchers(count: int, *, plain: bool = False) -> list[subprocess.Popen]:
+def spawn_dispatchers(
+    count: int, *, plain: bool = False, events: bool = True
+) -> list[subprocess.Popen]:
     """``manage.py dispatch`` processes (``plain``: ``dispatch_plain.py``); each one's
     PostgreSQL connections carry the application name ``edm-dispatch-<i>``
     (``PGAPPNAME``), so they can be counted."""
@@ -212,7 +221,12 @@ def spawn_dispatchers(count: int, *, plain: bool = False) -> list[subprocess.Pop
         subprocess.Popen(
             [sys.executable, *command],
             cwd=ROOT,
-            env=child_env(DEBUG="1", LOG_LEVEL="WARNING", PGAPPNAME=f"edm-dispatch-{number}"),
+            env=child_env(
+                DEBUG="1",
+                LOG_LEVEL="WARNING",
+                PGAPPNAME=f"edm-dispatch-{number}",
+                EDM_EVENTS_ENABLED="1" if events else "0",
+            ),
             stdout=subprocess.PIPE,
             text=True,
         )
@@ -243,6 +257,7 @@ def run_edm(
     dispatchers: int,
     plain: bool = False,
     tracking: bool = True,
+    events: bool = True,
 ) -> dict:
     from baselines import postgres_cpu_seconds
 
@@ -250,7 +265,7 @@ def run_edm(
     from apps.dispatch.models import Task
 
     sink.reset()
-    processes = spawn_dispatchers(dispatchers, plain=plain)
+    processes = spawn_dispatchers(dispatchers, plain=plain, events=events)
     try:
         cpu_before = [proc_cpu(p.pid) for p in processes]
         main_before = [proc_main_thread_cpu(p.pid) for p in processes]
@@ -373,6 +388,71 @@ def part_throughput(args) -> dict:
         figures[f"edm_{key}"] = last[key]
     figures["all_verified"] = all(row.get("verified") for rows in results.values() for row in rows)
     return figures
+
+
+def _sent_events() -> int:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM events_event WHERE type = 'subtask.sent'")
+        return cursor.fetchone()[0]
+
+
+def _drop_sent_events() -> None:
+    """Each run starts from the same outbox (the relay would have published and pruned)."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("DELETE FROM events_event WHERE type LIKE 'subtask.%%'")
+        cursor.execute("VACUUM ANALYZE events_event")
+
+
+def part_events(args) -> dict:
+    from sink import start_sink_process
+
+    n, runs, recipients, owner, tag_id = throughput_workload(args, owner_name="bench-events")
+    pairs = max(runs, 1 if args.smoke else 3)
+    results: dict[str, list[int]] = {"on": [], "off": []}
+    ratios = []
+    with start_sink_process() as sink:
+        pool = make_pool("bench-200", 200, port=sink.port)
+        for pair in range(1, pairs + 1):
+            order = ("on", "off") if pair % 2 else ("off", "on")
+            got = {}
+            for mode in order:
+                _drop_sent_events()
+                edm = run_edm(
+                    recipients,
+                    sink=sink,
+                    owner=owner,
+                    tag_id=tag_id,
+                    pool=pool,
+                    dispatchers=args.dispatchers,
+                    events=mode == "on",
+                )
+                written = _sent_events()
+                expected = n if mode == "on" else 0
+                if written != expected:
+                    raise AssertionError(f"events {mode}: {written} subtask.sent, not {expected}")
+                got[mode] = edm["msgs_per_s"]
+                results[mode].append(edm["msgs_per_s"])
+                print(f"pair {pair} events {mode}: {edm}", flush=True)
+            ratios.append(round(got["on"] / got["off"], 3))
+        _drop_sent_events()
+    on = statistics.median(results["on"])
+    off = statistics.median(results["off"])
+    return {
+        "recipients": n,
+        "pairs": pairs,
+        "on_msgs_per_s_runs": results["on"],
+        "off_msgs_per_s_runs": results["off"],
+        "on_msgs_per_s_median": round(on),
+        "off_msgs_per_s_median": round(off),
+        "on_over_off": round(on / off, 3),
+        "pair_ratios": ratios,
+        "pair_ratio_spread": [min(ratios), max(ratios)],
+        "load": Path("/proc/loadavg").read_text().split()[:3],
+    }
 
 
 # -- real-world latency -----------------------------------------------------------------
@@ -975,8 +1055,8 @@ def main() -> int:
     parser.add_argument(
         "--part",
         action="append",
-        choices=["throughput", "tick", "materialize", "rss", "latency", "deliverability"],
-        help="run only these parts (deliverability runs only when named)",
+        choices=["throughput", "tick", "materialize", "rss", "latency", "deliverability", "events"],
+        help="run only these parts (deliverability and events run only when named)",
     )
     parser.add_argument(
         "--latency-case",
@@ -1001,6 +1081,8 @@ def main() -> int:
         figures.update({f"latency_{k}": v for k, v in part_latency(args).items()})
     if "tick" in parts:
         figures.update({f"scale_{k}": v for k, v in part_tick(args).items()})
+    if "events" in parts:
+        figures.update({f"events_{k}": v for k, v in part_events(args).items()})
     if "deliverability" in parts:
         figures.update({f"deliverability_{k}": v for k, v in part_deliverability(args).items()})
     if "materialize" in parts or "rss" in parts:

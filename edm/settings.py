@@ -311,6 +311,11 @@ EDM_METRICS_VIEWS = env_list(
 EDM_WEBHOOKS_ALLOW_PRIVATE = env_bool("EDM_WEBHOOKS_ALLOW_PRIVATE", False)
 EDM_OUTBOUND_HTTPS_ONLY = env_bool("EDM_OUTBOUND_HTTPS_ONLY", not DEBUG)
 
+# --- Events (apps.events, apps.core.audit) --------------------------------------------
+# Off only to measure or shed the dispatcher's high-volume events (subtask.sent, …,
+# task.started); every other change is recorded whatever this says.
+EDM_EVENTS_ENABLED = env_bool("EDM_EVENTS_ENABLED", True)
+
 # --- django-q2 ------------------------------------------------------------------------
 # The ORM broker on the same PostgreSQL. ``timeout`` stays well below ``retry`` so q2
 # never hands a still-running task (a dispatcher loop) to a second worker. Five workers:

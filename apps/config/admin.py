@@ -155,7 +155,7 @@ class SystemConfigAdmin(SimpleHistoryAdmin):
             key=obj.key,
             value=form.cleaned_data["value"],
             reason=form.cleaned_data["reason"],
-            user=request.user,
+            actor=request.user,
         )
 
     def get_urls(self):
@@ -180,7 +180,7 @@ class SystemConfigAdmin(SimpleHistoryAdmin):
                     key=obj.key,
                     history_id=history_id,
                     reason=form.cleaned_data["reason"],
-                    user=request.user,
+                    actor=request.user,
                 )
             except (ValidationError, ApplicationError) as exc:
                 text = "; ".join(exc.messages) if isinstance(exc, ValidationError) else str(exc)

@@ -91,7 +91,7 @@ class ConfigNameView(_ConfigView):
             key=key,
             value=serializer.validated_data["value"],
             reason=serializer.validated_data["reason"],
-            user=request.user,
+            actor=request.user,
         )
         return Response({**selectors.config_item(key), "changed": change is not None})
 
@@ -112,7 +112,7 @@ class ConfigBatchView(_ConfigView):
         changes = services.config_set_many(
             values=serializer.validated_data["values"],
             reason=serializer.validated_data["reason"] or "batch update",
-            user=request.user,
+            actor=request.user,
         )
         changed = {change.key for change in changes}
         return Response(
@@ -142,6 +142,6 @@ class ConfigRollbackView(_ConfigView):
             key=key,
             history_id=serializer.validated_data["history_id"],
             reason=serializer.validated_data["reason"],
-            user=request.user,
+            actor=request.user,
         )
         return Response({**selectors.config_item(key), "changed": change is not None})

@@ -21,6 +21,7 @@ from django.db import transaction
 from apps.config.models import SystemConfig
 from apps.config.registry import KEYS, ConfigValueError, get_key
 from apps.config.selectors import config_cache_clear
+from apps.core.audit import event_append
 from apps.core.errors import ApplicationError
 
 logger = logging.getLogger(__name__)
@@ -48,7 +49,7 @@ def config_validate(values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, s
 
 
 def config_set(
-    *, key: str, value: Any, reason: str = "", user: AbstractBaseUser | None = None
+    *, key: str, value: Any, reason: str = "", actor: AbstractBaseUser | None = None
 ) -> Change | None:
     """Set one key. Returns the change, or ``None`` when the value was already that.
 
@@ -63,12 +64,12 @@ def config_set(
         cleaned = definition.clean(value)
     except ConfigValueError as exc:
         raise ValidationError({"value": [f"{key}: {exc}"]}) from None
-    changes = _write({key: cleaned}, reason=reason, user=user)
+    changes = _write({key: cleaned}, reason=reason, actor=actor)
     return changes[0] if changes else None
 
 
 def config_set_many(
-    *, values: dict[str, Any], reason: str = "", user: AbstractBaseUser | None = None
+    *, values: dict[str, Any], reason: str = "", actor: AbstractBaseUser | None = None
 ) -> list[Change]:
     """Set several keys at once, all or nothing.
 
@@ -81,11 +82,11 @@ def config_set_many(
     cleaned, errors = config_validate(values)
     if errors:
         raise ValidationError({key: [reason] for key, reason in errors.items()})
-    return _write(cleaned, reason=reason, user=user)
+    return _write(cleaned, reason=reason, actor=actor)
 
 
 def config_rollback(
-    *, key: str, history_id: int, reason: str = "", user: AbstractBaseUser | None = None
+    *, key: str, history_id: int, reason: str = "", actor: AbstractBaseUser | None = None
 ) -> Change | None:
     """Set ``key`` back to the value it had in history entry ``history_id``.
 
@@ -100,17 +101,17 @@ def config_rollback(
             f"no history entry {history_id} for {key}", field="history_id", code="not_found"
         )
     note = f"rollback to #{history_id}" + (f": {reason}" if reason.strip() else "")
-    return config_set(key=key, value=record.value, reason=note, user=user)
+    return config_set(key=key, value=record.value, reason=note, actor=actor)
 
 
 def config_import(
-    *, data: Any, reason: str = "", user: AbstractBaseUser | None = None
+    *, data: Any, reason: str = "", actor: AbstractBaseUser | None = None
 ) -> list[Change]:
     """Apply an export (``{"values": {...}}`` or a plain ``{key: value}`` mapping).
 
     All or nothing, like :func:`config_set_many`.
     """
-    return config_set_many(values=import_values(data), reason=reason, user=user)
+    return config_set_many(values=import_values(data), reason=reason, actor=actor)
 
 
 def import_values(data: Any) -> dict[str, Any]:
@@ -168,10 +169,11 @@ def config_sync_defaults() -> int:
     return created
 
 
-def _write(cleaned: dict[str, Any], *, reason: str, user: AbstractBaseUser | None) -> list[Change]:
+def _write(cleaned: dict[str, Any], *, reason: str, actor: AbstractBaseUser | None) -> list[Change]:
+    """Save the changed keys (history with author and reason) and append one
+    ``config.changed`` per key: who, key, old → new, reason."""
     reason = reason.strip() or DEFAULT_REASON
-    if user is not None and not user.is_authenticated:
-        user = None
+    user = actor if actor is not None and actor.is_authenticated else None
     changes: list[Change] = []
     with transaction.atomic():
         # Lock the rows in key order: two batches touching the same keys wait for each
@@ -200,6 +202,12 @@ def _write(cleaned: dict[str, Any], *, reason: str, user: AbstractBaseUser | Non
             row._change_reason = reason
             row.save()
             changes.append(Change(key=key, old=old, new=new))
+            event_append(
+                "config.changed",
+                actor=user,
+                subject=row,
+                payload={"key": key, "old": old, "new": new, "reason": reason},
+            )
         if changes:
             # The rows' trigger has advanced ConfigVersion in this transaction.
             transaction.on_commit(config_cache_clear)

@@ -92,6 +92,25 @@ class ContactAdminForm(forms.ModelForm):
             raise forms.ValidationError("Enter a valid e-mail address.")
         return email
 
+    def clean(self):
+        cleaned = super().clean()
+        # The service refuses it too; here it is a form error instead of a failed save.
+        if (
+            self.instance.pk
+            and cleaned.get("status") == Contact.Status.ACTIVE
+            and self.instance.status != Contact.Status.ACTIVE
+        ):
+            why = services.contact_suppressed_status(
+                owner_id=self.instance.owner_id, email=cleaned.get("email") or ""
+            )
+            if why:
+                self.add_error("status", f"This address is suppressed ({why}).")
+        return cleaned
+
+
+# What the contact form may change through ``contact_update``.
+CONTACT_FIELDS = ("email", "first_name", "last_name", "attributes", "status")
+
 
 @admin.register(Contact)
 class ContactAdmin(TenantScopedAdmin):
@@ -115,6 +134,30 @@ class ContactAdmin(TenantScopedAdmin):
         actions.pop("delete_selected", None)
         return actions
 
+    def get_readonly_fields(self, request, obj=None):
+        fields = list(super().get_readonly_fields(request, obj))
+        # A contact stays with its owner (its memberships are the owner's tags).
+        return [*fields, "owner", "source"] if obj is not None else fields
+
+    def save_model(self, request, obj, form, change) -> None:
+        """Through the services, so the change is validated and recorded with its actor."""
+        if change:
+            current = Contact.objects.get(pk=obj.pk)
+            data = {f: form.cleaned_data[f] for f in form.changed_data if f in CONTACT_FIELDS}
+            services.contact_update(contact=current, data=data, actor=request.user)
+        else:
+            owner = obj.owner if is_operator(request.user) and obj.owner_id else request.user
+            data = {f: form.cleaned_data.get(f) for f in CONTACT_FIELDS}
+            created = services.contact_create(
+                owner=owner,
+                data=data,
+                source=form.cleaned_data.get("source") or "admin",
+                actor=request.user,
+            )
+            obj.pk = created.pk
+            obj._state.adding = False
+        obj.refresh_from_db()
+
     def _by_owner(self, queryset) -> dict[int, list[int]]:
         groups: dict[int, list[int]] = defaultdict(list)
         for pk, owner_id in queryset.values_list("pk", "owner_id"):
@@ -129,10 +172,9 @@ class ContactAdmin(TenantScopedAdmin):
                 tag = form.cleaned_data["tag"]
                 ids = list(queryset.filter(owner=tag.owner).values_list("pk", flat=True))
                 selection = services.ContactSelection(ids=ids)
-                if add:
-                    change = services.tag_add_contacts(tag=tag, selection=selection)
-                else:
-                    change = services.tag_remove_contacts(tag=tag, selection=selection)
+                change = (services.tag_add_contacts if add else services.tag_remove_contacts)(
+                    tag=tag, selection=selection, actor=request.user
+                )
                 skipped = queryset.count() - len(ids)
                 message = f"{verb.capitalize()} tag {tag.name!r}: {change.changed} changed"
                 if skipped:
@@ -171,6 +213,7 @@ class ContactAdmin(TenantScopedAdmin):
                 owner=owner,
                 selection=services.ContactSelection(ids=ids),
                 status=Contact.Status.UNSUBSCRIBED,
+                actor=request.user,
             )
         self.message_user(request, f"{changed} contact(s) unsubscribed", messages.SUCCESS)
 
@@ -180,11 +223,13 @@ class ContactAdmin(TenantScopedAdmin):
         self.message_user(request, "Selected contacts deleted", messages.SUCCESS)
 
     def delete_model(self, request, obj):
-        services.contact_delete(contact=obj)
+        services.contact_delete(contact=obj, actor=request.user)
 
     def delete_queryset(self, request, queryset):
         for owner_id, ids in self._by_owner(queryset).items():
-            services.contacts_delete(owner=get_user_model()(pk=owner_id), contact_ids=ids)
+            services.contacts_delete(
+                owner=get_user_model()(pk=owner_id), contact_ids=ids, actor=request.user
+            )
 
 
 @admin.register(Tag)
@@ -206,12 +251,30 @@ class TagAdmin(TenantScopedAdmin):
     def delete_selected_tags(self, request, queryset):
         count = 0
         for tag in queryset:
-            services.tag_delete(tag=tag)
+            services.tag_delete(tag=tag, actor=request.user)
             count += 1
         self.message_user(request, f"{count} tag(s) deleted", messages.SUCCESS)
 
     def delete_model(self, request, obj):
-        services.tag_delete(tag=obj)
+        services.tag_delete(tag=obj, actor=request.user)
+
+    def get_readonly_fields(self, request, obj=None):
+        fields = list(super().get_readonly_fields(request, obj))
+        return [*fields, "owner"] if obj is not None else fields
+
+    def save_model(self, request, obj, form, change) -> None:
+        """Through the services, so the change is validated and recorded with its actor."""
+        if change:
+            current = Tag.objects.get(pk=obj.pk)
+            services.tag_update(tag=current, name=obj.name, parent=obj.parent, actor=request.user)
+        else:
+            owner = obj.owner if is_operator(request.user) and obj.owner_id else request.user
+            created = services.tag_create(
+                owner=owner, name=obj.name, parent=obj.parent, actor=request.user
+            )
+            obj.pk = created.pk
+            obj._state.adding = False
+        obj.refresh_from_db()
 
 
 class ImportUploadForm(forms.Form):
@@ -302,7 +365,10 @@ class ContactImportAdmin(TenantScopedAdmin):
             names = [n.strip() for n in form.cleaned_data["tags"].split(",") if n.strip()]
             try:
                 job = services.contact_import_create(
-                    owner=owner, uploaded_file=form.cleaned_data["file"], tag_names=names
+                    owner=owner,
+                    uploaded_file=form.cleaned_data["file"],
+                    tag_names=names,
+                    actor=request.user,
                 )
             except ApplicationError as exc:
                 form.add_error(exc.field if exc.field in form.fields else None, exc.message)

@@ -130,7 +130,9 @@ class ContactListView(APIView):
         body.is_valid(raise_exception=True)
         data = dict(body.validated_data)
         tag_ids = data.pop("tags", [])
-        contact = services.contact_create(owner=request.user, data=data, tag_ids=tag_ids)
+        contact = services.contact_create(
+            owner=request.user, data=data, tag_ids=tag_ids, actor=request.user
+        )
         contact = Contact.objects.prefetch_related("memberships").get(pk=contact.pk)
         return Response(ContactSerializer(contact).data, status=status.HTTP_201_CREATED)
 
@@ -151,7 +153,7 @@ class ContactDetailView(APIView):
         body = ContactInputSerializer(data=request.data, partial=True)
         body.is_valid(raise_exception=True)
         data = {k: v for k, v in body.validated_data.items() if k != "tags"}
-        services.contact_update(contact=contact, data=data)
+        services.contact_update(contact=contact, data=data, actor=request.user)
         return Response(ContactSerializer(self._contact(request, pk)).data)
 
     @extend_schema(request=ContactInputSerializer, responses=ContactSerializer)
@@ -161,12 +163,12 @@ class ContactDetailView(APIView):
         body.is_valid(raise_exception=True)
         data = {"first_name": "", "last_name": "", "attributes": {}, **body.validated_data}
         data.pop("tags", None)
-        services.contact_update(contact=contact, data=data)
+        services.contact_update(contact=contact, data=data, actor=request.user)
         return Response(ContactSerializer(self._contact(request, pk)).data)
 
     @extend_schema(responses={204: None})
     def delete(self, request, pk: int):
-        services.contact_delete(contact=self._contact(request, pk))
+        services.contact_delete(contact=self._contact(request, pk), actor=request.user)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -179,6 +181,7 @@ class ContactBulkView(APIView):
         body.is_valid(raise_exception=True)
         results = services.contacts_bulk_upsert(
             owner=request.user,
+            actor=request.user,
             rows=body.validated_data["contacts"],
             tag_names=body.validated_data["tags"],
         )
@@ -199,6 +202,7 @@ class ContactImportView(APIView):
         body.is_valid(raise_exception=True)
         job = services.contact_import_create(
             owner=request.user,
+            actor=request.user,
             uploaded_file=body.validated_data["file"],
             tag_names=body.validated_data["tags"],
         )
@@ -272,6 +276,7 @@ class TagListView(APIView):
             raise ApplicationError("this field is required", field="name")
         tag = services.tag_create(
             owner=request.user,
+            actor=request.user,
             name=body.validated_data["name"],
             parent=_parent(request, body.validated_data.get("parent")),
         )
@@ -298,12 +303,14 @@ class TagDetailView(APIView):
         parent = False
         if "parent" in body.validated_data:
             parent = _parent(request, body.validated_data["parent"])
-        services.tag_update(tag=tag, name=body.validated_data.get("name"), parent=parent)
+        services.tag_update(
+            tag=tag, name=body.validated_data.get("name"), parent=parent, actor=request.user
+        )
         return Response(TagSerializer(tag).data)
 
     @extend_schema(responses={204: None})
     def delete(self, request, pk: int):
-        services.tag_delete(tag=_tag(request, pk))
+        services.tag_delete(tag=_tag(request, pk), actor=request.user)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -319,7 +326,7 @@ class TagMergeView(APIView):
             target = selectors.tag_get(owner=request.user, tag_id=body.validated_data["into"])
         except Tag.DoesNotExist as exc:
             raise ApplicationError("unknown target tag", field="into") from exc
-        added = services.tag_merge(source=source, target=target)
+        added = services.tag_merge(source=source, target=target, actor=request.user)
         return Response({"added": added, "tag": TagSerializer(target).data})
 
 
@@ -356,7 +363,9 @@ class TagContactsView(APIView):
     @extend_schema(request=MembershipInputSerializer, responses=OpenApiTypes.OBJECT)
     def post(self, request, pk: int):
         tag = _tag(request, pk)
-        change = services.tag_add_contacts(tag=tag, selection=self._selection(request))
+        change = services.tag_add_contacts(
+            tag=tag, selection=self._selection(request), actor=request.user
+        )
         return Response(
             {
                 "matched": change.matched,
@@ -368,7 +377,9 @@ class TagContactsView(APIView):
     @extend_schema(request=MembershipInputSerializer, responses=OpenApiTypes.OBJECT)
     def delete(self, request, pk: int):
         tag = _tag(request, pk)
-        change = services.tag_remove_contacts(tag=tag, selection=self._selection(request))
+        change = services.tag_remove_contacts(
+            tag=tag, selection=self._selection(request), actor=request.user
+        )
         return Response(
             {
                 "matched": change.matched,

@@ -36,6 +36,9 @@ class ReadOnly:
     def has_change_permission(self, request, obj=None) -> bool:
         return False
 
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False  # records of what happened
+
 
 class SuppressionForm(forms.ModelForm):
     is_global = forms.BooleanField(

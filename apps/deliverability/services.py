@@ -27,6 +27,7 @@ from django.utils import timezone
 from apps.config.selectors import config_get
 from apps.contacts.emails import normalize_email
 from apps.contacts.models import Contact
+from apps.core.audit import actor_id, event_append
 from apps.core.errors import ApplicationError
 from apps.deliverability.models import (
     FeedbackEvent,
@@ -89,12 +90,28 @@ def clean_target(email: object, domain: object) -> tuple[str, str]:
     return "", clean
 
 
-def _mark_contacts(*, owner_id: int | None, email: str, status: str) -> int:
-    """``active`` contacts with ``email`` (of ``owner_id``, or of everyone) → ``status``."""
-    contacts = Contact.objects.filter(email=email, status=Contact.Status.ACTIVE)
-    if owner_id is not None:
-        contacts = contacts.filter(owner_id=owner_id)
-    return contacts.update(status=status, updated_at=timezone.now())
+def _mark_contacts(*, owner_id: int | None, email: str, status: str, actor=None) -> int:
+    """``active`` contacts with ``email`` (of ``owner_id``, or of everyone) → ``status``,
+    through the contacts app (which records each change)."""
+    from apps.contacts.services import contacts_mark_status
+
+    return contacts_mark_status(status=status, email=email, owner_id=owner_id, actor=actor)
+
+
+def _suppression_event(row: Suppression, actor, *, action: str, **payload) -> None:
+    event_append(
+        "suppression.changed",
+        owner=row.owner_id,
+        actor=actor_id(actor),
+        subject=row,
+        payload={
+            "action": action,
+            "email": row.email,
+            "domain": row.domain,
+            "reason": row.reason,
+            **payload,
+        },
+    )
 
 
 @transaction.atomic
@@ -141,9 +158,10 @@ def suppression_add(
             )
     except IntegrityError:  # added concurrently: the same entry
         return Suppression.objects.get(owner_id=owner_id, email=email, domain=domain), False
+    _suppression_event(suppression, actor, action="added", source=suppression.source)
     status = STATUS_OF_REASON.get(reason)
     if email and status:
-        _mark_contacts(owner_id=owner_id, email=email, status=status)
+        _mark_contacts(owner_id=owner_id, email=email, status=status, actor=actor)
     logger.info("suppressed %s for owner %s (%s)", suppression.target, owner_id, reason)
     return suppression, True
 
@@ -165,10 +183,15 @@ def suppression_lift(*, suppression: Suppression | int, actor, reason: str) -> S
     reactivated = 0
     status = STATUS_OF_REASON.get(row.reason)
     if row.email and status:
-        contacts = Contact.objects.filter(email=row.email, status=status)
-        if row.owner_id is not None:
-            contacts = contacts.filter(owner_id=row.owner_id)
-        reactivated = contacts.update(status=Contact.Status.ACTIVE, updated_at=timezone.now())
+        from apps.contacts.services import contacts_mark_status
+
+        reactivated = contacts_mark_status(
+            status=Contact.Status.ACTIVE,
+            email=row.email,
+            owner_id=row.owner_id,
+            only_from=[status],
+            actor=actor,
+        )
     lift = SuppressionLift.objects.create(
         owner_id=row.owner_id,
         email=row.email,
@@ -179,6 +202,7 @@ def suppression_lift(*, suppression: Suppression | int, actor, reason: str) -> S
         lifted_by=actor,
         contacts_reactivated=reactivated,
     )
+    _suppression_event(row, actor, action="lifted", why=lift.reason, reactivated=reactivated)
     row.delete()
     logger.info("suppression of %s lifted by %s", lift.email or lift.domain, actor.pk)
     return lift
@@ -291,8 +315,7 @@ def contact_unsubscribe(*, contact_id: int, task_id: int | None, source: str, ac
         raise ApplicationError("this address is not on the list", field="token", code="not_found")
     changed = contact.status == Contact.Status.ACTIVE
     if changed:
-        contact.status = Contact.Status.UNSUBSCRIBED
-        contact.save(update_fields=["status", "updated_at"])
+        _mark_contacts_by_id(contact, Contact.Status.UNSUBSCRIBED, actor, source=source)
         _record(
             kind=FeedbackEvent.Kind.UNSUBSCRIBE,
             ref=MessageRef(
@@ -314,6 +337,13 @@ def contact_unsubscribe(*, contact_id: int, task_id: int | None, source: str, ac
     return changed
 
 
+def _mark_contacts_by_id(contact: Contact, status: str, actor, **payload) -> None:
+    from apps.contacts.services import contacts_mark_status
+
+    contacts_mark_status(status=status, contact_ids=[contact.pk], actor=actor, payload=payload)
+    contact.status = status
+
+
 @transaction.atomic
 def contact_leave_tags(*, contact_id: int, tag_ids: list[int], actor=None) -> int:
     """Take a contact out of some of its tags (the preferences page); returns how many
@@ -326,7 +356,9 @@ def contact_leave_tags(*, contact_id: int, tag_ids: list[int], actor=None) -> in
         raise ApplicationError("this address is not on the list", field="token", code="not_found")
     removed = 0
     for tag in Tag.objects.filter(owner_id=contact.owner_id, pk__in=tag_ids).order_by("pk"):
-        change = tag_remove_contacts(tag=tag, selection=ContactSelection(ids=[contact.pk]))
+        change = tag_remove_contacts(
+            tag=tag, selection=ContactSelection(ids=[contact.pk]), actor=actor
+        )
         removed += getattr(change, "count", 0) or 0
     return removed
 
@@ -381,7 +413,7 @@ def feedback_record(
     if not created:
         # Already suppressed (say, unsubscribed): a complaint still marks the contact.
         status = STATUS_OF_REASON[reason]
-        _mark_contacts(owner_id=ref.owner_id, email=email, status=status)
+        _mark_contacts(owner_id=ref.owner_id, email=email, status=status, actor=actor)
     return True
 
 

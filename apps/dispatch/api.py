@@ -132,7 +132,9 @@ class TaskListCreateView(generics.ListAPIView):
     def post(self, request: Request) -> Response:
         serializer = TaskCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        task = services.task_create(owner=request.user, **serializer.validated_data)
+        task = services.task_create(
+            owner=request.user, actor=request.user, **serializer.validated_data
+        )
         return Response(TaskDetailSerializer(task).data, status=status.HTTP_201_CREATED)
 
 
@@ -155,7 +157,7 @@ class _TaskTransitionView(generics.GenericAPIView):
 
     @extend_schema(request=None, responses=TaskDetailSerializer)
     def post(self, request: Request, pk: int) -> Response:
-        task = type(self).transition(task=_owned_task(request, pk))
+        task = type(self).transition(task=_owned_task(request, pk), actor=request.user)
         return Response(TaskDetailSerializer(task).data)
 
 
@@ -219,6 +221,7 @@ class TaskRequeueUnknownView(generics.GenericAPIView):
             owner=request.user,
             task_id=task.pk,
             subtask_ids=serializer.validated_data["subtask_ids"],
+            actor=request.user,
         )
         return Response({"requeued": count})
 
@@ -299,7 +302,9 @@ class DeadLetterReprocessView(generics.GenericAPIView):
     def post(self, request: Request, pk: int) -> Response:
         entries = _visible_dead_letters(request)
         entry = get_object_or_404(entries, pk=pk)
-        services.dead_letter_reprocess(dead_letter_id=entry.pk, owner=_dlq_owner(request))
+        services.dead_letter_reprocess(
+            dead_letter_id=entry.pk, owner=_dlq_owner(request), actor=request.user
+        )
         return Response(DeadLetterSerializer(entries.get(pk=entry.pk)).data)
 
 
@@ -331,5 +336,6 @@ class DeadLetterReprocessAllView(generics.GenericAPIView):
             owner=owner,
             task_id=task_id,
             error_type=query.validated_data.get("error_type"),
+            actor=request.user,
         )
         return Response({"reprocessed": count})

@@ -25,6 +25,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from apps.contacts.models import Contact, Tag
+from apps.core.audit import event_append
 from apps.core.errors import ApplicationError
 from apps.dispatch.mime import build_message, make_message_id
 from apps.dispatch.models import Task, TestSend
@@ -151,10 +152,12 @@ def task_create(
     priority: int = 0,
     scheduled_at: datetime | None = None,
     tracking: bool = True,
+    actor=None,
+    duplicate_of: int | None = None,
 ) -> Task:
-    """Create a draft task; raises ``ValidationError`` naming the field
-    (:func:`task_fields_clean`). ``tracking``: count opens and clicks (the deliverability
-    app's pixel and signed redirects)."""
+    """Create a draft task (``task.created`` by ``actor``); raises ``ValidationError``
+    naming the field (:func:`task_fields_clean`). ``tracking``: count opens and clicks
+    (the deliverability app's pixel and signed redirects)."""
     clean = task_fields_clean(
         owner=owner,
         fields={
@@ -176,6 +179,13 @@ def task_create(
     task = Task.objects.create(owner=owner, **clean)
     for key, ids in relations.items():
         getattr(task, key).set(ids)
+    event_append(
+        "task.created",
+        owner=owner,
+        actor=actor,
+        subject=task,
+        payload={"name": task.name, "duplicate_of": duplicate_of},
+    )
     return task
 
 
@@ -198,7 +208,7 @@ def task_editable_fields(task: Task) -> tuple[str, ...]:
 
 
 @transaction.atomic
-def task_update(*, task: Task | int, fields: dict[str, Any]) -> Task:
+def task_update(*, task: Task | int, fields: dict[str, Any], actor=None) -> Task:
     """Change the given fields of a task, as far as its state allows (module docstring).
 
     Raises ``ApplicationError`` (field ``status``) naming what may no longer change, and
@@ -242,6 +252,13 @@ def task_update(*, task: Task | int, fields: dict[str, Any]) -> Task:
     locked.save(update_fields=[*clean, "updated_at"])
     for key, ids in relations.items():
         getattr(locked, key).set(ids)
+    event_append(
+        "task.changed",
+        owner=locked.owner_id,
+        actor=actor,
+        subject=locked,
+        payload={"fields": sorted([*clean, *relations])},
+    )
     if isinstance(task, Task):
         task.refresh_from_db()
         return task
@@ -249,7 +266,28 @@ def task_update(*, task: Task | int, fields: dict[str, Any]) -> Task:
 
 
 @transaction.atomic
-def task_duplicate(*, task: Task) -> Task:
+def task_delete(*, task: Task | int, actor=None) -> None:
+    """Delete a draft (a queued task is a record of what was sent: cancel it instead).
+    Recorded as ``task.cancelled`` with ``deleted: true``. Raises ``ApplicationError``
+    for a task that is not a draft."""
+    pk = getattr(task, "pk", task)
+    locked = Task.objects.select_for_update().filter(pk=pk).first()
+    if locked is None:
+        raise ApplicationError(f"task {pk} does not exist", field="task")
+    if locked.status != Task.Status.DRAFT:
+        raise ApplicationError(f"a {locked.status} task cannot be deleted", field="status")
+    event_append(
+        "task.cancelled",
+        owner=locked.owner_id,
+        actor=actor,
+        subject=locked,
+        payload={"previous_status": locked.status, "deleted": True, "name": locked.name},
+    )
+    locked.delete()
+
+
+@transaction.atomic
+def task_duplicate(*, task: Task, actor=None) -> Task:
     """A new draft with the task's content, recipients, pool and priority (not its
     schedule), named "<name> (copy)"; the owner's tags and contacts are checked again."""
     name = f"{task.name} (copy)"
@@ -266,6 +304,8 @@ def task_duplicate(*, task: Task) -> Task:
         pool=task.pool_id,
         priority=task.priority,
         tracking=task.tracking,
+        actor=actor,
+        duplicate_of=task.pk,
     )
 
 

@@ -24,6 +24,7 @@ from django.db import connection, transaction
 
 from apps.dispatch import metrics, progress, queues
 from apps.dispatch.conf import DispatchSettings
+from apps.dispatch.engine.events import SUBTASK_COLUMNS, subtask_events_cte
 from apps.dispatch.models import Task, sql_list
 from apps.dispatch.services import tasks_complete_finished
 
@@ -56,6 +57,7 @@ def recover_stuck(*, stuck_threshold: float | None = None) -> dict:
         sent, in_flight, never = _resolve_dead_chunks(cursor)
         cursor.execute(
             f"""
+            WITH a AS (
             UPDATE dispatch_subtask s SET
                 status = CASE WHEN %s AND t.status NOT IN ({_STOPPED})
                               THEN 'pending' ELSE 'unknown' END,
@@ -69,8 +71,10 @@ def recover_stuck(*, stuck_threshold: float | None = None) -> dict:
             FROM dispatch_task t, unnest(%s::bigint[], %s::int[]) AS u(id, token)
             WHERE t.id = s.task_id AND s.id = u.id AND s.attempt_token = u.token
               AND (s.status = 'allocated') IS TRUE
-            RETURNING s.task_id, s.status
-            """,
+            RETURNING s.status, {SUBTASK_COLUMNS}
+            )"""
+            + subtask_events_cte("a", event_type="'subtask.unknown'", where="x.status = 'unknown'")
+            + " SELECT task_id, status FROM a",
             [conf.resend_ambiguous, [i for i, _ in in_flight], [t for _, t in in_flight]],
         )
         ambiguous = cursor.fetchall()
@@ -182,15 +186,19 @@ def _resolve_dead_chunks(cursor) -> tuple[int, list[tuple[int, int]], list[tuple
     sent = 0
     if done_ids:
         cursor.execute(
-            """
+            f"""
+            WITH sent AS (
             UPDATE dispatch_subtask s SET status = 'sent', attempts = s.attempts + 1,
                    sent_at = now(), lease_expires_at = NULL
             FROM unnest(%s::bigint[], %s::int[]) AS u(id, token)
             WHERE s.id = u.id AND s.attempt_token = u.token AND (s.status = 'allocated') IS TRUE
-            """,
+            RETURNING {SUBTASK_COLUMNS}
+            )"""
+            + subtask_events_cte("sent", event_type="'subtask.sent'", extra=", 'recovered', true")
+            + " SELECT count(*) FROM sent",
             [done_ids, done_tokens],
         )
-        sent = cursor.rowcount
+        sent = cursor.fetchone()[0]
     if chunks:
         cursor.execute(
             "DELETE FROM dispatch_sendchunk WHERE id = ANY(%s)", [[row[0] for row in chunks]]

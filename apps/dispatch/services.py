@@ -14,10 +14,11 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
+from apps.core.audit import actor_id, event_append
 from apps.core.errors import ApplicationError
 from apps.core.statistics import tables_analyze_if_grown
 from apps.dispatch import queues
-from apps.dispatch.compose import task_create, task_duplicate, task_update
+from apps.dispatch.compose import task_create, task_delete, task_duplicate, task_update
 from apps.dispatch.models import ACTIVE_STATUSES, DeadLetter, SubTask, Task, sql_list
 from apps.dispatch.selectors import RECIPIENTS_WHERE, dlq_stats, task_progress
 from apps.dispatch.templates import task_validate_templates
@@ -29,6 +30,7 @@ __all__ = [
     "subtask_requeue_unknown",
     "task_cancel",
     "task_create",
+    "task_delete",
     "task_duplicate",
     "task_pause",
     "task_progress",
@@ -141,6 +143,10 @@ def _locked(task: Task | int) -> Task:
         raise ApplicationError(f"task {pk} does not exist", field="task") from None
 
 
+def _task_event(event_type: str, task: Task, actor, **payload) -> None:
+    event_append(event_type, owner=task.owner_id, actor=actor, subject=task, payload=payload)
+
+
 def _refresh_caller(original: Task | int, locked: Task) -> Task:
     if isinstance(original, Task):
         original.refresh_from_db()
@@ -149,7 +155,7 @@ def _refresh_caller(original: Task | int, locked: Task) -> Task:
 
 
 @transaction.atomic
-def task_queue(*, task: Task | int) -> Task:
+def task_queue(*, task: Task | int, actor=None) -> Task:
     """Materialize a draft task's recipients and hand it to the dispatchers.
 
     The task becomes ``scheduled`` when ``scheduled_at`` lies in the future (its subtasks
@@ -187,6 +193,17 @@ def task_queue(*, task: Task | int) -> Task:
             "updated_at",
         ]
     )
+    _task_event(
+        "task.queued",
+        locked,
+        actor,
+        status=locked.status,
+        total=total,
+        pending=pending,
+        scheduled_at=locked.scheduled_at.isoformat() if scheduled else None,
+    )
+    if pending == 0:
+        _task_event("task.completed", locked, None, status=locked.status)
     if pending:
         queues.lane_open(
             task_id=locked.pk,
@@ -200,7 +217,7 @@ def task_queue(*, task: Task | int) -> Task:
 
 
 @transaction.atomic
-def task_pause(*, task: Task | int) -> Task:
+def task_pause(*, task: Task | int, actor=None) -> Task:
     """Stop handing out the task's subtasks. Messages on the wire finish and are
     recorded; subtasks a dispatcher has claimed but not yet sent go back to pending when
     it notices, before its next message (see :func:`_stop_chunks`). Raises
@@ -209,8 +226,10 @@ def task_pause(*, task: Task | int) -> Task:
     if locked.status not in Task.LIVE_STATUSES:
         raise ApplicationError(f"a {locked.status} task cannot be paused", field="status")
     queues.lane_close(task_id=locked.pk)
+    was = locked.status
     locked.status = Task.Status.PAUSED
     locked.save(update_fields=["status", "updated_at"])
+    _task_event("task.paused", locked, actor, previous_status=was)
     _stop_chunks(locked.pk)
     return _refresh_caller(task, locked)
 
@@ -232,7 +251,7 @@ def _stop_chunks(task_id: int) -> None:
 
 
 @transaction.atomic
-def task_resume(*, task: Task | int) -> Task:
+def task_resume(*, task: Task | int, actor=None) -> Task:
     """Hand a paused task back to the dispatchers: ``scheduled`` if its time is still to
     come, ``sending`` if it had started sending (its mail goes out again at once, and a
     dispatcher that served it before does not announce it a second time), else
@@ -248,6 +267,7 @@ def task_resume(*, task: Task | int) -> Task:
     else:
         locked.status = Task.Status.QUEUED
     locked.save(update_fields=["status", "updated_at"])
+    _task_event("task.resumed", locked, actor, status=locked.status)
     queues.lane_open(
         task_id=locked.pk,
         owner_id=locked.owner_id,
@@ -260,7 +280,7 @@ def task_resume(*, task: Task | int) -> Task:
 
 
 @transaction.atomic
-def task_cancel(*, task: Task | int) -> Task:
+def task_cancel(*, task: Task | int, actor=None) -> Task:
     """Cancel a task: its pending subtasks become ``cancelled`` at once, those a
     dispatcher has claimed when it notices (before its next message, see
     :func:`_stop_chunks`); messages already on the wire finish and are recorded. Raises
@@ -268,13 +288,15 @@ def task_cancel(*, task: Task | int) -> Task:
     locked = _locked(task)
     if locked.is_finished:
         raise ApplicationError(f"a {locked.status} task cannot be cancelled", field="status")
-    SubTask.objects.filter(task_id=locked.pk, status=SubTask.Status.PENDING).update(
+    cancelled = SubTask.objects.filter(task_id=locked.pk, status=SubTask.Status.PENDING).update(
         status=SubTask.Status.CANCELLED, lease_expires_at=None
     )
     queues.lane_close(task_id=locked.pk)
+    was = locked.status
     locked.status = Task.Status.CANCELLED
     locked.completed_at = timezone.now()
     locked.save(update_fields=["status", "completed_at", "updated_at"])
+    _task_event("task.cancelled", locked, actor, previous_status=was, cancelled=cancelled)
     _stop_chunks(locked.pk)
     return _refresh_caller(task, locked)
 
@@ -284,11 +306,13 @@ def tasks_complete_finished(*, task_ids: Iterable[int] | None = None) -> list[in
     subtask) ``completed`` and close their lanes; return their ids.
 
     Without ``task_ids`` every live task is checked (the dispatcher's housekeeping).
-    Rows locked by someone else are skipped and picked up on the next call.
+    Rows locked by someone else are skipped and picked up on the next call. Each
+    completed task's ``task.completed`` is appended by the same statement.
     """
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(
             f"""
+            WITH done AS (
             UPDATE dispatch_task t SET status = 'completed', completed_at = now(),
                    updated_at = now()
             WHERE t.id IN (
@@ -301,7 +325,9 @@ def tasks_complete_finished(*, task_ids: Iterable[int] | None = None) -> list[in
                 SELECT 1 FROM dispatch_subtask s
                 WHERE s.task_id = t.id AND s.status IN ({sql_list(ACTIVE_STATUSES)})
             )
-            RETURNING t.id
+            RETURNING t.id, t.owner_id, t.total
+            ), events AS ({TASK_COMPLETED_EVENTS})
+            SELECT id FROM done
             """,
             {"all": task_ids is None, "ids": sorted(set(task_ids or ()))},
         )
@@ -311,6 +337,15 @@ def tasks_complete_finished(*, task_ids: Iterable[int] | None = None) -> list[in
     if done:
         logger.info("tasks completed: %s", ", ".join(map(str, done)))
     return done
+
+
+# task.completed for each row of ``done`` (id, owner_id, total), system as the actor.
+TASK_COMPLETED_EVENTS = """
+INSERT INTO events_event (type, owner_id, actor_id, subject_type, subject_id, payload)
+SELECT 'task.completed', d.owner_id, NULL, 'dispatch.task', d.id::text,
+       jsonb_build_object('status', 'completed', 'total', d.total)
+FROM done d
+"""
 
 
 def _reopen(task_ids: Iterable[int]) -> int:
@@ -333,7 +368,7 @@ def _reopen(task_ids: Iterable[int]) -> int:
 
 
 @transaction.atomic
-def dead_letter_reprocess(*, dead_letter_id: int, owner=None) -> DeadLetter:
+def dead_letter_reprocess(*, dead_letter_id: int, owner=None, actor=None) -> DeadLetter:
     """Send a dead-lettered message again (same Message-ID, attempts start over).
 
     With ``owner`` the entry must belong to that user (else it does not exist). Raises
@@ -352,7 +387,7 @@ def dead_letter_reprocess(*, dead_letter_id: int, owner=None) -> DeadLetter:
         raise ApplicationError(f"dead letter {entry.pk} is {entry.status}", field="status")
     if entry.task.status in Task.STOPPED_STATUSES:
         raise ApplicationError(f"task {entry.task_id} is {entry.task.status}", field="task")
-    count = _reprocess(DeadLetter.objects.filter(pk=entry.pk))
+    count = _reprocess(DeadLetter.objects.filter(pk=entry.pk), actor=actor)
     if not count:
         raise ApplicationError(f"subtask of dead letter {entry.pk} is not dead", field="status")
     entry.refresh_from_db()
@@ -361,7 +396,7 @@ def dead_letter_reprocess(*, dead_letter_id: int, owner=None) -> DeadLetter:
 
 @transaction.atomic
 def dead_letters_reprocess_all(
-    *, owner=None, task_id: int | None = None, error_type: str | None = None
+    *, owner=None, task_id: int | None = None, error_type: str | None = None, actor=None
 ) -> int:
     """Reprocess every ``pending`` dead letter matching the filters; return how many."""
     entries = DeadLetter.objects.filter(status=DeadLetter.Status.PENDING).exclude(
@@ -373,10 +408,12 @@ def dead_letters_reprocess_all(
         entries = entries.filter(task_id=task_id)
     if error_type:
         entries = entries.filter(error_type=error_type)
-    return _reprocess(entries)
+    return _reprocess(entries, actor=actor)
 
 
-def _reprocess(entries) -> int:
+def _reprocess(entries, *, actor=None) -> int:
+    """Dead letters back to pending; one ``deadletter.reprocessed`` per entry, by
+    ``actor``, in the same statement."""
     ids = list(entries.values_list("pk", flat=True))
     if not ids:
         return 0
@@ -387,14 +424,23 @@ def _reprocess(entries) -> int:
                 UPDATE dispatch_deadletter SET status = 'reprocessing',
                        reprocess_count = reprocess_count + 1, updated_at = now()
                 WHERE id = ANY(%s) AND status IN ('pending', 'expired')
-                RETURNING subtask_id
+                RETURNING id AS dead_letter_id, subtask_id
+            ), back AS (
+                UPDATE dispatch_subtask s SET status = 'pending', attempts = 0,
+                       next_attempt_at = now(), lease_expires_at = NULL, service_id = NULL
+                FROM d WHERE s.id = d.subtask_id AND s.status = 'dead'
+                RETURNING s.id, s.task_id, s.owner_id, d.dead_letter_id
+            ), events AS (
+                INSERT INTO events_event (type, owner_id, actor_id, subject_type, subject_id,
+                                          payload)
+                SELECT 'deadletter.reprocessed', b.owner_id, %s, 'dispatch.deadletter',
+                       b.dead_letter_id::text,
+                       jsonb_build_object('task', b.task_id, 'subtask', b.id)
+                FROM back b
             )
-            UPDATE dispatch_subtask s SET status = 'pending', attempts = 0,
-                   next_attempt_at = now(), lease_expires_at = NULL, service_id = NULL
-            FROM d WHERE s.id = d.subtask_id AND s.status = 'dead'
-            RETURNING s.task_id
+            SELECT task_id FROM back
             """,
-            [ids],
+            [ids, actor_id(actor)],
         )
         task_ids = [row[0] for row in cursor.fetchall()]
     _reopen(task_ids)
@@ -403,7 +449,11 @@ def _reprocess(entries) -> int:
 
 @transaction.atomic
 def subtask_requeue_unknown(
-    *, owner=None, task_id: int | None = None, subtask_ids: Iterable[int] | None = None
+    *,
+    owner=None,
+    task_id: int | None = None,
+    subtask_ids: Iterable[int] | None = None,
+    actor=None,
 ) -> int:
     """Send ``unknown`` subtasks again, with their same Message-ID; return how many.
 
@@ -444,12 +494,27 @@ def subtask_requeue_unknown(
                 f"not unknown subtasks{where} that can be resent: {', '.join(map(str, bad[:20]))}",
                 field="subtask_ids",
             )
-    task_ids = list(subtasks.values_list("task_id", flat=True).distinct())
-    count = subtasks.update(
-        status=SubTask.Status.PENDING,
-        next_attempt_at=timezone.now(),
-        lease_expires_at=None,
-        service=None,
-    )
+    with connection.cursor() as cursor:
+        # One statement: the resent subtasks and, per task, one ``task.resumed`` naming
+        # who decided to resend and how many (unknown subtasks are few; tasks fewer).
+        ids_sql, params = subtasks.values("pk").query.sql_with_params()
+        cursor.execute(
+            f"""
+            WITH s AS (
+                UPDATE dispatch_subtask SET status = 'pending', next_attempt_at = now(),
+                       lease_expires_at = NULL, service_id = NULL
+                WHERE id IN ({ids_sql}) RETURNING task_id, owner_id
+            ), events AS (
+                INSERT INTO events_event (type, owner_id, actor_id, subject_type, subject_id,
+                                          payload)
+                SELECT 'task.resumed', owner_id, %s, 'dispatch.task', task_id::text,
+                       jsonb_build_object('requeued_unknown', count(*))
+                FROM s GROUP BY task_id, owner_id
+            )
+            SELECT task_id FROM s
+            """,
+            [*params, actor_id(actor)],
+        )
+        task_ids = [row[0] for row in cursor.fetchall()]
     _reopen(task_ids)
-    return count
+    return len(task_ids)

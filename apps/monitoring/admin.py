@@ -26,6 +26,7 @@ from apps.monitoring.models import (
     NotificationAttempt,
     NotificationChannel,
 )
+from apps.monitoring.services import RULE_FIELDS
 
 
 def _with_dashboard(get_urls):
@@ -86,9 +87,23 @@ class AlertRuleAdmin(OperatorOnly, admin.ModelAdmin):
         return rule.channel_count
 
     def save_model(self, request, obj, form, change) -> None:
-        # Validation is the service's (the form already ran the model's own checks).
-        obj.full_clean(exclude=["channels"])
-        super().save_model(request, obj, form, change)
+        """Through the services: validated, and recorded with its actor."""
+        fields = {f: form.cleaned_data[f] for f in RULE_FIELDS if f in form.cleaned_data}
+        channels = [c.pk for c in form.cleaned_data.get("channels", [])]
+        if change:
+            services.rule_update(rule_id=obj.pk, channels=channels, actor=request.user, **fields)
+        else:
+            rule = services.rule_create(channels=channels, actor=request.user, **fields)
+            obj.pk = rule.pk
+            obj._state.adding = False
+        obj.refresh_from_db()
+
+    def delete_model(self, request, obj) -> None:
+        services.rule_delete(rule_id=obj.pk, actor=request.user)
+
+    def delete_queryset(self, request, queryset) -> None:
+        for pk in queryset.values_list("pk", flat=True):
+            services.rule_delete(rule_id=pk, actor=request.user)
 
 
 @admin.register(Alert)
@@ -106,11 +121,14 @@ class AlertAdmin(OperatorOnly, admin.ModelAdmin):
     def has_change_permission(self, request, obj=None) -> bool:
         return False
 
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False  # the alert history is a record: acknowledge or resolve instead
+
     def _act(self, request, queryset, action, verb: str) -> None:
         done = 0
         for alert in queryset.exclude(status=Alert.Status.RESOLVED):
             try:
-                action(alert_id=alert.pk, user=request.user)
+                action(alert_id=alert.pk, actor=request.user)
             except ApplicationError as exc:
                 self.message_user(request, f"alert {alert.pk}: {exc.message}", messages.ERROR)
             else:
@@ -153,11 +171,19 @@ class NotificationChannelAdmin(OperatorOnly, admin.ModelAdmin):
         try:
             if change:
                 services.channel_update(
-                    channel_id=obj.pk, name=obj.name, target=obj.target, is_enabled=obj.is_enabled
+                    channel_id=obj.pk,
+                    name=obj.name,
+                    target=obj.target,
+                    is_enabled=obj.is_enabled,
+                    actor=request.user,
                 )
                 return
             channel, secret = services.channel_create(
-                name=obj.name, kind=obj.kind, target=obj.target, is_enabled=obj.is_enabled
+                name=obj.name,
+                kind=obj.kind,
+                target=obj.target,
+                is_enabled=obj.is_enabled,
+                actor=request.user,
             )
         except ApplicationError as exc:
             self.message_user(request, exc.message, messages.ERROR)
@@ -170,6 +196,13 @@ class NotificationChannelAdmin(OperatorOnly, admin.ModelAdmin):
                 f"receiver): {secret}",
                 messages.WARNING,
             )
+
+    def delete_model(self, request, obj) -> None:
+        services.channel_delete(channel_id=obj.pk, actor=request.user)
+
+    def delete_queryset(self, request, queryset) -> None:
+        for pk in queryset.values_list("pk", flat=True):
+            services.channel_delete(channel_id=pk, actor=request.user)
 
     @admin.action(description="Send a test notification")
     def send_test(self, request, queryset) -> None:
@@ -209,3 +242,6 @@ class NotificationAdmin(OperatorOnly, admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None) -> bool:
         return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False  # a delivery log

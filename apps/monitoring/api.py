@@ -180,7 +180,7 @@ class _AlertActionView(APIView):
     def post(self, request, pk: int):
         visible = selectors.alerts_visible(request.user)
         get_object_or_404(visible, pk=pk)
-        alert = self.operation(alert_id=pk, user=request.user, visible=visible)
+        alert = self.operation(alert_id=pk, actor=request.user, visible=visible)
         return Response(AlertSerializer(alert).data)
 
 
@@ -216,7 +216,7 @@ class AlertRuleListView(generics.ListCreateAPIView):
         serializer = self.get_serializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         fields, channels = _rule_fields(serializer.validated_data)
-        rule = services.rule_create(channels=channels, **fields)
+        rule = services.rule_create(channels=channels, actor=request.user, **fields)
         return Response(self.get_serializer(rule).data, status=201)
 
 
@@ -242,12 +242,14 @@ class AlertRuleDetailView(generics.RetrieveUpdateDestroyAPIView):
         serializer = self.get_serializer(rule, data=request.data, partial=partial)
         serializer.is_valid(raise_exception=True)
         fields, channels = _rule_fields(serializer.validated_data)
-        rule = services.rule_update(rule_id=rule.pk, channels=channels, **fields)
+        rule = services.rule_update(
+            rule_id=rule.pk, channels=channels, actor=request.user, **fields
+        )
         return Response(self.get_serializer(rule).data)
 
     @extend_schema(tags=[TAG], summary="Delete an alert rule (its alerts stay in the history)")
     def delete(self, request, *args, **kwargs):
-        services.rule_delete(rule_id=self.get_object().pk)
+        services.rule_delete(rule_id=self.get_object().pk, actor=request.user)
         return Response(status=204)
 
 
@@ -270,7 +272,7 @@ class ChannelListView(generics.ListCreateAPIView):
     def post(self, request, *args, **kwargs):
         serializer = self.get_serializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        channel, secret = services.channel_create(**serializer.validated_data)
+        channel, secret = services.channel_create(**serializer.validated_data, actor=request.user)
         data = ChannelCreatedSerializer(channel).data
         data["secret"] = secret
         return Response(data, status=201)
@@ -290,12 +292,14 @@ class ChannelDetailView(generics.RetrieveDestroyAPIView):
         channel = self.get_object()
         changes = ChannelUpdateSerializer(data=request.data)
         changes.is_valid(raise_exception=True)
-        channel = services.channel_update(channel_id=channel.pk, **changes.validated_data)
+        channel = services.channel_update(
+            channel_id=channel.pk, actor=request.user, **changes.validated_data
+        )
         return Response(ChannelSerializer(channel).data)
 
     @extend_schema(tags=[TAG], summary="Delete a channel")
     def delete(self, request, *args, **kwargs):
-        services.channel_delete(channel_id=self.get_object().pk)
+        services.channel_delete(channel_id=self.get_object().pk, actor=request.user)
         return Response(status=204)
 
 

@@ -210,7 +210,7 @@ def dashboard_alert_action(request: HttpRequest, pk: int, action: str) -> HttpRe
     handler = {"acknowledge": services.alert_acknowledge, "resolve": services.alert_resolve}[action]
     try:
         alert = handler(
-            alert_id=pk, user=request.user, visible=selectors.alerts_visible(request.user)
+            alert_id=pk, actor=request.user, visible=selectors.alerts_visible(request.user)
         )
     except ApplicationError as exc:
         messages.error(request, exc.message)

@@ -31,6 +31,7 @@ from datetime import timedelta
 from django.db import IntegrityError, transaction
 
 from apps.config.selectors import config_get
+from apps.core.audit import event_append
 from apps.monitoring.models import LEVEL_RANK, Alert, AlertCondition, AlertRule, Notification
 from apps.monitoring.notify import notifications_queue
 from apps.monitoring.rules import METRICS, Observation, Snapshot
@@ -173,6 +174,7 @@ def rules_evaluate(*, snapshot: Snapshot | None = None) -> RoundReport:
             if not resolved.update(status=Alert.Status.RESOLVED, resolved_at=now):
                 continue  # resolved meanwhile (by hand)
             alert.status, alert.resolved_at = Alert.Status.RESOLVED, now
+            _alert_event("alert.resolved", alert)
             report.resolved.append(alert.pk)
             if notify_resolved:
                 notifications_queue(alert=alert, event=Notification.Event.RESOLVED, now=now)
@@ -181,8 +183,24 @@ def rules_evaluate(*, snapshot: Snapshot | None = None) -> RoundReport:
     return report
 
 
+def _alert_event(event_type: str, alert: Alert) -> None:
+    event_append(
+        event_type,
+        owner=alert.owner_id,
+        subject=alert,
+        payload={
+            "rule": alert.rule_name,
+            "metric": alert.metric,
+            "subject": alert.subject,
+            "level": alert.level,
+            "value": alert.value,
+            "threshold": alert.threshold,
+        },
+    )
+
+
 def _fire(rule: AlertRule, observation: Observation, now) -> Alert:
-    return Alert.objects.create(
+    alert = Alert.objects.create(
         rule=rule,
         rule_name=rule.name,
         metric=rule.metric,
@@ -195,6 +213,8 @@ def _fire(rule: AlertRule, observation: Observation, now) -> Alert:
         message=rule.description,
         fired_at=now,
     )
+    _alert_event("alert.fired", alert)
+    return alert
 
 
 def _escalate(alert: Alert, rule: AlertRule, observation: Observation, now) -> None:
@@ -218,3 +238,4 @@ def _escalate(alert: Alert, rule: AlertRule, observation: Observation, now) -> N
             "escalated_at",
         ]
     )
+    _alert_event("alert.escalated", alert)

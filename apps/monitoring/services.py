@@ -15,6 +15,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from apps.core import outbound
+from apps.core.audit import actor_id, event_append
 from apps.core.errors import ApplicationError
 from apps.monitoring.models import Alert, AlertRule, Notification, NotificationChannel
 from apps.monitoring.notify import (
@@ -66,7 +67,7 @@ def _check_target(kind: str, target: str) -> str:
 
 
 def channel_create(
-    *, name: str, kind: str, target: str, is_enabled: bool = True
+    *, name: str, kind: str, target: str, is_enabled: bool = True, actor=None
 ) -> tuple[NotificationChannel, str | None]:
     """A new channel, and — for a webhook — its signing secret in plain text, which is
     shown this once (it is stored encrypted). Raises ``ApplicationError`` naming the
@@ -85,12 +86,13 @@ def channel_create(
     try:
         with transaction.atomic():
             channel.save()
+            _config_event(channel, actor, action="created", name=channel.name, kind=kind)
     except IntegrityError:
         raise ApplicationError(f"a channel named {name!r} exists", field="name") from None
     return channel, secret
 
 
-def channel_update(*, channel_id: int, **changes: Any) -> NotificationChannel:
+def channel_update(*, channel_id: int, actor=None, **changes: Any) -> NotificationChannel:
     """Change a channel's name, target or ``is_enabled`` (its kind and secret stay)."""
     unknown = set(changes) - CHANNEL_FIELDS
     if unknown:
@@ -109,11 +111,15 @@ def channel_update(*, channel_id: int, **changes: Any) -> NotificationChannel:
             raise ApplicationError(
                 f"a channel named {channel.name!r} exists", field="name"
             ) from None
+        _config_event(channel, actor, action="updated", fields=sorted(changes))
     return channel
 
 
-def channel_delete(*, channel_id: int) -> None:
-    NotificationChannel.objects.filter(pk=channel_id).delete()
+def channel_delete(*, channel_id: int, actor=None) -> None:
+    with transaction.atomic():
+        for channel in NotificationChannel.objects.filter(pk=channel_id).select_for_update():
+            _config_event(channel, actor, action="deleted", name=channel.name)
+            channel.delete()
 
 
 def channel_send_test(*, channel_id: int) -> Notification:
@@ -155,7 +161,7 @@ def _set_channels(rule: AlertRule, channels: list[int] | None) -> None:
     rule.channels.set(sorted(found))
 
 
-def rule_create(*, channels: list[int] | None = None, **fields: Any) -> AlertRule:
+def rule_create(*, channels: list[int] | None = None, actor=None, **fields: Any) -> AlertRule:
     """A new alert rule (fields of :class:`AlertRule`); validated, channels checked."""
     unknown = set(fields) - RULE_FIELDS
     if unknown:
@@ -166,10 +172,13 @@ def rule_create(*, channels: list[int] | None = None, **fields: Any) -> AlertRul
     with transaction.atomic():
         rule.save()
         _set_channels(rule, channels)
+        _config_event(rule, actor, action="created", name=rule.name)
     return rule
 
 
-def rule_update(*, rule_id: int, channels: list[int] | None = None, **changes: Any) -> AlertRule:
+def rule_update(
+    *, rule_id: int, channels: list[int] | None = None, actor=None, **changes: Any
+) -> AlertRule:
     """Change a rule. A seeded rule an operator changes is no longer updated by EDM."""
     unknown = set(changes) - RULE_FIELDS
     if unknown:
@@ -182,13 +191,22 @@ def rule_update(*, rule_id: int, channels: list[int] | None = None, **changes: A
         _clean_rule(rule)
         rule.save()
         _set_channels(rule, channels)
+        fields = sorted(changes) + (["channels"] if channels is not None else [])
+        _config_event(rule, actor, action="updated", name=rule.name, fields=fields)
     return rule
 
 
-def rule_delete(*, rule_id: int) -> None:
+def rule_delete(*, rule_id: int, actor=None) -> None:
     """Delete a rule; its alerts stay in the history (an open one resolves at the next
     round unless another rule of its metric holds)."""
-    AlertRule.objects.filter(pk=rule_id).delete()
+    with transaction.atomic():
+        for rule in AlertRule.objects.filter(pk=rule_id).select_for_update():
+            _config_event(rule, actor, action="deleted", name=rule.name)
+            rule.delete()
+
+
+def _user(actor):
+    return actor if actor is not None and actor.is_authenticated else None
 
 
 def _open_alert(alert_id: int, visible) -> Alert:
@@ -199,7 +217,28 @@ def _open_alert(alert_id: int, visible) -> Alert:
         raise ApplicationError(f"no alert {alert_id}", field="alert", code="not_found") from None
 
 
-def alert_acknowledge(*, alert_id: int, user, visible=None) -> Alert:
+def _alert_event(event_type: str, alert: Alert, actor) -> None:
+    event_append(
+        event_type,
+        owner=alert.owner_id,
+        actor=actor_id(actor),
+        subject=alert,
+        payload={"rule": alert.rule_name, "metric": alert.metric, "level": alert.level},
+    )
+
+
+def _config_event(obj: Any, actor, *, action: str, **payload: Any) -> None:
+    """Alert rules and channels are monitoring's configuration: ``config.changed``
+    naming the object (``key``) and what happened to it."""
+    event_append(
+        "config.changed",
+        actor=actor_id(actor),
+        subject=obj,
+        payload={"key": f"{obj._meta.model_name}:{obj.pk}", "action": action, **payload},
+    )
+
+
+def alert_acknowledge(*, alert_id: int, actor, visible=None) -> Alert:
     """Acknowledge a firing alert: no reminders until it escalates. ``visible`` limits
     which alerts the caller may touch. Raises ``ApplicationError`` for a resolved one."""
     with transaction.atomic():
@@ -209,13 +248,14 @@ def alert_acknowledge(*, alert_id: int, user, visible=None) -> Alert:
         if alert.status == Alert.Status.FIRING:
             alert.status = Alert.Status.ACKNOWLEDGED
             alert.acknowledged_at = timezone.now()
-            alert.acknowledged_by = user
+            alert.acknowledged_by = _user(actor)
             alert.save(update_fields=["status", "acknowledged_at", "acknowledged_by"])
-    logger.info("alert %s acknowledged by %s", alert.pk, user)
+            _alert_event("alert.acknowledged", alert, actor)
+    logger.info("alert %s acknowledged by %s", alert.pk, actor)
     return alert
 
 
-def alert_resolve(*, alert_id: int, user, visible=None) -> Alert:
+def alert_resolve(*, alert_id: int, actor, visible=None) -> Alert:
     """Resolve an alert by hand. If its condition still holds, the next round fires a
     new one: resolving says "fixed", not "be quiet" (acknowledge for that)."""
     with transaction.atomic():
@@ -224,7 +264,8 @@ def alert_resolve(*, alert_id: int, user, visible=None) -> Alert:
             raise ApplicationError("the alert is resolved already", field="status")
         alert.status = Alert.Status.RESOLVED
         alert.resolved_at = timezone.now()
-        alert.resolved_by = user
+        alert.resolved_by = _user(actor)
         alert.save(update_fields=["status", "resolved_at", "resolved_by"])
-    logger.info("alert %s resolved by %s", alert.pk, user)
+        _alert_event("alert.resolved", alert, actor)
+    logger.info("alert %s resolved by %s", alert.pk, actor)
     return alert

@@ -160,17 +160,26 @@ class EmailServiceAdmin(SimpleHistoryAdmin):
                 for field, value in data.items()
                 if field in form.changed_data or field == "password"
             }
-            services.service_update(service_id=obj.pk, user=request.user, **changed)
+            services.service_update(service_id=obj.pk, actor=request.user, **changed)
         else:
             data.pop("disabled_reason", None)
-            created = services.service_create(user=request.user, **data)
+            created = services.service_create(actor=request.user, **data)
             obj.pk = created.pk
             obj._state.adding = False
+
+    def delete_model(self, request: HttpRequest, obj: EmailService) -> None:
+        services.service_delete(service_id=obj.pk, actor=request.user)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet) -> None:
+        for pk in queryset.values_list("pk", flat=True):
+            services.service_delete(service_id=pk, actor=request.user)
 
     @admin.action(description="Enable the selected services")
     def enable_services(self, request: HttpRequest, queryset: QuerySet) -> None:
         count = sum(
-            services.service_enable(service_id=pk, user=request.user, reason="enabled in the admin")
+            services.service_enable(
+                service_id=pk, actor=request.user, reason="enabled in the admin"
+            )
             for pk in queryset.values_list("pk", flat=True)
         )
         self.message_user(request, f"{count} service(s) enabled.", messages.SUCCESS)
@@ -179,7 +188,7 @@ class EmailServiceAdmin(SimpleHistoryAdmin):
     def disable_services(self, request: HttpRequest, queryset: QuerySet) -> None:
         reason = f"disabled in the admin by {request.user.get_username()}"
         count = sum(
-            services.service_disable(service_id=pk, user=request.user, reason=reason)
+            services.service_disable(service_id=pk, actor=request.user, reason=reason)
             for pk in queryset.values_list("pk", flat=True)
         )
         self.message_user(request, f"{count} service(s) disabled.", messages.SUCCESS)
@@ -235,8 +244,15 @@ class PoolAdmin(SimpleHistoryAdmin):
         data = {key: form.cleaned_data[key] for key in ("name", "description", "is_shared")}
         owners = form.cleaned_data.get("owners", [])
         if change:
-            services.pool_update(pool_id=obj.pk, user=request.user, owners=owners, **data)
+            services.pool_update(pool_id=obj.pk, actor=request.user, owners=owners, **data)
         else:
-            created = services.pool_create(user=request.user, owners=owners, **data)
+            created = services.pool_create(actor=request.user, owners=owners, **data)
             obj.pk = created.pk
             obj._state.adding = False
+
+    def delete_model(self, request: HttpRequest, obj: Pool) -> None:
+        services.pool_delete(pool_id=obj.pk, actor=request.user)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet) -> None:
+        for pk in queryset.values_list("pk", flat=True):
+            services.pool_delete(pool_id=pk, actor=request.user)

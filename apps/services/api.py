@@ -39,7 +39,7 @@ class EmailServiceViewSet(viewsets.ModelViewSet):
     def create(self, request: Request, *args, **kwargs) -> Response:
         serializer = self.get_serializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        service = services.service_create(**serializer.validated_data, user=request.user)
+        service = services.service_create(**serializer.validated_data, actor=request.user)
         return Response(self.get_serializer(service).data, status=status.HTTP_201_CREATED)
 
     def update(self, request: Request, *args, **kwargs) -> Response:
@@ -49,13 +49,13 @@ class EmailServiceViewSet(viewsets.ModelViewSet):
         )
         serializer.is_valid(raise_exception=True)
         service = services.service_update(
-            service_id=instance.pk, user=request.user, **serializer.validated_data
+            service_id=instance.pk, actor=request.user, **serializer.validated_data
         )
         service.refresh_from_db()
         return Response(self.get_serializer(service).data)
 
     def destroy(self, request: Request, *args, **kwargs) -> Response:
-        services.service_delete(service_id=self.get_object().pk, user=request.user)
+        services.service_delete(service_id=self.get_object().pk, actor=request.user)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
     @extend_schema(responses=ServiceStatsSerializer)
@@ -87,7 +87,7 @@ class EmailServiceViewSet(viewsets.ModelViewSet):
         serializer.is_valid(raise_exception=True)
         service = self.get_object()
         changed = service_function(
-            service_id=service.pk, user=request.user, reason=serializer.validated_data["reason"]
+            service_id=service.pk, actor=request.user, reason=serializer.validated_data["reason"]
         )
         service.refresh_from_db()
         return Response({"changed": changed, **service_stats(service)})
@@ -109,7 +109,7 @@ class PoolViewSet(viewsets.ModelViewSet):
     def create(self, request: Request, *args, **kwargs) -> Response:
         serializer = self.get_serializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        pool = services.pool_create(**serializer.validated_data, user=request.user)
+        pool = services.pool_create(**serializer.validated_data, actor=request.user)
         return Response(
             self.get_serializer(self.get_queryset().get(pk=pool.pk)).data,
             status=status.HTTP_201_CREATED,
@@ -122,10 +122,10 @@ class PoolViewSet(viewsets.ModelViewSet):
         )
         serializer.is_valid(raise_exception=True)
         pool = services.pool_update(
-            pool_id=instance.pk, user=request.user, **serializer.validated_data
+            pool_id=instance.pk, actor=request.user, **serializer.validated_data
         )
         return Response(self.get_serializer(self.get_queryset().get(pk=pool.pk)).data)
 
     def destroy(self, request: Request, *args, **kwargs) -> Response:
-        services.pool_delete(pool_id=self.get_object().pk, user=request.user)
+        services.pool_delete(pool_id=self.get_object().pk, actor=request.user)
         return Response(status=status.HTTP_204_NO_CONTENT)

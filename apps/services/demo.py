@@ -29,7 +29,7 @@ def seed(*, operator, user) -> str:
             from_name="EDM demo",
             daily_quota=1000,
             sending_rate=0.2,
-            user=operator,
+            actor=operator,
         )
         created += 1
     return (

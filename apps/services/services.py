@@ -22,6 +22,7 @@ from django.db.models import F, ProtectedError
 from django.db.models.functions import Least, Now
 
 from apps.config.selectors import config_get
+from apps.core.audit import actor_id, event_append
 from apps.core.errors import ApplicationError
 from apps.services.models import OPERATOR_FIELDS, EmailService, Pool
 from apps.services.selectors import pool_resolve
@@ -32,14 +33,18 @@ logger = logging.getLogger(__name__)
 EDITABLE_FIELDS = frozenset(OPERATOR_FIELDS) - {"password_encrypted"} | {"password"}
 
 
-def _audited(instance: Any, user: AbstractBaseUser | None, reason: str) -> None:
+def _audited(instance: Any, actor: AbstractBaseUser | None, reason: str) -> None:
     """Attach the history author and reason to the next ``save()`` of ``instance``."""
-    instance._history_user = user if user is not None and user.is_authenticated else None
+    instance._history_user = actor if actor is not None and actor.is_authenticated else None
     instance._change_reason = reason
 
 
-def _who(user: AbstractBaseUser | None) -> str:
-    return user.get_username() if user is not None and user.is_authenticated else "system"
+def _event(event_type: str, obj: Any, actor: Any, **payload: Any) -> None:
+    event_append(event_type, actor=actor_id(actor), subject=obj, payload=payload)
+
+
+def _who(actor: AbstractBaseUser | None) -> str:
+    return actor.get_username() if actor is not None and actor.is_authenticated else "system"
 
 
 def _resolve_pool(ref: Any) -> Pool:
@@ -58,22 +63,23 @@ def pool_create(
     description: str = "",
     is_shared: bool = True,
     owners: Iterable[AbstractBaseUser] = (),
-    user: AbstractBaseUser | None = None,
+    actor: AbstractBaseUser | None = None,
 ) -> Pool:
     """A new pool; shared with everybody, or (``is_shared=False``) open to ``owners``."""
     pool = Pool(name=name.strip(), description=description, is_shared=is_shared)
     pool.full_clean()
-    _audited(pool, user, "created")
+    _audited(pool, actor, "created")
     with transaction.atomic():
         pool.save()
         pool.owners.set(list(owners))
+        _event("pool.changed", pool, actor, action="created", name=pool.name)
     return pool
 
 
 def pool_update(
     *,
     pool_id: int,
-    user: AbstractBaseUser | None = None,
+    actor: AbstractBaseUser | None = None,
     reason: str = "",
     owners: Iterable[AbstractBaseUser] | None = None,
     **changes: Any,
@@ -91,14 +97,22 @@ def pool_update(
         for field, value in changes.items():
             setattr(pool, field, value)
         pool.full_clean()
-        _audited(pool, user, reason or "updated")
+        _audited(pool, actor, reason or "updated")
         pool.save()
         if owners is not None:
             pool.owners.set(list(owners))
+        _event(
+            "pool.changed",
+            pool,
+            actor,
+            action="updated",
+            name=pool.name,
+            fields=sorted(changes) + (["owners"] if owners is not None else []),
+        )
     return pool
 
 
-def pool_delete(*, pool_id: int, user: AbstractBaseUser | None = None) -> None:
+def pool_delete(*, pool_id: int, actor: AbstractBaseUser | None = None) -> None:
     """Delete an empty pool. The default pool and pools with services stay."""
     with transaction.atomic():
         pool = Pool.objects.select_for_update().get(pk=pool_id)
@@ -109,9 +123,11 @@ def pool_delete(*, pool_id: int, user: AbstractBaseUser | None = None) -> None:
                 f"pool {pool.name!r} still has services; move or delete them first",
                 field="pool",
             )
-        _audited(pool, user, "deleted")
+        _audited(pool, actor, "deleted")
+        _event("pool.changed", pool, actor, action="deleted", name=pool.name)
         try:
-            pool.delete()
+            with transaction.atomic():
+                pool.delete()
         except ProtectedError:
             raise ApplicationError(
                 f"pool {pool.name!r} is still used (by tasks); it cannot be deleted",
@@ -137,7 +153,7 @@ def service_create(
     daily_quota: int | None = None,
     sending_rate: float | None = None,
     is_enabled: bool = True,
-    user: AbstractBaseUser | None = None,
+    actor: AbstractBaseUser | None = None,
 ) -> EmailService:
     """A new email service; the password is stored encrypted.
 
@@ -165,10 +181,11 @@ def service_create(
     )
     service.password = password
     service.full_clean()
-    _audited(service, user, "created")
+    _audited(service, actor, "created")
     try:
         with transaction.atomic():
             service.save()
+            _event("service.created", service, actor, name=service.name, pool=service.pool_id)
     except IntegrityError:
         raise ApplicationError(f"a service named {name!r} exists", field="name") from None
     return service
@@ -177,7 +194,7 @@ def service_create(
 def service_update(
     *,
     service_id: int,
-    user: AbstractBaseUser | None = None,
+    actor: AbstractBaseUser | None = None,
     reason: str = "",
     **changes: Any,
 ) -> EmailService:
@@ -210,7 +227,7 @@ def service_update(
             service.disabled_reason = ""
             fields.add("disabled_reason")
         service.full_clean()
-        _audited(service, user, reason or "; ".join(["updated", *notes]))
+        _audited(service, actor, reason or "; ".join(["updated", *notes]))
         try:
             with transaction.atomic():
                 service.save(update_fields=[*sorted(fields), "updated_at"])
@@ -218,14 +235,23 @@ def service_update(
             raise ApplicationError(
                 f"a service named {service.name!r} exists", field="name"
             ) from None
+        _event("service.changed", service, actor, fields=sorted(fields))
+        if "is_enabled" in fields:
+            _event(
+                "service.enabled" if service.is_enabled else "service.disabled",
+                service,
+                actor,
+                reason=reason or "updated",
+            )
     return service
 
 
-def service_delete(*, service_id: int, user: AbstractBaseUser | None = None) -> None:
+def service_delete(*, service_id: int, actor: AbstractBaseUser | None = None) -> None:
     """Delete a service no send refers to (disable it otherwise)."""
     with transaction.atomic():
         service = EmailService.objects.select_for_update().get(pk=service_id)
-        _audited(service, user, "deleted")
+        _audited(service, actor, "deleted")
+        _event("service.deleted", service, actor, name=service.name)
         try:
             with transaction.atomic():
                 service.delete()
@@ -237,7 +263,7 @@ def service_delete(*, service_id: int, user: AbstractBaseUser | None = None) -> 
 
 
 def service_enable(
-    *, service_id: int, user: AbstractBaseUser | None = None, reason: str = ""
+    *, service_id: int, actor: AbstractBaseUser | None = None, reason: str = ""
 ) -> bool:
     """Enable a service (clearing its disabled reason, failure streak and cool-down).
 
@@ -249,19 +275,20 @@ def service_enable(
             return False
         service.is_enabled = True
         service.disabled_reason = ""
-        _audited(service, user, reason.strip() or "enabled")
+        _audited(service, actor, reason.strip() or "enabled")
         service.save(update_fields=["is_enabled", "disabled_reason", "updated_at"])
+        _event("service.enabled", service, actor, reason=reason.strip() or "enabled")
         # Runtime state, not history: the operator fixed the cause, so the failure
         # streak restarts and a pending cool-down no longer holds the service back.
         EmailService.objects.filter(pk=service_id).update(
             consecutive_failures=0,
             next_available_at=Least(F("next_available_at"), Now()),
         )
-    logger.info("email service %s enabled by %s", service.name, _who(user))
+    logger.info("email service %s enabled by %s", service.name, _who(actor))
     return True
 
 
-def service_disable(*, service_id: int, reason: str, user: AbstractBaseUser | None = None) -> bool:
+def service_disable(*, service_id: int, reason: str, actor: AbstractBaseUser | None = None) -> bool:
     """Disable a service with a reason (shown in the admin and the API).
 
     Returns False when it was already disabled (nothing recorded).
@@ -275,9 +302,10 @@ def service_disable(*, service_id: int, reason: str, user: AbstractBaseUser | No
             return False
         service.is_enabled = False
         service.disabled_reason = reason[:255]
-        _audited(service, user, f"disabled: {reason}")
+        _audited(service, actor, f"disabled: {reason}")
         service.save(update_fields=["is_enabled", "disabled_reason", "updated_at"])
-    logger.warning("email service %s disabled by %s: %s", service.name, _who(user), reason)
+        _event("service.disabled", service, actor, reason=service.disabled_reason)
+    logger.warning("email service %s disabled by %s: %s", service.name, _who(actor), reason)
     return True
 
 

@@ -72,7 +72,7 @@ def test_a_second_process_sees_a_change_within_two_seconds(staff_user):
         ready = json.loads(watcher.stdout.readline() or "{}")
         assert ready == {"ready": 200}, watcher.stderr.read()
         time.sleep(0.3)  # the watcher is now serving from its cache
-        services.config_set(key="queue.batch_size", value=321, reason="hot", user=staff_user)
+        services.config_set(key="queue.batch_size", value=321, reason="hot", actor=staff_user)
         committed_at = time.monotonic()
         seen = json.loads(watcher.stdout.readline() or "{}")
     finally:
@@ -107,7 +107,7 @@ def test_an_expired_snapshot_costs_one_version_check_when_nothing_changed(
 @pytest.mark.django_db
 def test_the_writing_process_reads_its_change_back_at_once(staff_user):
     assert config_get("queue.dispatchers") == 2
-    services.config_set(key="queue.dispatchers", value=4, user=staff_user)
+    services.config_set(key="queue.dispatchers", value=4, actor=staff_user)
     assert config_get("queue.dispatchers") == 4
 
 

@@ -32,7 +32,7 @@ def test_unknown_key_raises_key_error():
 def test_set_records_who_when_old_new_and_why(staff_user):
     before = config_version()
     change = services.config_set(
-        key="queue.batch_size", value="300", reason="bigger ticks", user=staff_user
+        key="queue.batch_size", value="300", reason="bigger ticks", actor=staff_user
     )
     assert change == services.Change("queue.batch_size", 200, 300)
     assert config_get("queue.batch_size") == 300
@@ -48,9 +48,9 @@ def test_set_records_who_when_old_new_and_why(staff_user):
 
 
 def test_setting_the_same_value_again_records_nothing(staff_user):
-    services.config_set(key="queue.batch_size", value=300, reason="a", user=staff_user)
+    services.config_set(key="queue.batch_size", value=300, reason="a", actor=staff_user)
     count = SystemConfig.history.filter(key="queue.batch_size").count()
-    assert services.config_set(key="queue.batch_size", value="300", user=staff_user) is None
+    assert services.config_set(key="queue.batch_size", value="300", actor=staff_user) is None
     assert SystemConfig.history.filter(key="queue.batch_size").count() == count
 
 
@@ -77,7 +77,7 @@ def test_batch_is_all_or_nothing_and_names_each_bad_key(staff_user):
                 "queue.unknown": 1,
             },
             reason="batch",
-            user=staff_user,
+            actor=staff_user,
         )
     errors = caught.value.message_dict
     assert set(errors) == {"backoff.strategy", "backoff.jitter", "queue.unknown"}
@@ -92,7 +92,7 @@ def test_batch_applies_every_value_in_one_version(staff_user):
     changes = services.config_set_many(
         values={"queue.batch_size": 50, "backoff.strategy": "linear", "backoff.jitter": 0.1},
         reason="tune",
-        user=staff_user,
+        actor=staff_user,
     )
     assert {c.key for c in changes} == {"queue.batch_size", "backoff.strategy"}
     assert config_get("backoff.strategy") == "linear"
@@ -101,12 +101,12 @@ def test_batch_applies_every_value_in_one_version(staff_user):
 
 def test_rollback_restores_an_old_value_as_a_new_audited_change(staff_user, make_user):
     other = make_user("second-operator", is_staff=True)
-    services.config_set(key="backoff.max_retries", value=7, reason="more", user=staff_user)
-    services.config_set(key="backoff.max_retries", value=9, reason="even more", user=staff_user)
+    services.config_set(key="backoff.max_retries", value=7, reason="more", actor=staff_user)
+    services.config_set(key="backoff.max_retries", value=9, reason="even more", actor=staff_user)
     target = config_history("backoff.max_retries")[1]
     assert target["value"] == 7
     change = services.config_rollback(
-        key="backoff.max_retries", history_id=target["id"], reason="too many", user=other
+        key="backoff.max_retries", history_id=target["id"], reason="too many", actor=other
     )
     assert change == services.Change("backoff.max_retries", 9, 7)
     assert config_get("backoff.max_retries") == 7
@@ -117,7 +117,7 @@ def test_rollback_restores_an_old_value_as_a_new_audited_change(staff_user, make
 
 
 def test_rollback_to_another_keys_history_is_refused(staff_user):
-    services.config_set(key="backoff.max_retries", value=7, user=staff_user)
+    services.config_set(key="backoff.max_retries", value=7, actor=staff_user)
     foreign = SystemConfig.history.filter(key="queue.batch_size").first()
     with pytest.raises(ApplicationError, match="no history entry"):
         services.config_rollback(key="backoff.max_retries", history_id=foreign.history_id)

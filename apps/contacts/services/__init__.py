@@ -16,6 +16,7 @@ from apps.contacts.models import MAX_NAME_LENGTH
 from apps.contacts.services.contacts import (
     contact_create,
     contact_delete,
+    contact_suppressed_status,
     contact_update,
     contacts_delete,
     contacts_set_status,
@@ -35,6 +36,7 @@ from apps.contacts.services.memberships import (
 )
 from apps.contacts.services.repair import tag_consistency_repair
 from apps.contacts.services.selection import ContactSelection
+from apps.contacts.services.statuses import contacts_mark_status
 from apps.contacts.services.tags import (
     MAX_TAG_NAME_LENGTH,
     tag_create,
@@ -61,10 +63,12 @@ __all__ = [
     "contact_import_create",
     "contact_import_run",
     "contact_imports_fail_stale",
+    "contact_suppressed_status",
     "contact_update",
     "contacts_bulk_upsert",
     "contacts_delete",
     "contacts_import_file",
+    "contacts_mark_status",
     "contacts_set_status",
     "run_import",
     "tag_add_contact_ids",

@@ -12,6 +12,8 @@ from apps.contacts.models import MAX_ATTRIBUTES_BYTES, MAX_NAME_LENGTH, Contact
 from apps.contacts.services.memberships import tag_add_contact_ids
 from apps.contacts.services.selection import ContactSelection, check_owned_tags, selection_sql
 from apps.contacts.services.sql import add_to_count, bound_cursor
+from apps.contacts.services.statuses import STATUS_EVENTS
+from apps.core.audit import event_append, events_append_ids
 from apps.core.errors import ApplicationError
 
 
@@ -67,15 +69,16 @@ def _raise_field_errors(errors: dict) -> None:
 
 @transaction.atomic
 def contact_create(
-    *, owner, data: dict, tag_ids: Sequence[int] = (), source: str = "api"
+    *, owner, data: dict, tag_ids: Sequence[int] = (), source: str = "api", actor=None
 ) -> Contact:
-    """Create one contact (e-mail normalised); ``ApplicationError`` if it exists already."""
+    """Create one contact (e-mail normalised); ``ApplicationError`` if it exists already.
+    Appends ``contact.created`` with ``actor``."""
     clean, errors = clean_contact_fields(data, partial=False)
     _raise_field_errors(errors)
     tag_ids = check_owned_tags(owner, tag_ids, field_name="tags")
     if Contact.objects.filter(owner=owner, email=clean["email"]).exists():
         raise ApplicationError("a contact with this e-mail already exists", field="email")
-    suppressed = _suppressed_status(owner.pk, clean["email"])
+    suppressed = contact_suppressed_status(owner_id=owner.pk, email=clean["email"])
     if suppressed:
         clean["status"] = suppressed  # never silently active again
     try:
@@ -87,12 +90,21 @@ def contact_create(
         tag_add_contact_ids(
             tag_ids=tag_ids, contact_ids_sql="SELECT %s::bigint AS id", params=[contact.pk]
         )
+    event_append(
+        "contact.created",
+        owner=owner,
+        actor=actor,
+        subject=contact,
+        payload={"email": contact.email, "source": source, "tags": sorted(tag_ids)},
+    )
     return contact
 
 
 @transaction.atomic
-def contact_update(*, contact: Contact, data: dict) -> Contact:
-    """Change the given fields of a contact (e-mail re-normalised and kept unique)."""
+def contact_update(*, contact: Contact, data: dict, actor=None) -> Contact:
+    """Change the given fields of a contact (e-mail re-normalised and kept unique).
+    Appends ``contact.changed`` naming the changed fields (status changes are
+    ``contact.unsubscribed`` and its kind when the new status says so)."""
     clean, errors = clean_contact_fields(data, partial=True)
     _raise_field_errors(errors)
     if "email" in clean and clean["email"] != contact.email:
@@ -100,19 +112,31 @@ def contact_update(*, contact: Contact, data: dict) -> Contact:
         if taken.exclude(pk=contact.pk).exists():
             raise ApplicationError("a contact with this e-mail already exists", field="email")
     if clean.get("status") == Contact.Status.ACTIVE and contact.status != Contact.Status.ACTIVE:
-        why = _suppressed_status(contact.owner_id, clean.get("email", contact.email))
+        why = contact_suppressed_status(
+            owner_id=contact.owner_id, email=clean.get("email", contact.email)
+        )
         if why:
             raise ApplicationError(
                 f"this address is suppressed ({why}); only an operator can lift that",
                 field="status",
             )
+    changed = sorted(name for name, value in clean.items() if getattr(contact, name) != value)
     for name, value in clean.items():
         setattr(contact, name, value)
     contact.save()
+    event_append(
+        STATUS_EVENTS.get(clean.get("status"), "contact.changed")
+        if "status" in changed
+        else "contact.changed",
+        owner=contact.owner_id,
+        actor=actor,
+        subject=contact,
+        payload={"fields": changed, "status": contact.status},
+    )
     return contact
 
 
-def _suppressed_status(owner_id: int, email: str) -> str | None:
+def contact_suppressed_status(*, owner_id: int, email: str) -> str | None:
     """The status an address's suppression stands for (unsubscribed, bounced,
     complained), or None when it is not suppressed that way."""
     from apps.deliverability.selectors import suppression_for
@@ -125,8 +149,9 @@ def _suppressed_status(owner_id: int, email: str) -> str | None:
 
 
 @transaction.atomic
-def contacts_delete(*, owner, contact_ids: Sequence[int]) -> int:
+def contacts_delete(*, owner, contact_ids: Sequence[int], actor=None) -> int:
     """Delete the owner's contacts with these ids and their memberships; returns how many.
+    Appends one ``contact.deleted`` per contact, in one statement.
 
     The contacts' tags are locked in id order before their rows go, and each tag's count
     drops by the memberships actually deleted.
@@ -156,23 +181,37 @@ def contacts_delete(*, owner, contact_ids: Sequence[int]) -> int:
         for tag_id, removed in cursor.fetchall():
             add_to_count(cursor, tag_id, -removed)
         cursor.execute("DELETE FROM contacts_contact WHERE id = ANY(%s::bigint[])", [ids])
-        return cursor.rowcount
+        deleted = cursor.rowcount
+    events_append_ids(
+        "contact.deleted", subject_type="contacts.contact", ids=ids, owner=owner, actor=actor
+    )
+    return deleted
 
 
-def contact_delete(*, contact: Contact) -> None:
-    contacts_delete(owner=contact.owner, contact_ids=[contact.pk])
+def contact_delete(*, contact: Contact, actor=None) -> None:
+    contacts_delete(owner=contact.owner, contact_ids=[contact.pk], actor=actor)
 
 
 @transaction.atomic
-def contacts_set_status(*, owner, selection: ContactSelection, status: str) -> int:
-    """Set ``status`` (e.g. unsubscribed) on the selected contacts; returns rows changed."""
+def contacts_set_status(*, owner, selection: ContactSelection, status: str, actor=None) -> int:
+    """Set ``status`` (e.g. unsubscribed) on the selected contacts; returns rows changed.
+    Appends one event per changed contact (``contact.unsubscribed``, …), in one statement."""
     if status not in Contact.Status.values:
         raise ApplicationError(f"unknown status {status!r}", field="status")
     source_sql, params = selection_sql(owner=owner, selection=selection)
     with bound_cursor() as cursor:
         cursor.execute(
             f"UPDATE contacts_contact SET status = %s, updated_at = now()"
-            f" WHERE id IN ({source_sql}) AND status <> %s",
+            f" WHERE id IN ({source_sql}) AND status <> %s RETURNING id",
             [status, *params, status],
         )
-        return cursor.rowcount
+        ids = [row[0] for row in cursor.fetchall()]
+    events_append_ids(
+        STATUS_EVENTS.get(status, "contact.changed"),
+        subject_type="contacts.contact",
+        ids=ids,
+        owner=owner,
+        actor=actor,
+        payload={"fields": ["status"], "status": status},
+    )
+    return len(ids)

@@ -31,13 +31,16 @@ from apps.contacts.models import ContactImport
 from apps.contacts.services.memberships import tag_add_contact_ids
 from apps.contacts.services.sql import lock_tags
 from apps.contacts.services.tags import clean_tag_name, tags_get_or_create
+from apps.core.audit import actor_id, event_append
 from apps.core.errors import ApplicationError
 from apps.core.statistics import tables_analyze_if_grown
 
 STAGE_TABLE = "contacts_import_stage"
 
 
-def contact_import_create(*, owner, uploaded_file, tag_names: Sequence[str] = ()) -> ContactImport:
+def contact_import_create(
+    *, owner, uploaded_file, tag_names: Sequence[str] = (), actor=None
+) -> ContactImport:
     """Store an uploaded CSV and queue its import as a django-q2 job.
 
     The header is checked now, so a file that is empty, not CSV or without an e-mail
@@ -54,6 +57,7 @@ def contact_import_create(*, owner, uploaded_file, tag_names: Sequence[str] = ()
     with transaction.atomic():
         job = ContactImport.objects.create(
             owner=owner,
+            created_by_id=actor_id(actor),
             file=uploaded_file,
             original_name=(getattr(uploaded_file, "name", "") or "")[:255],
             tag_names=names,
@@ -84,12 +88,7 @@ def contact_import_run(*, import_id: int, progress=None) -> ContactImport | None
     try:
         stored = job.file.open("rb")
     except OSError as exc:
-        ContactImport.objects.filter(pk=job.pk).update(
-            status=ContactImport.Status.FAILED,
-            error=f"the uploaded file cannot be read: {exc.strerror or exc}",
-            finished_at=timezone.now(),
-        )
-        job.refresh_from_db()
+        _fail(job, f"the uploaded file cannot be read: {exc.strerror or exc}")
         return job
     with stored:
         # The storage's own file object when there is one: faster line reads.
@@ -249,10 +248,32 @@ def _merge_chunk(job: ContactImport, chunk: Chunk, tag_ids: list[int]) -> None:
 
 
 def _fail(job: ContactImport, message: str) -> None:
-    job.status = ContactImport.Status.FAILED
-    job.error = message
-    job.finished_at = timezone.now()
-    job.save(update_fields=["status", "error", "finished_at"])
+    with transaction.atomic():
+        job.status = ContactImport.Status.FAILED
+        job.error = message
+        job.finished_at = timezone.now()
+        job.save(update_fields=["status", "error", "finished_at"])
+        _completed_event(job)
+
+
+def _completed_event(job: ContactImport) -> None:
+    """``import.completed`` (failed ones too: ``status`` says which), by its starter."""
+    event_append(
+        "import.completed",
+        owner=job.owner_id,
+        actor=job.created_by_id,
+        subject=job,
+        payload={
+            "status": job.status,
+            "error": job.error[:500],
+            "rows_read": job.rows_read,
+            "created": job.rows_created,
+            "updated": job.rows_updated,
+            "unchanged": job.rows_unchanged,
+            "rejected": job.rows_rejected,
+            "skipped": job.rows_skipped,
+        },
+    )
 
 
 def run_import(
@@ -296,9 +317,11 @@ def run_import(
     finally:
         with connection.cursor() as cursor:
             cursor.execute(f"DROP TABLE IF EXISTS {STAGE_TABLE}")
-    job.status = ContactImport.Status.COMPLETED
-    job.finished_at = timezone.now()
-    job.save(update_fields=["status", "finished_at"])
+    with transaction.atomic():
+        job.status = ContactImport.Status.COMPLETED
+        job.finished_at = timezone.now()
+        job.save(update_fields=["status", "finished_at"])
+        _completed_event(job)
     # The first pages after a large import would otherwise be planned for the old,
     # small table (``apps.core.statistics``).
     tables = ["contacts_contact", *(["contacts_contacttag"] if tag_ids else [])]

@@ -16,6 +16,7 @@ from apps.contacts.services.sql import (
     lock_tags,
     tag_count,
 )
+from apps.core.audit import event_append
 
 
 @dataclass(frozen=True)
@@ -27,7 +28,7 @@ class MembershipChange:
 
 
 @transaction.atomic
-def tag_add_contacts(*, tag: Tag, selection: ContactSelection) -> MembershipChange:
+def tag_add_contacts(*, tag: Tag, selection: ContactSelection, actor=None) -> MembershipChange:
     """Add the selected contacts of the tag's owner to ``tag``.
 
     Returns how many contacts matched and how many were not yet members (the increase of
@@ -49,11 +50,12 @@ def tag_add_contacts(*, tag: Tag, selection: ContactSelection) -> MembershipChan
         check_all_found(owner=owner, selection=selection, matched=matched)
         add_to_count(cursor, tag.pk, added)
         count = tag_count(cursor, tag.pk)
+    _members_changed(tag, actor, added=added, removed=0)
     return MembershipChange(matched=matched, changed=added, contact_count=count)
 
 
 @transaction.atomic
-def tag_remove_contacts(*, tag: Tag, selection: ContactSelection) -> MembershipChange:
+def tag_remove_contacts(*, tag: Tag, selection: ContactSelection, actor=None) -> MembershipChange:
     """Remove the selected contacts from ``tag``; returns matched and removed counts."""
     owner = tag.owner
     source_sql, params = selection_sql(owner=owner, selection=selection)
@@ -70,7 +72,19 @@ def tag_remove_contacts(*, tag: Tag, selection: ContactSelection) -> MembershipC
         check_all_found(owner=owner, selection=selection, matched=matched)
         add_to_count(cursor, tag.pk, -removed)
         count = tag_count(cursor, tag.pk)
+    _members_changed(tag, actor, added=0, removed=removed)
     return MembershipChange(matched=matched, changed=removed, contact_count=count)
+
+
+def _members_changed(tag: Tag, actor, *, added: int, removed: int) -> None:
+    """``tag.members_changed`` with the counts (not the ids: a change may move 100,000)."""
+    event_append(
+        "tag.members_changed",
+        owner=tag.owner_id,
+        actor=actor,
+        subject=tag,
+        payload={"added": added, "removed": removed},
+    )
 
 
 def tag_add_contact_ids(*, tag_ids: Sequence[int], contact_ids_sql: str, params: list) -> None:

@@ -8,6 +8,7 @@ from django.db import IntegrityError, connection, transaction
 
 from apps.contacts.models import Tag
 from apps.contacts.services.sql import add_to_count, insert_members_sql, lock_tags
+from apps.core.audit import event_append
 from apps.core.errors import ApplicationError
 
 MAX_TAG_NAME_LENGTH = 100
@@ -37,7 +38,7 @@ def _check_parent(owner, tag: Tag | None, parent: Tag | None) -> None:
 
 
 @transaction.atomic
-def tag_create(*, owner, name: str, parent: Tag | None = None) -> Tag:
+def tag_create(*, owner, name: str, parent: Tag | None = None, actor=None) -> Tag:
     """Create a tag; raises ``ApplicationError`` (field ``name``) when the name is taken."""
     name = clean_tag_name(name)
     _check_parent(owner, None, parent)
@@ -45,14 +46,25 @@ def tag_create(*, owner, name: str, parent: Tag | None = None) -> Tag:
         raise ApplicationError(f"a tag named {name!r} already exists", field="name")
     try:
         with transaction.atomic():
-            return Tag.objects.create(owner=owner, name=name, parent=parent)
+            tag = Tag.objects.create(owner=owner, name=name, parent=parent)
     except IntegrityError as exc:
         raise ApplicationError(f"a tag named {name!r} already exists", field="name") from exc
+    event_append(
+        "tag.created",
+        owner=owner,
+        actor=actor,
+        subject=tag,
+        payload={"name": name, "parent": parent.pk if parent else None},
+    )
+    return tag
 
 
 @transaction.atomic
-def tag_update(*, tag: Tag, name: str | None = None, parent: Tag | bool | None = False) -> Tag:
+def tag_update(
+    *, tag: Tag, name: str | None = None, parent: Tag | bool | None = False, actor=None
+) -> Tag:
     """Rename a tag and/or move it under ``parent`` (``None`` detaches; ``False`` keeps)."""
+    old = {"name": tag.name, "parent": tag.parent_id}
     if name is not None:
         name = clean_tag_name(name)
         if Tag.objects.filter(owner_id=tag.owner_id, name=name).exclude(pk=tag.pk).exists():
@@ -62,22 +74,36 @@ def tag_update(*, tag: Tag, name: str | None = None, parent: Tag | bool | None =
         _check_parent(tag.owner, tag, parent)
         tag.parent = parent
     tag.save(update_fields=["name", "parent", "updated_at"])
+    event_append(
+        "tag.changed",
+        owner=tag.owner_id,
+        actor=actor,
+        subject=tag,
+        payload={"old": old, "new": {"name": tag.name, "parent": tag.parent_id}},
+    )
     return tag
 
 
 @transaction.atomic
-def tag_delete(*, tag: Tag) -> int:
+def tag_delete(*, tag: Tag, actor=None) -> int:
     """Delete a tag and its memberships (not the contacts); returns memberships removed."""
     with connection.cursor() as cursor:
         lock_tags(cursor, [tag.pk])
         cursor.execute("DELETE FROM contacts_contacttag WHERE tag_id = %s", [tag.pk])
         removed = cursor.rowcount
+    event_append(
+        "tag.deleted",
+        owner=tag.owner_id,
+        actor=actor,
+        subject=tag,
+        payload={"name": tag.name, "members_removed": removed},
+    )
     tag.delete()
     return removed
 
 
 @transaction.atomic
-def tag_merge(*, source: Tag, target: Tag) -> int:
+def tag_merge(*, source: Tag, target: Tag, actor=None) -> int:
     """Move every member of ``source`` into ``target`` and delete ``source``.
 
     Children of ``source`` move under ``target``. Returns how many contacts joined
@@ -100,6 +126,20 @@ def tag_merge(*, source: Tag, target: Tag) -> int:
     Tag.objects.filter(parent=source).update(parent=target)
     if target.parent_id == source.pk:
         Tag.objects.filter(pk=target.pk).update(parent=source.parent_id)
+    event_append(
+        "tag.deleted",
+        owner=source.owner_id,
+        actor=actor,
+        subject=source,
+        payload={"name": source.name, "merged_into": target.pk},
+    )
+    event_append(
+        "tag.members_changed",
+        owner=target.owner_id,
+        actor=actor,
+        subject=target,
+        payload={"added": added, "removed": 0, "merged_from": source.pk},
+    )
     source.delete()
     target.refresh_from_db()
     return added

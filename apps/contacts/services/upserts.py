@@ -12,6 +12,7 @@ from apps.contacts.services.contacts import clean_contact_fields
 from apps.contacts.services.memberships import tag_add_contact_ids
 from apps.contacts.services.sql import lock_tags
 from apps.contacts.services.tags import tags_get_or_create
+from apps.core.audit import events_append_ids
 from apps.core.errors import ApplicationError
 from apps.deliverability.selectors import new_contact_status_sql, suppressions_exist
 
@@ -37,7 +38,12 @@ class BulkValidationError(ApplicationError):
 
 @transaction.atomic
 def contacts_bulk_upsert(
-    *, owner, rows: Sequence[object], tag_names: Sequence[str] = (), source: str = "api"
+    *,
+    owner,
+    rows: Sequence[object],
+    tag_names: Sequence[str] = (),
+    source: str = "api",
+    actor=None,
 ) -> list[dict]:
     """Create or update up to 10,000 contacts by e-mail, all or nothing.
 
@@ -49,6 +55,7 @@ def contacts_bulk_upsert(
     Returns one ``{"index", "email", "id", "result"}`` per row, ``result`` being
     ``created``, ``updated`` or ``unchanged``. Raises :class:`BulkValidationError` listing
     every invalid row (index, e-mail, field → reason) and then nothing is written.
+    Appends ``contact.created`` / ``contact.changed`` per row written, in one statement each.
     """
     if not isinstance(rows, list | tuple) or not rows:
         raise ApplicationError("give a non-empty list of contacts", field="contacts")
@@ -133,5 +140,14 @@ def contacts_bulk_upsert(
             tag_ids=[t.pk for t in tags],
             contact_ids_sql="SELECT unnest(%s::bigint[]) AS id",
             params=[sorted(r["id"] for r in results)],
+        )
+    for result, event_type in (("created", "contact.created"), ("updated", "contact.changed")):
+        events_append_ids(
+            event_type,
+            subject_type="contacts.contact",
+            ids=[r["id"] for r in results if r["result"] == result],
+            owner=owner,
+            actor=actor,
+            payload={"source": source, "bulk": True},
         )
     return results

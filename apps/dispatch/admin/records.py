@@ -73,7 +73,9 @@ class SubTaskAdmin(CountFreeAdminMixin, ReadOnlyAdminMixin, TenantScopedAdmin):
         if ids:
             owner = None if is_operator(request.user) else request.user
             try:
-                count = services.subtask_requeue_unknown(owner=owner, subtask_ids=ids)
+                count = services.subtask_requeue_unknown(
+                    owner=owner, subtask_ids=ids, actor=request.user
+                )
             except ApplicationError as exc:
                 refused.append(exc.message)
         report_outcome(self, request, count, "unknown subtask(s) requeued", refused)
@@ -125,7 +127,7 @@ class DeadLetterAdmin(CountFreeAdminMixin, ReadOnlyAdminMixin, TenantScopedAdmin
         done, refused = 0, []
         for pk in queryset.order_by("pk").values_list("pk", flat=True):
             try:
-                services.dead_letter_reprocess(dead_letter_id=pk, owner=owner)
+                services.dead_letter_reprocess(dead_letter_id=pk, owner=owner, actor=request.user)
             except ApplicationError as exc:
                 refused.append(f"#{pk}: {exc.message}")
             else:

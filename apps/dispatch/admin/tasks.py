@@ -242,9 +242,11 @@ class TaskAdmin(TenantScopedAdmin):
         if not change:
             fields = dict(form.service_fields)
             fields.setdefault("pool", None)
-            return compose.task_create(owner=form.owner, **fields)
+            return compose.task_create(owner=form.owner, actor=request.user, **fields)
         if form.service_fields:
-            return compose.task_update(task=form.instance.pk, fields=form.service_fields)
+            return compose.task_update(
+                task=form.instance.pk, fields=form.service_fields, actor=request.user
+            )
         return Task.objects.get(pk=form.instance.pk)
 
     def save_model(self, request, obj, form, change) -> None:
@@ -252,6 +254,13 @@ class TaskAdmin(TenantScopedAdmin):
 
     def save_related(self, request, form, formsets, change) -> None:
         """The recipients were saved with the task (by the service)."""
+
+    def delete_model(self, request, obj) -> None:
+        compose.task_delete(task=obj.pk, actor=request.user)
+
+    def delete_queryset(self, request, queryset) -> None:
+        for pk in queryset.values_list("pk", flat=True):
+            compose.task_delete(task=pk, actor=request.user)
 
     def has_delete_permission(self, request, obj=None) -> bool:
         # Only a draft: a queued task is a record of what was sent (cancel it instead).
@@ -465,7 +474,7 @@ class TaskAdmin(TenantScopedAdmin):
         task = self._task_for(request, pk, change=True)
         page = reverse("admin:dispatch_task_change", args=[task.pk])
         if action == "duplicate":
-            copy = compose.task_duplicate(task=task)
+            copy = compose.task_duplicate(task=task, actor=request.user)
             self.log_addition(request, copy, f"Duplicated from task {task.pk}.")
             self.message_user(request, f"Task #{copy.pk} is a new draft copy of #{task.pk}.")
             return HttpResponseRedirect(reverse("admin:dispatch_task_change", args=[copy.pk]))
@@ -473,7 +482,7 @@ class TaskAdmin(TenantScopedAdmin):
             raise PermissionDenied
         transition, verb = TRANSITIONS[action]
         try:
-            task = transition(task=task.pk)
+            task = transition(task=task.pk, actor=request.user)
         except ApplicationError as exc:
             self.message_user(request, f"Not {verb}: {exc.message}", messages.ERROR)
         else:
@@ -488,7 +497,7 @@ class TaskAdmin(TenantScopedAdmin):
         done, refused = 0, []
         for pk in queryset.order_by("pk").values_list("pk", flat=True):
             try:
-                transition(task=pk)
+                transition(task=pk, actor=request.user)
             except ApplicationError as exc:
                 refused.append(f"#{pk}: {exc.message}")
             else:
@@ -513,7 +522,10 @@ class TaskAdmin(TenantScopedAdmin):
 
     @admin.action(description="Duplicate selected tasks (as drafts)", permissions=["add"])
     def duplicate_tasks(self, request, queryset) -> None:
-        copies = [compose.task_duplicate(task=task) for task in queryset.order_by("pk")]
+        copies = [
+            compose.task_duplicate(task=task, actor=request.user)
+            for task in queryset.order_by("pk")
+        ]
         report_outcome(self, request, len(copies), "task(s) duplicated as drafts", [])
 
     @admin.action(
@@ -524,7 +536,9 @@ class TaskAdmin(TenantScopedAdmin):
         count, refused = 0, []
         for pk in queryset.order_by("pk").values_list("pk", flat=True):
             try:
-                count += services.subtask_requeue_unknown(owner=owner, task_id=pk)
+                count += services.subtask_requeue_unknown(
+                    owner=owner, task_id=pk, actor=request.user
+                )
             except ApplicationError as exc:
                 refused.append(f"#{pk}: {exc.message}")
         report_outcome(self, request, count, "unknown subtask(s) requeued", refused)

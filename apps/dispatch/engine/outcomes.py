@@ -43,10 +43,14 @@ from dataclasses import dataclass, field
 import psycopg
 from django.db import connection, transaction
 
+from apps.contacts.services.statuses import contacts_mark_status
 from apps.dispatch import queues
 from apps.dispatch.conf import DispatchSettings
 from apps.dispatch.engine import policy
+from apps.dispatch.engine.events import SUBTASK_COLUMNS, subtask_events_cte
 from apps.dispatch.engine.tick import Claimed, ReservedService
+from apps.monitoring.waits import task_waits_record
+from apps.services.runtime import chunk_outcome_cte, service_disable_failing, service_give_back
 from apps.services.senders import SendError
 
 logger = logging.getLogger("edm.dispatch")
@@ -327,6 +331,7 @@ def record_failure(
     with connection.cursor() as cursor:
         cursor.execute(
             """
+            WITH u AS (
             UPDATE dispatch_subtask s SET
                 status = CASE
                     WHEN %(outcome)s IN ('retry', 'requeued')
@@ -345,8 +350,16 @@ def record_failure(
             FROM dispatch_task t
             WHERE t.id = s.task_id AND s.id = %(id)s AND s.attempt_token = %(token)s
               AND s.status = 'allocated'
-            RETURNING s.status, s.task_id, s.owner_id, s.contact_id, s.history, s.created_at
-            """,
+            RETURNING s.status, s.history, s.created_at, """
+            + SUBTASK_COLUMNS
+            + ")"
+            + subtask_events_cte(
+                "u",
+                event_type="'subtask.' || x.status",
+                where="x.status IN ('failed', 'dead')",
+                extra=", 'error_class', %(error_class)s, 'attempt', %(attempt)s",
+            )
+            + " SELECT status, task_id, owner_id, contact_id, history, created_at FROM u",
             {
                 "outcome": outcome,
                 "refund": refund,
@@ -357,6 +370,7 @@ def record_failure(
                 "history": history,
                 "id": claimed.id,
                 "token": claimed.token,
+                "attempt": attempt,
             },
         )
         row = cursor.fetchone()
@@ -385,12 +399,13 @@ def record_failure(
                 ],
             )
         elif status == "failed" and error_class != "render_error":
-            # A permanent refusal of the recipient: the contact bounced. Only an active
-            # contact changes (an unsubscribe or complaint is the stronger state).
-            cursor.execute(
-                "UPDATE contacts_contact SET status = 'bounced', updated_at = now() "
-                "WHERE id = %s AND status = 'active'",
-                [contact_id],
+            # A permanent refusal of the recipient: the contact bounced (the contacts
+            # app records it). Only an active contact changes (an unsubscribe or
+            # complaint is the stronger state).
+            contacts_mark_status(
+                status="bounced",
+                contact_ids=[contact_id],
+                payload={"task": task_id, "subtask": claimed.id, "error_class": error_class},
             )
     if status == "dead":
         return "dead"
@@ -415,40 +430,22 @@ class ChunkReport:
     last_commit: float | None = None  # time.monotonic() of the chunk's last final "."
 
 
-# A chunk's end in one statement: its accepted subtasks ``sent`` (with their send times),
-# its row gone, its service's next slot, quota refund and statistics
-# (``policy.service_change``).
-_FINISH = """
+# A chunk's end in one statement: its accepted subtasks ``sent`` (with their send times)
+# and their ``subtask.sent`` events, its row gone, its service's next slot, quota refund
+# and statistics (``policy.service_change``, written by the services app's CTE).
+def _finish_sql() -> str:
+    return f"""
 WITH sent AS (
     UPDATE dispatch_subtask s SET status = 'sent', attempts = s.attempts + 1,
            sent_at = now() - make_interval(secs => u.ago), lease_expires_at = NULL
     FROM unnest(%(ids)s::bigint[], %(tokens)s::int[], %(ago)s::float8[]) AS u(id, token, ago)
     WHERE s.id = u.id AND s.attempt_token = u.token AND (s.status = 'allocated') IS TRUE
-    RETURNING s.id
+    RETURNING {SUBTASK_COLUMNS}
 ), gone AS (
     DELETE FROM dispatch_sendchunk WHERE id = %(chunk)s
-), service AS (
-    UPDATE services_emailservice SET
-        next_available_at = CASE WHEN %(next_in)s::float8 IS NULL
-                                 THEN LEAST(next_available_at, %(old_next)s)
-                                 ELSE clock_timestamp() + make_interval(secs => %(next_in)s)
-                            END,
-        used_quota = GREATEST(0, used_quota - %(unused)s),
-        total_sent = total_sent + %(sent)s,
-        total_failed = total_failed + %(failed)s,
-        last_sent_at = CASE WHEN %(sent)s > 0 THEN now() ELSE last_sent_at END,
-        success_rate = CASE WHEN %(ratio)s::float IS NULL THEN success_rate
-                            ELSE success_rate * (1 - %(alpha)s) + %(alpha)s * %(ratio)s END,
-        avg_response_time = CASE WHEN %(latency)s::float IS NULL THEN avg_response_time
-                                 WHEN avg_response_time = 0 THEN %(latency)s
-                                 ELSE avg_response_time * (1 - %(alpha)s)
-                                      + %(alpha)s * %(latency)s END,
-        consecutive_failures = CASE WHEN %(is_fault)s THEN consecutive_failures + 1
-                                    WHEN %(sent)s > 0 THEN 0
-                                    ELSE consecutive_failures END
-    WHERE id = %(service)s
-    RETURNING consecutive_failures, is_enabled
-)
+), {chunk_outcome_cte(name="service")}{
+        subtask_events_cte("sent", event_type="'subtask.sent'", extra=", 'service', %(service)s")
+    }
 SELECT (SELECT count(*) FROM sent), (SELECT consecutive_failures FROM service),
        (SELECT is_enabled FROM service)
 """
@@ -471,7 +468,7 @@ def finish_chunk(
     change = _service_change(service, report, conf)
     with connection.cursor() as cursor:
         cursor.execute(
-            _FINISH,
+            _finish_sql(),
             {
                 "ids": [c.id for c in report.sent],
                 "tokens": [c.token for c in report.sent],
@@ -497,12 +494,12 @@ def finish_chunk(
             )
         if change.fault:
             _after_fault(
-                cursor, service, report.fault, change, failures=failures, enabled=enabled, conf=conf
+                service, report.fault, change, failures=failures, enabled=enabled, conf=conf
             )
         if report.unattempted:
             with transaction.atomic():
                 _release(cursor, report.unattempted)
-        _first_sends(cursor, report, wait_recorded, now)
+        _first_sends(report, wait_recorded, now)
         resolved = [c.id for c in report.sent if c.had_failures]
         if resolved:
             cursor.execute(
@@ -529,7 +526,6 @@ def _service_change(
 
 
 def _after_fault(
-    cursor,
     service: ReservedService,
     fault: SendError,
     change: policy.ServiceChange,
@@ -539,15 +535,9 @@ def _after_fault(
     conf: DispatchSettings,
 ) -> None:
     """A service fault: the service is disabled after ``recovery.service_failure_limit``
-    in a row (its reason kept), else cooled down."""
+    in a row (audited by the services app, its reason kept), else cooled down."""
     if enabled and failures is not None and failures >= conf.service_failure_limit:
-        reason = f"{failures} consecutive faults; last: {fault.message}"[:255]
-        cursor.execute(
-            "UPDATE services_emailservice SET is_enabled = false, disabled_reason = %s "
-            "WHERE id = %s AND is_enabled",
-            [reason, service.id],
-        )
-        logger.warning("email service %s disabled: %s", service.id, reason)
+        service_disable_failing(service_id=service.id, failures=failures, last_error=fault.message)
     else:
         logger.warning(
             "email service %s cooled down for %ss: %s", service.id, change.next_in, fault.message
@@ -573,18 +563,14 @@ def chunk_abandon(service: ReservedService, claimed: list[Claimed]) -> int:
         if cursor.fetchone() is not None:
             return 0  # a message of it may be on the wire: recovery resolves it
         released = _release(cursor, list(claimed))
-        # Nothing was attempted: the service is given back as it was, its quota refunded.
-        cursor.execute(
-            "UPDATE services_emailservice SET "
-            "next_available_at = LEAST(next_available_at, %s), "
-            "used_quota = GREATEST(0, used_quota - %s) WHERE id = %s",
-            [service.old_next, service.slots, service.id],
-        )
+    # Nothing was attempted: the service is given back as it was, its quota refunded.
+    service_give_back(service_id=service.id, old_next=service.old_next, slots=service.slots)
     return released
 
 
-def _first_sends(cursor, report: ChunkReport, wait_recorded: set[int], now: float) -> None:
-    """TaskWaitMetric: queue entry (or scheduled time) → first accepted send, once."""
+def _first_sends(report: ChunkReport, wait_recorded: set[int], now: float) -> None:
+    """TaskWaitMetric (the monitoring app's): queue entry (or scheduled time) → first
+    accepted send, once per task."""
     first: dict[int, float] = {}
     for claimed, at in zip(report.sent, report.sent_at, strict=True):
         if claimed.task_id not in wait_recorded:
@@ -592,18 +578,5 @@ def _first_sends(cursor, report: ChunkReport, wait_recorded: set[int], now: floa
     if not first:
         return
     tasks = sorted(first)
-    cursor.execute(
-        """
-        INSERT INTO monitoring_taskwaitmetric (task_id, owner_id, queued_at, first_sent_at,
-                                               wait_seconds)
-        SELECT t.id, t.owner_id, GREATEST(t.queued_at, t.scheduled_at), f.at,
-               GREATEST(0, EXTRACT(EPOCH FROM f.at - GREATEST(t.queued_at, t.scheduled_at)))
-        FROM unnest(%s::bigint[], %s::float8[]) AS u(task_id, ago)
-        JOIN dispatch_task t ON t.id = u.task_id,
-             LATERAL (SELECT now() - make_interval(secs => u.ago) AS at) f
-        WHERE t.queued_at IS NOT NULL
-        ON CONFLICT (task_id) DO NOTHING
-        """,
-        [tasks, [now - first[task] for task in tasks]],
-    )
+    task_waits_record(task_ids=tasks, sent_ago=[now - first[task] for task in tasks])
     wait_recorded.update(tasks)

@@ -57,6 +57,7 @@ from django.db import connection, transaction
 from apps.dispatch import queues
 from apps.dispatch.conf import DispatchSettings
 from apps.dispatch.engine import policy
+from apps.dispatch.engine.events import task_started_cte
 
 
 @dataclass
@@ -401,15 +402,21 @@ def _mark_tasks_sending(cursor: psycopg.Cursor, task_ids: set[int], known: set[i
     new = sorted(task_ids - known) if known is not None else sorted(task_ids)
     if not new:
         return
+    # A task that starts now (no ``started_at`` yet) gets its ``task.started`` in the
+    # same statement.
     cursor.execute(
         """
-        UPDATE dispatch_task t SET status = 'sending',
-               started_at = COALESCE(t.started_at, now()), updated_at = now()
-        WHERE t.id = ANY(ARRAY(
-            SELECT d.id FROM dispatch_task d
-            WHERE d.id = ANY(%(ids)s::bigint[]) AND d.status IN ('queued', 'scheduled')
-            FOR NO KEY UPDATE SKIP LOCKED))
-        """,
+        WITH moved AS (
+            UPDATE dispatch_task t SET status = 'sending',
+                   started_at = COALESCE(t.started_at, now()), updated_at = now()
+            FROM (SELECT d.id, d.started_at IS NULL AS first FROM dispatch_task d
+                  WHERE d.id = ANY(%(ids)s::bigint[]) AND d.status IN ('queued', 'scheduled')
+                  FOR NO KEY UPDATE SKIP LOCKED) d
+            WHERE t.id = d.id
+            RETURNING t.id, t.owner_id, d.first
+        ), first AS (SELECT id, owner_id FROM moved WHERE first)"""
+        + task_started_cte("first")
+        + " SELECT count(*) FROM moved",
         {"ids": new},
     )
     if known is not None:

@@ -199,7 +199,7 @@ def test_a_firing_alert_is_reminded_until_acknowledged(hooked, user, make_contac
         last_notified_at=timezone.now() - timedelta(seconds=61)
     )
     assert rules_evaluate(snapshot=_at(340)).reminded == [alert.pk]
-    services.alert_acknowledge(alert_id=alert.pk, user=None)
+    services.alert_acknowledge(alert_id=alert.pk, actor=None)
     Alert.objects.filter(pk=alert.pk).update(
         last_notified_at=timezone.now() - timedelta(seconds=61)
     )

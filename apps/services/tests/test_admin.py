@@ -173,7 +173,7 @@ def test_pool_admin_pages(admin_client, user):
 def test_history_version_pages_render(admin_client, service, staff_user):
     from apps.services.services import service_update
 
-    service_update(service_id=service.pk, user=staff_user, daily_quota=3)
+    service_update(service_id=service.pk, actor=staff_user, daily_quota=3)
     record = service.history.order_by("history_id").first()
     url = reverse(
         "admin:services_emailservice_simple_history", args=[service.pk, record.history_id]
@@ -186,5 +186,5 @@ def test_history_version_pages_render(admin_client, service, staff_user):
 def test_pool_history_records_the_author(staff_user):
     from apps.services.services import pool_create
 
-    pool = pool_create(name="audited", user=staff_user)
+    pool = pool_create(name="audited", actor=staff_user)
     assert pool.history.first().history_user == staff_user

@@ -25,13 +25,13 @@ def test_the_default_pool_exists_after_migrate():
 
 
 def test_create_takes_the_pool_by_name_or_id_and_defaults_from_config(staff_user):
-    config_set(key="queue.default_sending_rate", value=0.25, user=staff_user)
-    bulk = services.pool_create(name="bulk", user=staff_user)
+    config_set(key="queue.default_sending_rate", value=0.25, actor=staff_user)
+    bulk = services.pool_create(name="bulk", actor=staff_user)
     by_name = services.service_create(
-        name="a", from_email="a@example.com", host="h", pool="bulk", user=staff_user
+        name="a", from_email="a@example.com", host="h", pool="bulk", actor=staff_user
     )
     by_id = services.service_create(
-        name="b", from_email="b@example.com", host="h", pool=bulk.pk, user=staff_user
+        name="b", from_email="b@example.com", host="h", pool=bulk.pk, actor=staff_user
     )
     default = services.service_create(name="c", from_email="c@example.com", host="h")
     assert by_name.pool == by_id.pool == bulk
@@ -55,7 +55,7 @@ def test_update_writes_only_operator_fields_and_never_the_runtime_counters(servi
         used_quota=42, quota_day=quota_today(), total_sent=42
     )
     services.service_update(
-        service_id=service.pk, user=staff_user, daily_quota=5000, reason="contract upgrade"
+        service_id=service.pk, actor=staff_user, daily_quota=5000, reason="contract upgrade"
     )
     service.refresh_from_db()
     assert (service.daily_quota, service.used_quota, service.total_sent) == (5000, 42, 42)
@@ -72,7 +72,7 @@ def test_runtime_counters_are_not_history(service):
 
 
 def test_a_password_change_is_recorded_without_the_secret(service, staff_user):
-    services.service_update(service_id=service.pk, user=staff_user, password="new-one")
+    services.service_update(service_id=service.pk, actor=staff_user, password="new-one")
     service.refresh_from_db()
     assert service.password == "new-one"
     assert service.history.first().history_change_reason == "updated; password changed"
@@ -80,8 +80,8 @@ def test_a_password_change_is_recorded_without_the_secret(service, staff_user):
 
 def test_disable_needs_a_reason_and_enable_clears_it_and_the_cool_down(service, staff_user):
     with pytest.raises(ApplicationError, match="say why"):
-        services.service_disable(service_id=service.pk, reason=" ", user=staff_user)
-    assert services.service_disable(service_id=service.pk, reason="bounces", user=staff_user)
+        services.service_disable(service_id=service.pk, reason=" ", actor=staff_user)
+    assert services.service_disable(service_id=service.pk, reason="bounces", actor=staff_user)
     assert not services.service_disable(service_id=service.pk, reason="again")
     service.refresh_from_db()
     assert (service.is_enabled, service.disabled_reason) == (False, "bounces")
@@ -90,7 +90,7 @@ def test_disable_needs_a_reason_and_enable_clears_it_and_the_cool_down(service, 
     EmailService.objects.filter(pk=service.pk).update(
         consecutive_failures=5, next_available_at=timezone.now() + dt.timedelta(hours=1)
     )
-    assert services.service_enable(service_id=service.pk, user=staff_user, reason="fixed")
+    assert services.service_enable(service_id=service.pk, actor=staff_user, reason="fixed")
     service.refresh_from_db()
     assert (service.is_enabled, service.disabled_reason, service.consecutive_failures) == (
         True,

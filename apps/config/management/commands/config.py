@@ -71,7 +71,7 @@ class Command(BaseCommand):
 
     def _import(self, *, file: str, reason: str, user: str | None, **options) -> None:
         changes = services.config_import(
-            data=self._read(file), reason=reason, user=self._user(user)
+            data=self._read(file), reason=reason, actor=self._user(user)
         )
         for change in changes:
             self.stdout.write(f"{change.key}: {_show(change.old)} -> {_show(change.new)}")
@@ -91,7 +91,7 @@ class Command(BaseCommand):
             parsed: Any = json.loads(value)
         except json.JSONDecodeError:
             parsed = value
-        change = services.config_set(key=key, value=parsed, reason=reason, user=self._user(user))
+        change = services.config_set(key=key, value=parsed, reason=reason, actor=self._user(user))
         if change is None:
             self.stdout.write(f"{key} unchanged")
         else:
