@@ -191,9 +191,10 @@ class WebhookDeliveryListView(generics.ListAPIView):
         return super().get(request, *args, **kwargs)
 
 
-def _delivery(request, pk: int, delivery_id: int) -> WebhookDelivery:
-    endpoint = get_object_or_404(_endpoints(request), pk=pk)
-    return get_object_or_404(WebhookDelivery, pk=delivery_id, endpoint=endpoint)
+def _delivery(request, pk: int) -> WebhookDelivery:
+    return get_object_or_404(
+        WebhookDelivery.objects.filter(endpoint__in=_endpoints(request)), pk=pk
+    )
 
 
 class WebhookDeliveryDetailView(APIView):
@@ -203,13 +204,10 @@ class WebhookDeliveryDetailView(APIView):
         tags=[TAG_WEBHOOKS],
         summary="One delivery with its body and every attempt",
         responses=WebhookDeliveryDetailSerializer,
-        parameters=[
-            OpenApiParameter("pk", int, OpenApiParameter.PATH),
-            OpenApiParameter("delivery_id", int, OpenApiParameter.PATH),
-        ],
+        parameters=[OpenApiParameter("pk", int, OpenApiParameter.PATH)],
     )
-    def get(self, request, pk: int, delivery_id: int):
-        delivery = _delivery(request, pk, delivery_id)
+    def get(self, request, pk: int):
+        delivery = _delivery(request, pk)
         return Response(WebhookDeliveryDetailSerializer(delivery).data)
 
 
@@ -221,13 +219,10 @@ class WebhookReplayView(APIView):
         summary="Send a delivery again (same webhook-id and body)",
         request=None,
         responses={202: ReplayedSerializer},
-        parameters=[
-            OpenApiParameter("pk", int, OpenApiParameter.PATH),
-            OpenApiParameter("delivery_id", int, OpenApiParameter.PATH),
-        ],
+        parameters=[OpenApiParameter("pk", int, OpenApiParameter.PATH)],
     )
-    def post(self, request, pk: int, delivery_id: int):
-        delivery = _delivery(request, pk, delivery_id)
+    def post(self, request, pk: int):
+        delivery = _delivery(request, pk)
         queued = webhooks.deliveries_replay(deliveries=[delivery], actor=request.user)
         return Response({"queued": queued}, status=202)
 
@@ -300,35 +295,45 @@ class ProjectionListView(APIView):
         return Response(ProjectionSerializer(projections.projections_status(), many=True).data)
 
 
-ACTIONS = {
-    "pause": projections.projection_pause,
-    "resume": projections.projection_resume,
-    "rebuild": projections.projection_reset,
-}
-
-
-class ProjectionActionView(APIView):
+class _ProjectionActionView(APIView):
     permission_classes = [IsAuthenticated, IsOperator]
+    operation = staticmethod(projections.projection_pause)
 
-    @extend_schema(
+    def post(self, request, name: str):
+        if name not in projections.PROJECTIONS:
+            raise NotFound(f"no projection named {name!r}")
+        self.operation(name=name, actor=request.user)
+        status = {row["name"]: row for row in projections.projections_status()}[name]
+        return Response(ProjectionSerializer(status).data)
+
+
+def _projection_view(operation, summary: str, description: str = ""):
+    class View(_ProjectionActionView):
+        pass
+
+    View.operation = staticmethod(operation)
+    View.post = extend_schema(
         tags=[TAG_REPORTS],
-        summary="Pause, resume, or reset and rebuild a projection",
-        description="`rebuild` clears the read model and its checkpoint; the relay loops "
-        "rebuild it from the retained events.",
+        summary=summary,
+        description=description,
         request=None,
         responses=ProjectionSerializer,
         parameters=[
-            OpenApiParameter(
-                "name", str, OpenApiParameter.PATH, enum=list(projections.PROJECTIONS)
-            ),
-            OpenApiParameter("action", str, OpenApiParameter.PATH, enum=list(ACTIONS)),
+            OpenApiParameter("name", str, OpenApiParameter.PATH, enum=list(projections.PROJECTIONS))
         ],
-    )
-    def post(self, request, name: str, action: str):
-        if name not in projections.PROJECTIONS:
-            raise NotFound(f"no projection named {name!r}")
-        if action not in ACTIONS:
-            raise NotFound(f"no action {action!r}")
-        ACTIONS[action](name=name, actor=request.user)
-        status = {row["name"]: row for row in projections.projections_status()}[name]
-        return Response(ProjectionSerializer(status).data)
+    )(View.post)
+    return View
+
+
+PROJECTION_VIEWS = {
+    "pause": _projection_view(
+        projections.projection_pause, "Pause a projection (its events are kept for it)"
+    ),
+    "resume": _projection_view(projections.projection_resume, "Resume a paused projection"),
+    "rebuild": _projection_view(
+        projections.projection_reset,
+        "Reset a projection to be rebuilt",
+        "Clears the read model, its processed events and checkpoint; the relay loops "
+        "rebuild it from the retained events.",
+    ),
+}

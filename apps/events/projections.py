@@ -7,9 +7,9 @@ Two projections, each with its checkpoint (:class:`~apps.events.models.Projectio
 
 counting per UTC day ``queued``, ``sent``, ``failed``, ``bounced``, ``unsubscribed``,
 ``complained``, ``opened`` and ``clicked`` from the event types of :data:`COUNTERS`. An
-event adds its payload's ``count`` when that is a number (``recipients`` for
-``task.queued``), else 1. Its task is the subject of a ``task.*`` event, else the
-payload's ``task_id``.
+event adds its payload's ``count`` when that is a number (``recipients`` or ``total``
+for ``task.queued``), else 1. Its task is the subject of a ``task.*`` event, else the
+payload's ``task_id`` or ``task``.
 
 **Reading in commit order.** Event ids come from a sequence when the row is inserted,
 but a transaction commits later, so ids become visible out of order: a checkpoint
@@ -82,6 +82,8 @@ PROJECTIONS: dict[str, Spec] = {
 _AMOUNT = """CASE
     WHEN e.type = 'task.queued' AND jsonb_typeof(e.payload->'recipients') = 'number'
         THEN (e.payload->>'recipients')::numeric::bigint
+    WHEN e.type = 'task.queued' AND jsonb_typeof(e.payload->'total') = 'number'
+        THEN (e.payload->>'total')::numeric::bigint
     WHEN jsonb_typeof(e.payload->'count') = 'number'
         THEN (e.payload->>'count')::numeric::bigint
     ELSE 1 END"""
@@ -92,6 +94,9 @@ _TASK = r"""CASE
     WHEN jsonb_typeof(e.payload->'task_id') = 'number'
         THEN (e.payload->>'task_id')::numeric::bigint
     WHEN e.payload->>'task_id' ~ '^\d{1,18}$' THEN (e.payload->>'task_id')::bigint
+    WHEN jsonb_typeof(e.payload->'task') = 'number'
+        THEN (e.payload->>'task')::numeric::bigint
+    WHEN e.payload->>'task' ~ '^\d{1,18}$' THEN (e.payload->>'task')::bigint
     END"""
 
 

@@ -20,12 +20,12 @@ urlpatterns = [
         name="webhook-deliveries",
     ),
     path(
-        "webhooks/<int:pk>/deliveries/<int:delivery_id>/",
+        "webhooks/deliveries/<int:pk>/",
         api.WebhookDeliveryDetailView.as_view(),
         name="webhook-delivery",
     ),
     path(
-        "webhooks/<int:pk>/deliveries/<int:delivery_id>/replay",
+        "webhooks/deliveries/<int:pk>/replay",
         api.WebhookReplayView.as_view(),
         name="webhook-delivery-replay",
     ),
@@ -36,9 +36,11 @@ urlpatterns = [
         name="reports-task-daily",
     ),
     path("reports/projections/", api.ProjectionListView.as_view(), name="reports-projections"),
+] + [
     path(
-        "reports/projections/<str:name>/<str:action>",
-        api.ProjectionActionView.as_view(),
-        name="reports-projection-action",
-    ),
+        f"reports/projections/<str:name>/{action}",
+        view.as_view(),
+        name=f"reports-projection-{action}",
+    )
+    for action, view in api.PROJECTION_VIEWS.items()
 ]

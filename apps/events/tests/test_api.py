@@ -94,7 +94,7 @@ def test_changing_rotating_and_deleting_an_endpoint(api, user):
     ]
 
 
-def test_the_delivery_log_lists_attempts_and_a_delivery_can_be_replayed(api, user):
+def test_the_delivery_log_lists_attempts_and_a_delivery_can_be_replayed(api, other_api, user):
     endpoint_id = create(api, event_types=["tag.created"]).json()["id"]
     append("tag.created", user, name="t")
     relay.events_publish()
@@ -103,9 +103,11 @@ def test_the_delivery_log_lists_attempts_and_a_delivery_can_be_replayed(api, use
     log = api.get(f"/api/webhooks/{endpoint_id}/deliveries/", {"status": "dead"}).json()
     assert [d["id"] for d in log["results"]] == [delivery.pk]
     assert log["results"][0]["webhook_id"] == str(delivery.event_uid)
-    detail = api.get(f"/api/webhooks/{endpoint_id}/deliveries/{delivery.pk}/").json()
+    detail = api.get(f"/api/webhooks/deliveries/{delivery.pk}/").json()
     assert detail["attempt_log"] == [] and '"tag.created"' in detail["body"]
-    replay = api.post(f"/api/webhooks/{endpoint_id}/deliveries/{delivery.pk}/replay")
+    assert other_api.get(f"/api/webhooks/deliveries/{delivery.pk}/").status_code == 404
+    assert other_api.post(f"/api/webhooks/deliveries/{delivery.pk}/replay").status_code == 404
+    replay = api.post(f"/api/webhooks/deliveries/{delivery.pk}/replay")
     assert replay.status_code == 202 and replay.json() == {"queued": 1}
     assert WebhookDelivery.objects.filter(status="pending", event_uid=delivery.event_uid).exists()
     bad = api.get(f"/api/webhooks/{endpoint_id}/deliveries/", {"status": "lost"})
