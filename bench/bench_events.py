@@ -308,6 +308,83 @@ def lag_at_rate(rate: float, seconds: float) -> dict:
     }
 
 
+def lag_under_dispatch(n: int) -> dict:
+    """The dispatcher at full speed (bench_dispatch's throughput workload: 200 services,
+    one counting sink, 2 ``manage.py dispatch`` processes, events on) while a relay loop
+    advances the projections: their lag sampled every 0.25 s."""
+    from types import SimpleNamespace
+
+    import bench_dispatch as bd
+    from django.db import connections
+    from sink import start_sink_process
+
+    from apps.dispatch import services
+    from apps.events import projections
+    from apps.events.loop import RelayLoop
+    from apps.events.models import OwnerDailyCount, Projection
+
+    _reset()
+    projections.projections_ensure()
+    args = SimpleNamespace(
+        smoke=False, n=n, runs=1, seed=1, dispatchers=2, concurrency=4, batch_size=800
+    )
+    n, _, _, owner, tag_id = bd.throughput_workload(args, owner_name="bench-events")
+    lags: list[float] = []
+    stop = threading.Event()
+
+    def sampler() -> None:
+        try:
+            while not stop.is_set():
+                lags.append(
+                    max(projections.projection_lag_seconds(p) for p in Projection.objects.all())
+                )
+                time.sleep(0.25)
+        finally:
+            connections.close_all()
+
+    def sent_counted() -> int:
+        return sum(OwnerDailyCount.objects.filter(owner=owner).values_list("sent", flat=True))
+
+    with start_sink_process() as sink:
+        pool = bd.make_pool("bench-events-200", 200, port=sink.port)
+        sink.reset()
+        processes = bd.spawn_dispatchers(2, events=True)
+        loop = RelayLoop(seconds=3600)
+        assert loop.acquire()
+        runner = threading.Thread(target=loop.run)
+        watcher = threading.Thread(target=sampler)
+        try:
+            task = bd.bench_task(owner, "bench-events", tag_id=tag_id, pool=pool)
+            runner.start()
+            watcher.start()
+            queued = time.time()
+            services.task_queue(task=task)
+            stats = sink.wait_for(n, timeout=1800)
+            sent_at = stats["last_at"]
+            deadline = time.time() + 60
+            while sent_counted() < n and time.time() < deadline:
+                time.sleep(0.05)
+            counted_at = time.time()
+        finally:
+            stop.set()
+            loop.stop.set()
+            bd.stop_dispatchers(processes)
+            if runner.is_alive():
+                runner.join()
+            if watcher.is_alive():
+                watcher.join()
+    counted = sent_counted()
+    bd.drop_task(task)
+    return {
+        "recipients": n,
+        "msgs_per_s": round(n / (sent_at - queued)),
+        "sent_counted": counted,
+        "lag_max_seconds": round(max(lags), 2) if lags else None,
+        "lag_p95_seconds": round(percentile(lags, 95), 2) if lags else None,
+        "counted_after_last_send_seconds": round(counted_at - sent_at, 2),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=20000)
@@ -315,10 +392,11 @@ def main() -> None:
     parser.add_argument("--relays", type=int, default=2, help="relay loops (processes)")
     parser.add_argument("--rate", type=float, default=1500)
     parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--dispatch", type=int, default=50000, help="recipients (0: skip)")
     parser.add_argument("--smoke", action="store_true")
     args = parser.parse_args()
     if args.smoke:
-        args.events, args.seconds = 2000, 5
+        args.events, args.seconds, args.dispatch = 2000, 5, 2000
     os.environ.setdefault("EDM_WEBHOOKS_ALLOW_PRIVATE", "1")
     setup_django()
     load = open("/proc/loadavg").read().split()[:3]
@@ -328,6 +406,8 @@ def main() -> None:
     figures["relay_one_endpoint"] = relay_rate(max(1000, args.events // 4), 1, 1)
     figures["projection_consume"] = consume_rate(args.events * 2)
     figures["projection_lag"] = lag_at_rate(args.rate, args.seconds)
+    if args.dispatch:
+        figures["projection_lag_under_dispatch"] = lag_under_dispatch(args.dispatch)
     figures["load_after"] = " ".join(open("/proc/loadavg").read().split()[:3])
     report("events", figures)
     _reset()
