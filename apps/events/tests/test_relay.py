@@ -262,3 +262,26 @@ def test_published_events_past_the_retention_are_pruned(user, config):
     Event.objects.filter(pk__in=[old.pk, fresh.pk]).update(published_at=timezone.now())
     assert relay.events_prune() == 1
     assert set(Event.objects.values_list("pk", flat=True)) == {fresh.pk, unpublished.pk}
+
+
+def test_at_the_configuration_maxima_the_relay_still_publishes_delivers_and_prunes(
+    user, endpoint_for, http_receiver, config
+):
+    from apps.config.registry import KEYS, MAX_DELAY
+    from apps.events import projections
+
+    for name, key in KEYS.items():
+        if name.startswith("events.") and key.max is not None:
+            config(name, key.max)
+    config("events.webhook_retry_delays", [MAX_DELAY] * 100)
+    endpoint_for(http_receiver.url, types=["tag.created"])
+    http_receiver.statuses = [500, 200]
+    append("tag.created", user, name="x")
+    relay.events_publish()
+    assert deliver_all().failed == 1
+    delivery = WebhookDelivery.objects.get()
+    assert delivery.next_attempt_at > timezone.now() + timedelta(days=29)
+    assert relay.events_prune() == 0
+    for name in projections.PROJECTIONS:
+        projections.projection_catch_up(name=name)
+    assert relay.publish_lag_seconds() == 0.0
