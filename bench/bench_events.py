@@ -204,6 +204,9 @@ def relay_rate(events: int, owner_count: int, relays: int) -> dict:
         elapsed = time.perf_counter() - started
         for loop in loops:
             loop.join(30)
+            if loop.is_alive():  # never left running into the next part
+                loop.terminate()
+                loop.join(5)
         received = receiver.count.value
         delivered = WebhookDelivery.objects.filter(status="delivered").count()
     finally:
