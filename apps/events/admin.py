@@ -199,7 +199,7 @@ class EventAdmin(CountFreeMixin, ReadOnlyMixin, TenantScopedAdmin):
     list_display = ("id", "occurred_at", "type", "owner", "actor", "subject", "summary")
     list_filter = (EventTypeFilter, PublishedFilter)
     list_select_related = ("owner", "actor")
-    search_fields = ("=subject_id", "=uid")
+    search_fields = ("=subject_id", "type")
     ordering = ("-id",)
     fields = (
         "id",
