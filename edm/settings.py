@@ -276,6 +276,7 @@ SPECTACULAR_SETTINGS = {
         "AlertLevelEnum": "apps.monitoring.models.Level",
         "ChannelKindEnum": "apps.monitoring.models.NotificationChannel.Kind",
         "ServiceKindEnum": "apps.services.models.EmailService.Kind",
+        "WebhookDeliveryStatusEnum": "apps.events.models.WebhookDelivery.Status",
     },
 }
 
