@@ -27,7 +27,7 @@ Parts (all by default; ``--part NAME`` to run some):
     outcome statement) and off, alternating (on/off, then off/on, …) in one run, every
     run verified in the sink and, when on, one ``subtask.sent`` per recipient in the
     outbox. Reported: msg/s of each run, the medians, on ÷ off and the spread of the
-    ratios of adjacent pairs.
+    ratios of adjacent pairs, and the CPU (dispatchers + PostgreSQL) per message.
 ``rss``
     A dispatcher sending from that 1,000,000-recipient task for a while: its peak RSS,
     user B's 10-recipient task queued meanwhile (first send, completion), and the
@@ -413,6 +413,7 @@ def part_events(args) -> dict:
     n, runs, recipients, owner, tag_id = throughput_workload(args, owner_name="bench-events")
     pairs = max(runs, 1 if args.smoke else 3)
     results: dict[str, list[int]] = {"on": [], "off": []}
+    cpu: dict[str, list[float]] = {"on": [], "off": []}  # dispatchers + PostgreSQL, µs/msg
     ratios = []
     with start_sink_process() as sink:
         pool = make_pool("bench-200", 200, port=sink.port)
@@ -436,6 +437,9 @@ def part_events(args) -> dict:
                     raise AssertionError(f"events {mode}: {written} subtask.sent, not {expected}")
                 got[mode] = edm["msgs_per_s"]
                 results[mode].append(edm["msgs_per_s"])
+                if edm["postgres_cpu_s"] is not None:
+                    used = edm["dispatcher_cpu_s"] + edm["postgres_cpu_s"]
+                    cpu[mode].append(round(used / n * 1e6))
                 print(f"pair {pair} events {mode}: {edm}", flush=True)
             ratios.append(round(got["on"] / got["off"], 3))
         _drop_sent_events()
@@ -451,6 +455,14 @@ def part_events(args) -> dict:
         "on_over_off": round(on / off, 3),
         "pair_ratios": ratios,
         "pair_ratio_spread": [min(ratios), max(ratios)],
+        # Less sensitive to the machine's load than the rate: CPU per message sent.
+        "on_cpu_us_per_msg_runs": cpu["on"],
+        "off_cpu_us_per_msg_runs": cpu["off"],
+        "on_over_off_cpu": (
+            round(statistics.median(cpu["on"]) / statistics.median(cpu["off"]), 3)
+            if cpu["on"] and cpu["off"]
+            else None
+        ),
         "load": Path("/proc/loadavg").read_text().split()[:3],
     }
 

@@ -218,14 +218,14 @@ AXES_VERBOSE = False
 # --- REST API -------------------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "apps.core.tokens.CachedTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_PAGINATION_CLASS": "apps.core.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "apps.core.schema.AutoSchema",
     "EXCEPTION_HANDLER": "apps.core.api.exception_handler",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
     "DEFAULT_PARSER_CLASSES": [
@@ -310,6 +310,11 @@ EDM_METRICS_VIEWS = env_list(
 # Loopback, private and link-local addresses are refused unless this is set (tests,
 # private networks); plain http:// only with DEBUG on unless EDM_OUTBOUND_HTTPS_ONLY says so.
 EDM_WEBHOOKS_ALLOW_PRIVATE = env_bool("EDM_WEBHOOKS_ALLOW_PRIVATE", False)
+# bench/bench_api.py's ceiling: /api/bench/constant, a bare view with a constant JSON body
+# behind the same middleware. Mounted only when this is on; never in production.
+EDM_BENCH_ENDPOINTS = env_bool("EDM_BENCH_ENDPOINTS", False)
+# How long a web process remembers an API token's user (apps.core.auth); 0: never.
+EDM_TOKEN_CACHE_SECONDS = env_int("EDM_TOKEN_CACHE_SECONDS", 5)
 EDM_OUTBOUND_HTTPS_ONLY = env_bool("EDM_OUTBOUND_HTTPS_ONLY", not DEBUG)
 
 # --- Events (apps.events, apps.core.audit) --------------------------------------------
