@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt |
 DEVDB  := $(BIN)/python scripts/devdb.py
 PYTEST_ARGS ?=
 
-.PHONY: venv browser test run lint format bench bench-smoke migrations-check audit clean
+.PHONY: venv browser system-tools test run lint format bench bench-smoke migrations-check audit clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,7 +28,19 @@ browser:
 	  else echo "no chromium installed: the browser tests will be skipped"; fi; \
 	fi
 
-test: venv browser
+# Debian's pgbouncer (the scale-out test puts it in front of PostgreSQL) and wrk (the API
+# benchmark's load generator): installed where the machine can (root with apt-get);
+# elsewhere that test and benchmark say why they skip.
+system-tools:
+	@if ! command -v pgbouncer >/dev/null && ! test -x /usr/sbin/pgbouncer || ! command -v wrk >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing Debian's pgbouncer and wrk"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	      pgbouncer wrk >/dev/null) || echo "could not install pgbouncer/wrk: the tests that need them skip"; \
+	  else echo "no pgbouncer/wrk installed: the tests and benchmarks that need them skip"; fi; \
+	fi
+
+test: venv browser system-tools
 	DEBUG=1 $(DEVDB) -- $(BIN)/pytest --cov --cov-report=term:skip-covered $(PYTEST_ARGS)
 	@# Coverage floors (apps ≥ 85 %, apps/dispatch ≥ 90 %) on the whole suite only.
 	@if [ -z "$(PYTEST_ARGS)" ]; then $(BIN)/python scripts/coverage_check.py; fi
@@ -52,7 +64,7 @@ audit: venv
 migrations-check: venv
 	DEBUG=1 $(DEVDB) -- $(BIN)/python manage.py makemigrations --check --dry-run
 
-bench: venv
+bench: venv system-tools
 	DEBUG=1 $(DEVDB) -- $(BIN)/python bench/run_all.py
 
 bench-smoke: venv

@@ -1,18 +1,21 @@
 #!/usr/bin/env python
 """The API under load (BENCHMARKS.md, "API"): gunicorn on loopback, ``wrk`` on the same
-machine, while a dispatcher sends.
+machine, idle and while a dispatcher sends.
 
-For ``GET /api/health`` and an authenticated ``GET /api/tasks/<id>/`` (the detail, with
-its progress, of the task being sent: 100,000 recipients; ``--smoke`` 5,000): requests/s,
-latency p50 / p99 and errors (non-2xx answers and socket errors), plus the messages the
-dispatcher sent meanwhile. gunicorn runs as in production (``DEBUG`` off, sync workers,
+For the stack's ceiling — ``/api/bench/constant``, a bare Django view with a constant
+JSON body behind the same middleware (mounted by ``EDM_BENCH_ENDPOINTS=1``) — then
+``GET /api/health`` and an authenticated ``GET /api/tasks/<id>/`` (the detail, with its
+progress, of the task: 100,000 recipients; ``--smoke`` 5,000), one after another in the
+same run: requests/s, latency p50 / p99, errors (non-2xx answers and socket errors) and
+each endpoint's share of the ceiling; first idle (the task not yet queued), then while
+the dispatcher sends it, with the messages it sent meanwhile. gunicorn runs as in production (``DEBUG`` off, sync workers,
 ``2 × cores + 1`` of them as its documentation suggests); one ``manage.py dispatch``
 sends through 20 services to a counting sink in its own process.
 
     DEBUG=1 .venv/bin/python scripts/devdb.py -- .venv/bin/python bench/bench_api.py
 
-Needs ``wrk`` (Debian: ``apt-get install wrk``); without it the script says so and
-exits with ``_common.SKIPPED``.
+Needs ``wrk`` (``make system-tools`` installs Debian's where it runs as root); without it
+the script says so and exits with ``_common.SKIPPED``.
 """
 
 from __future__ import annotations
@@ -42,8 +45,9 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def start_gunicorn(port: int, workers: int) -> subprocess.Popen:
-    """gunicorn with production settings against the benchmark's database."""
+def start_gunicorn(port: int, workers: int, **extra_env: str) -> subprocess.Popen:
+    """gunicorn with production settings against the benchmark's database (``extra_env``
+    added to its environment)."""
     from cryptography.fernet import Fernet
     from django.conf import settings as django_settings
 
@@ -58,6 +62,7 @@ def start_gunicorn(port: int, workers: int) -> subprocess.Popen:
         EDM_ENCRYPTION_KEY=Fernet.generate_key().decode(),
         ALLOWED_HOSTS="127.0.0.1",
         LOG_LEVEL="WARNING",
+        **extra_env,
     )
     # whitenoise warns on every worker start without the directory (no file is served here)
     Path(django_settings.STATIC_ROOT).mkdir(parents=True, exist_ok=True)
@@ -112,13 +117,35 @@ def run_wrk(url: str, *, seconds: int, connections: int, header: str | None = No
     }
 
 
+def _round(base: str, task_id: int, token: str, *, seconds: int, connections: int) -> dict:
+    """The three endpoints one after another: the bare view (the ceiling), the health
+    probe and the authenticated task detail, with their ratios to the ceiling."""
+    ceiling = run_wrk(f"{base}/api/bench/constant", seconds=seconds, connections=connections)
+    health = run_wrk(f"{base}/api/health", seconds=seconds, connections=connections)
+    detail = run_wrk(
+        f"{base}/api/tasks/{task_id}/",
+        seconds=seconds,
+        connections=connections,
+        header=f"Authorization: Token {token}",
+    )
+    figures: dict = {}
+    for name, run in (("constant", ceiling), ("health", health), ("task_detail", detail)):
+        figures.update({f"{name}_{key}": value for key, value in run.items()})
+    figures["health_of_ceiling"] = round(health["requests_per_s"] / ceiling["requests_per_s"], 2)
+    figures["task_detail_of_ceiling"] = round(
+        detail["requests_per_s"] / ceiling["requests_per_s"], 2
+    )
+    figures["errors"] = ceiling["errors"] + health["errors"] + detail["errors"]
+    return figures
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="5,000 recipients, 3 s per run")
     parser.add_argument("--connections", type=int, default=16, help="wrk connections")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
-        print("bench_api: wrk is not installed (Debian: apt-get install wrk)", file=sys.stderr)
+        print("bench_api: wrk is not installed (make system-tools, or apt-get install wrk)")
         return SKIPPED
     setup_django()
 
@@ -147,42 +174,45 @@ def main() -> int:
         [(f"api{i}@api.example", f"Api{i}", "Oslo") for i in range(n)],
         tag_name="api",
     )
-    figures: dict = {"recipients": n, "gunicorn_workers": workers, "wrk": args.connections}
+    figures: dict = {
+        "recipients": n,
+        "gunicorn_workers": workers,
+        "wrk": args.connections,
+        "seconds_per_run": seconds,
+    }
     port = free_port()
+    base = f"http://127.0.0.1:{port}"
     with start_sink_process() as sink:
         pool = make_pool("bench-api", 20, port=sink.port)
         task = bench_task(owner, "api", tag_id=tag_id, pool=pool)
-        services.task_queue(task=task)
-        gunicorn = start_gunicorn(port, workers)
-        dispatchers = spawn_dispatchers(1)
+        gunicorn = start_gunicorn(port, workers, EDM_BENCH_ENDPOINTS="1")
+        dispatchers = []
         try:
+            figures["load_before"] = os.getloadavg()[0]
+            idle = _round(base, task.pk, token, seconds=seconds, connections=args.connections)
+            services.task_queue(task=task)
+            dispatchers = spawn_dispatchers(1)
             time.sleep(2)  # sending is under way
-            base = f"http://127.0.0.1:{port}"
             sent_before = sink.stats()["deliveries"]
             started = time.monotonic()
-            health = run_wrk(f"{base}/api/health", seconds=seconds, connections=args.connections)
-            detail = run_wrk(
-                f"{base}/api/tasks/{task.pk}/",
-                seconds=seconds,
-                connections=args.connections,
-                header=f"Authorization: Token {token}",
-            )
+            sending = _round(base, task.pk, token, seconds=seconds, connections=args.connections)
             elapsed = time.monotonic() - started
             sent = sink.stats()["deliveries"] - sent_before
+            figures["load_after"] = os.getloadavg()[0]
         finally:
-            stop_dispatchers(dispatchers)
+            if dispatchers:
+                stop_dispatchers(dispatchers)
             gunicorn.terminate()
             gunicorn.wait(timeout=30)
-        still_sending = Task.objects.get(pk=task.pk).status == "sending"
-        figures.update({f"health_{key}": value for key, value in health.items()})
-        figures.update({f"task_detail_{key}": value for key, value in detail.items()})
+        figures.update({f"idle_{key}": value for key, value in idle.items()})
+        figures.update({f"sending_{key}": value for key, value in sending.items()})
         figures["dispatcher_msgs_per_s_meanwhile"] = round(sent / elapsed)
-        figures["task_still_sending_at_the_end"] = still_sending
+        figures["task_still_sending_at_the_end"] = Task.objects.get(pk=task.pk).status == "sending"
         if not Task.objects.get(pk=task.pk).is_finished:
             services.task_cancel(task=task)
     drop_task(task)
     report("api_smoke" if args.smoke else "api", figures)
-    return 0 if health["errors"] == detail["errors"] == 0 else 1
+    return 0 if idle["errors"] == sending["errors"] == 0 else 1
 
 
 if __name__ == "__main__":

@@ -225,7 +225,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "apps.core.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "apps.core.schema.AutoSchema",
     "EXCEPTION_HANDLER": "apps.core.api.exception_handler",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
     "DEFAULT_PARSER_CLASSES": [
@@ -309,6 +309,9 @@ EDM_METRICS_VIEWS = env_list(
 # Loopback, private and link-local addresses are refused unless this is set (tests,
 # private networks); plain http:// only with DEBUG on unless EDM_OUTBOUND_HTTPS_ONLY says so.
 EDM_WEBHOOKS_ALLOW_PRIVATE = env_bool("EDM_WEBHOOKS_ALLOW_PRIVATE", False)
+# bench/bench_api.py's ceiling: /api/bench/constant, a bare view with a constant JSON body
+# behind the same middleware. Mounted only when this is on; never in production.
+EDM_BENCH_ENDPOINTS = env_bool("EDM_BENCH_ENDPOINTS", False)
 EDM_OUTBOUND_HTTPS_ONLY = env_bool("EDM_OUTBOUND_HTTPS_ONLY", not DEBUG)
 
 # --- Events (apps.events, apps.core.audit) --------------------------------------------

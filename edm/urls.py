@@ -7,19 +7,20 @@ shape, with DEBUG on or off.
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib import admin
 from django.urls import include, path, re_path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularSwaggerView
 
-from apps.core.api import HealthView, api_not_found
+from apps.core.api import HealthView, SchemaView, api_not_found
 from apps.core.auth import TokenView
-from apps.core.views import landing
+from apps.core.views import bench_constant, landing
 from apps.monitoring.views import metrics
 
 api_patterns = [
     path("health", HealthView.as_view(), name="health"),
     path("auth/token/", TokenView.as_view(), name="auth-token"),
-    path("schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("schema/", SchemaView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("", include("apps.config.urls")),
     path("", include("apps.contacts.urls")),
@@ -28,6 +29,9 @@ api_patterns = [
     path("", include("apps.monitoring.urls")),
     path("", include("apps.deliverability.urls")),
 ]
+
+if settings.EDM_BENCH_ENDPOINTS:
+    api_patterns.insert(0, path("bench/constant", bench_constant, name="bench-constant"))
 
 urlpatterns = [
     path("", landing, name="landing"),

@@ -272,8 +272,6 @@ class TagListView(APIView):
     def post(self, request):
         body = TagInputSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        if "name" not in body.validated_data:
-            raise ApplicationError("this field is required", field="name")
         tag = services.tag_create(
             owner=request.user,
             actor=request.user,

@@ -7,6 +7,7 @@ from rest_framework import serializers
 
 from apps.contacts.models import Contact, ContactImport, Tag
 from apps.contacts.services import MAX_BULK_ROWS
+from apps.core.schema import EmailAddressField
 
 
 class ContactListSerializer(serializers.ModelSerializer):
@@ -51,7 +52,7 @@ class ContactSerializer(serializers.ModelSerializer):
 
 
 class ContactInputSerializer(serializers.Serializer):
-    email = serializers.CharField(max_length=320)
+    email = EmailAddressField(max_length=320)
     first_name = serializers.CharField(max_length=150, required=False, allow_blank=True)
     last_name = serializers.CharField(max_length=150, required=False, allow_blank=True)
     attributes = serializers.JSONField(required=False)
@@ -76,7 +77,7 @@ class TagSerializer(serializers.ModelSerializer):
 
 
 class TagInputSerializer(serializers.Serializer):
-    name = serializers.CharField(max_length=100, required=False)
+    name = serializers.CharField(max_length=100)
     parent = serializers.IntegerField(required=False, allow_null=True)
 
 
@@ -109,7 +110,7 @@ class MembershipInputSerializer(serializers.Serializer):
         max_length=1_000_000,
     )
     emails = serializers.ListField(
-        child=serializers.CharField(max_length=320),
+        child=EmailAddressField(max_length=320),
         required=False,
         allow_empty=False,
         max_length=100_000,

@@ -14,6 +14,7 @@ a page with a link to the login form instead (the API docs, the browsable API).
 from __future__ import annotations
 
 import logging
+import threading
 from urllib.parse import quote
 
 from django.core.exceptions import (
@@ -27,7 +28,9 @@ from django.db import connection
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.template.response import SimpleTemplateResponse
 from django.urls import Resolver404, resolve
+from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.utils import extend_schema, inline_serializer
+from drf_spectacular.views import SpectacularAPIView
 from rest_framework import exceptions, serializers, status
 from rest_framework.permissions import AllowAny, BasePermission
 from rest_framework.response import Response
@@ -170,8 +173,10 @@ def exception_handler(exc, context):
     return response
 
 
+@csrf_exempt  # a token client sends no CSRF token: its DELETE gets the 404, not a 403 page
 def api_not_found(request: HttpRequest, unmatched: str = "") -> JsonResponse:
-    """Any ``/api/…`` URL that names no endpoint (also an id that is not a number)."""
+    """Any ``/api/…`` URL that names no endpoint (also an id that is not a number), with
+    any method."""
     detail = f"no API endpoint at {request.path}"
     if not request.path.endswith("/"):
         try:
@@ -220,3 +225,19 @@ class HealthView(APIView):
                 status=status.HTTP_503_SERVICE_UNAVAILABLE,
             )
         return Response({"status": "ok", "database": "ok"})
+
+
+_schema_lock = threading.Lock()
+
+
+class SchemaView(SpectacularAPIView):
+    """``/api/schema/``: the OpenAPI document, generated one request at a time.
+
+    drf-spectacular's generation is not thread-safe: the first requests of a threaded
+    server (a ``gthread`` worker, the test server) that generate it at the same time
+    answered 500 (its extensions are loaded lazily, shared by every thread).
+    """
+
+    def _get_schema_response(self, request):
+        with _schema_lock:
+            return super()._get_schema_response(request)

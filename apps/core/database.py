@@ -33,6 +33,15 @@ def database_url(alias: str = "default", *, settings_dict: dict | None = None) -
     return f"postgresql://{auth}@{host}{port}/{quote(db['NAME'], safe='')}"
 
 
+def behind_transaction_pooler() -> bool:
+    """Whether connections go through a pooler in transaction mode
+    (``EDM_DATABASE_POOLER=transaction``, e.g. PgBouncer): then nothing may outlive a
+    transaction — no session settings, no prepared statements, no LISTEN."""
+    from django.conf import settings
+
+    return settings.EDM_DATABASE_POOLER == "transaction"
+
+
 def child_env(alias: str = "default", **overrides: str) -> dict[str, str]:
     """This process's environment with ``DATABASE_URL`` pointing at the same database."""
     return {**os.environ, "DATABASE_URL": database_url(alias), **overrides}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from django.http import HttpRequest, HttpResponseRedirect, JsonResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.urls import reverse
 from django.views import defaults
 
@@ -12,6 +12,15 @@ from apps.core.errors import error_body
 def landing(request: HttpRequest) -> HttpResponseRedirect:
     """``/``: the admin is where people work."""
     return HttpResponseRedirect(reverse("admin:index"))
+
+
+_CONSTANT = b'{"status":"ok"}'
+
+
+def bench_constant(request: HttpRequest) -> HttpResponse:
+    """The API benchmark's ceiling: a constant JSON body behind the whole middleware
+    stack, no authentication, no database (mounted only with ``EDM_BENCH_ENDPOINTS``)."""
+    return HttpResponse(_CONSTANT, content_type="application/json")
 
 
 # Django's error pages, in the API's one error shape under /api/ (with DEBUG off: with

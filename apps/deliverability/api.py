@@ -12,7 +12,7 @@ from __future__ import annotations
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import generics, serializers, status
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.request import Request
@@ -91,7 +91,13 @@ class SuppressionListView(generics.ListAPIView):
             rows = rows.filter(email__contains=search) | rows.filter(domain__contains=search)
         return rows.order_by("-id")
 
-    @extend_schema(request=SuppressionCreateSerializer, responses={201: SuppressionSerializer})
+    @extend_schema(
+        request=SuppressionCreateSerializer,
+        responses={
+            201: SuppressionSerializer,
+            200: OpenApiResponse(SuppressionSerializer, description="already suppressed"),
+        },
+    )
     def post(self, request: Request) -> Response:
         data = SuppressionCreateSerializer(data=request.data)
         data.is_valid(raise_exception=True)

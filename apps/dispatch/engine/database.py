@@ -32,6 +32,7 @@ from typing import Any
 import psycopg
 from django.db import DatabaseError, InterfaceError, OperationalError, connection, connections
 
+from apps.core.database import behind_transaction_pooler
 from apps.dispatch.engine import outcomes
 
 logger = logging.getLogger("edm.dispatch")
@@ -62,13 +63,16 @@ class NoDatabase(DatabaseError):
 
 def connect_raw() -> psycopg.Connection:
     """A new autocommit psycopg connection to Django's database, with the sender
-    threads' session settings (``outcomes.prepare_connection``)."""
+    threads' session settings (``outcomes.prepare_connection``; none behind a pooler in
+    transaction mode, where psycopg prepares nothing either)."""
     params = connection.get_connection_params()
     wanted = {
         key: params[key]
         for key in ("dbname", "user", "password", "host", "port")
         if params.get(key)
     }
+    if behind_transaction_pooler():
+        return psycopg.connect(autocommit=True, prepare_threshold=None, **wanted)
     raw = psycopg.connect(autocommit=True, **wanted)
     raw.execute("; ".join(f"SET {name} = off" for name in outcomes.KEY_LOOKUP_SETTINGS))
     raw.execute("SET synchronous_commit = off")
@@ -275,9 +279,7 @@ class Moves:
             return pgconn
         try:
             raw = connect_raw()
-            result = raw.pgconn.prepare(outcomes.ADVANCE_NAME, outcomes.ADVANCE, None)
-            if result.status != psycopg.pq.ExecStatus.COMMAND_OK:
-                raise psycopg.OperationalError(result.error_message.decode("utf-8", "replace"))
+            outcomes.prepare_advance(raw.pgconn)
         except psycopg.Error as exc:
             logger.warning("no connection of its own for a sender thread (%s)", exc)
             self._local.failed = True

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 import psycopg
 from django.db import DatabaseError, connection, connections
 
+from apps.core.database import behind_transaction_pooler
 from apps.dispatch import metrics, progress
 from apps.dispatch.conf import DispatchSettings
 from apps.dispatch.engine import outcomes
@@ -145,7 +146,10 @@ class _SenderPool:
 
 def _listen_connection() -> psycopg.Connection | None:
     """A separate autocommit connection that LISTENs for new work (``None`` if it cannot
-    be opened: the loop then only polls, at most a second late)."""
+    be opened, or behind a pooler in transaction mode, which does not carry
+    notifications: the loop then only polls, at most a second late)."""
+    if behind_transaction_pooler():
+        return None
     params = connection.get_connection_params()
     wanted = {
         key: params[key]
@@ -163,7 +167,11 @@ def _listen_connection() -> psycopg.Connection | None:
 
 def _plan_for_key_lookups(on: bool) -> None:
     """Join planning of the loop's connection for its lifetime (``outcomes``: why); reset
-    afterwards, since a q2 worker reuses the connection for other work."""
+    afterwards, since a q2 worker reuses the connection for other work. Not behind a
+    pooler in transaction mode (the setting would land on another client's server
+    connection)."""
+    if behind_transaction_pooler():
+        return
     names = outcomes.KEY_LOOKUP_JOINS
     sql = "; ".join(f"SET {n} = off" if on else f"RESET {n}" for n in names)
     try:

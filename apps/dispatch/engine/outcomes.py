@@ -44,6 +44,7 @@ import psycopg
 from django.db import connection, transaction
 
 from apps.contacts.services.statuses import contacts_mark_status
+from apps.core.database import behind_transaction_pooler
 from apps.dispatch import queues
 from apps.dispatch.conf import DispatchSettings
 from apps.dispatch.engine import policy
@@ -70,6 +71,7 @@ ADVANCE = (
     b"UPDATE dispatch_sendchunk SET position = $1 "
     b"WHERE id = $2 AND epoch = $3 AND lease_expires_at > now()"
 )
+_PREPARED = {ADVANCE_NAME: ADVANCE}
 
 # Claimed subtasks handed back: pending again, or cancelled with their task.
 _RELEASE = """
@@ -103,7 +105,11 @@ KEY_LOOKUP_SETTINGS = ("enable_seqscan", *KEY_LOOKUP_JOINS)
 
 def prepare_connection() -> None:
     """Session settings of a sender thread's connection: plans for key lookups (above)
-    and ``synchronous_commit = off`` (module docstring)."""
+    and ``synchronous_commit = off`` (module docstring). None behind a pooler in
+    transaction mode: a session setting would stay on whichever server connection the
+    statement ran on, for its other clients."""
+    if behind_transaction_pooler():
+        return
     with connection.cursor() as cursor:
         cursor.execute("; ".join(f"SET {name} = off" for name in KEY_LOOKUP_SETTINGS))
         cursor.execute("SET synchronous_commit = off")
@@ -115,11 +121,20 @@ def advance_connection() -> psycopg.pq.abc.PGconn:
     connection.ensure_connection()
     raw = connection.connection
     if not getattr(raw, "_edm_advance_prepared", False):
-        result = raw.pgconn.prepare(ADVANCE_NAME, ADVANCE, None)
-        if result.status != psycopg.pq.ExecStatus.COMMAND_OK:
-            raise psycopg.OperationalError(result.error_message.decode("utf-8", "replace"))
+        prepare_advance(raw.pgconn)
         raw._edm_advance_prepared = True
     return raw.pgconn
+
+
+def prepare_advance(pgconn: psycopg.pq.abc.PGconn) -> None:
+    """Prepare the per-message statement on ``pgconn`` — not behind a pooler in
+    transaction mode, where the next statement may run on another server connection
+    (:func:`send_prepared` then sends its text each time)."""
+    if behind_transaction_pooler():
+        return
+    result = pgconn.prepare(ADVANCE_NAME, ADVANCE, None)
+    if result.status != psycopg.pq.ExecStatus.COMMAND_OK:
+        raise psycopg.OperationalError(result.error_message.decode("utf-8", "replace"))
 
 
 @dataclass
@@ -248,8 +263,12 @@ def advance_end(log: ChunkLog, position: int, pgconn: psycopg.pq.abc.PGconn) -> 
 
 
 def send_prepared(pgconn: psycopg.pq.abc.PGconn, name: bytes, params: list[bytes]) -> None:
-    """Send a prepared statement through libpq without waiting for its answer."""
-    pgconn.send_query_prepared(name, params)
+    """Send a prepared statement through libpq without waiting for its answer (its text,
+    unnamed, behind a pooler in transaction mode)."""
+    if behind_transaction_pooler():
+        pgconn.send_query_params(_PREPARED[name], params)
+    else:
+        pgconn.send_query_prepared(name, params)
     while pgconn.flush():
         select.select([], [pgconn.socket], [])
 

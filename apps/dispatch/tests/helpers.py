@@ -141,10 +141,11 @@ def spawn_dispatcher(*args: str) -> subprocess.Popen:
     )
 
 
-def spawn_qcluster() -> subprocess.Popen:
+def spawn_qcluster(**env_overrides: str) -> subprocess.Popen:
     """``manage.py qcluster`` (2 workers) against the test database, in its own session
-    so that a test can signal its whole process group, workers included."""
-    env = child_env(DEBUG="1", LOG_LEVEL="WARNING", EDM_Q_WORKERS="2")
+    so that a test can signal its whole process group, workers included
+    (``env_overrides``: more of its environment, e.g. another ``DATABASE_URL``)."""
+    env = child_env(**{"DEBUG": "1", "LOG_LEVEL": "WARNING", "EDM_Q_WORKERS": "2", **env_overrides})
     return subprocess.Popen(
         [sys.executable, str(ROOT / "manage.py"), "qcluster"],
         cwd=ROOT,
