@@ -16,6 +16,9 @@ from apps.core.smtp_sink import SinkHandler, start_sink
 def _fast_settings(settings, tmp_path):
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     settings.EDM_SINK_DIR = tmp_path / "mail"
+    # Every request looks its API token up: pinned query counts stay per request
+    # (apps/core/tests/test_tokens.py turns the cache on).
+    settings.EDM_TOKEN_CACHE_SECONDS = 0
     # API throttles out of reach: a test that is about them sets its own rates.
     settings.REST_FRAMEWORK = {
         **settings.REST_FRAMEWORK,

@@ -218,7 +218,7 @@ AXES_VERBOSE = False
 # --- REST API -------------------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "apps.core.tokens.CachedTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
@@ -312,6 +312,8 @@ EDM_WEBHOOKS_ALLOW_PRIVATE = env_bool("EDM_WEBHOOKS_ALLOW_PRIVATE", False)
 # bench/bench_api.py's ceiling: /api/bench/constant, a bare view with a constant JSON body
 # behind the same middleware. Mounted only when this is on; never in production.
 EDM_BENCH_ENDPOINTS = env_bool("EDM_BENCH_ENDPOINTS", False)
+# How long a web process remembers an API token's user (apps.core.auth); 0: never.
+EDM_TOKEN_CACHE_SECONDS = env_int("EDM_TOKEN_CACHE_SECONDS", 5)
 EDM_OUTBOUND_HTTPS_ONLY = env_bool("EDM_OUTBOUND_HTTPS_ONLY", not DEBUG)
 
 # --- Events (apps.events, apps.core.audit) --------------------------------------------

@@ -15,15 +15,14 @@ pytestmark = pytest.mark.django_db
 HUGE = 99999999999999999999  # beyond PostgreSQL's bigint
 
 
-def assert_error_shape(
-    response, status: int, *, field: str | None = None, shape: bool = True
-) -> dict:
-    """``shape=False``: an answer of DRF's own (404, parse error), checked for a JSON
-    ``detail`` only."""
+def assert_error_shape(response, status: int, *, field: str | None = None) -> dict:
+    """The answer is ``status`` with a JSON body in the one error shape (naming
+    ``field`` when given)."""
     assert response.status_code == status, (response.status_code, response.content[:300])
     assert response["Content-Type"].startswith("application/json")
     body = response.json()
-    assert {"detail", "code", "errors"} <= set(body) if shape else "detail" in body, body
+    assert set(body) == {"detail", "code", "errors"}, body
+    assert isinstance(body["code"], str) and isinstance(body["errors"], dict), body
     assert isinstance(body["detail"], str) and body["detail"]
     if field is not None:
         assert field in body["errors"], body
@@ -52,7 +51,7 @@ def test_an_id_beyond_bigint_in_a_body_is_a_400_naming_the_field(api, tag):
 
 def test_an_id_beyond_bigint_in_the_path_is_a_404(api):
     for url in (f"/api/tasks/{HUGE}/", f"/api/tags/{HUGE}/", f"/api/contacts/{HUGE}/"):
-        assert_error_shape(api.get(url), 404, shape=False)
+        assert assert_error_shape(api.get(url), 404)["code"] == "not_found"
 
 
 @pytest.mark.parametrize("query", ["owner=%C2%B2", f"owner={HUGE}", "owner=-1"])
@@ -118,7 +117,8 @@ def test_nan_is_not_json(api):
     response = post_raw(
         api, "/api/contacts/", '{"email": "a@example.com", "attributes": {"x": NaN}}'
     )
-    assert_error_shape(response, 400, shape=False)
+    body = assert_error_shape(response, 400)
+    assert body["code"] == "parse_error" and "NaN" in body["detail"]
 
 
 # --- sizes -----------------------------------------------------------------------------

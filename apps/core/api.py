@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from urllib.parse import quote
 
 from django.core.exceptions import (
@@ -197,8 +198,30 @@ class IsOperator(BasePermission):
         return is_operator(request.user)
 
 
+# The last time the database answered the health probe, per connection: probes polled
+# hundreds of times a second (load balancers, benchmarks) cost no round trip each.
+HEALTH_FRESH_SECONDS = 1.0
+_health_ok = threading.local()
+
+
+def _database_answered_lately() -> bool:
+    raw = connection.connection
+    seen = getattr(_health_ok, "seen", None)
+    return (
+        raw is not None
+        and not raw.closed
+        and seen is not None
+        and seen[0] is raw
+        and time.monotonic() - seen[1] < HEALTH_FRESH_SECONDS
+    )
+
+
 class HealthView(APIView):
-    """Liveness: 200 when the database answers, 503 when it does not. No authentication."""
+    """Liveness: 200 when the database answers, 503 when it does not. No authentication.
+
+    The database is asked at most once a second per connection: within a second of its
+    last answer on the same, open connection, the probe answers 200 without a round trip
+    (a connection that was closed or lost is asked again)."""
 
     authentication_classes: list = []
     permission_classes = [AllowAny]
@@ -214,10 +237,13 @@ class HealthView(APIView):
         }
     )
     def get(self, request):
+        if _database_answered_lately():
+            return Response({"status": "ok", "database": "ok"})
         try:
             with connection.cursor() as cursor:
                 cursor.execute("SELECT 1")
                 cursor.fetchone()
+            _health_ok.seen = (connection.connection, time.monotonic())
         except Exception as exc:  # noqa: BLE001 - any DB failure means "unhealthy"
             logger.warning("health check: database unavailable: %s", exc.__class__.__name__)
             return Response(

@@ -34,3 +34,13 @@ def test_health_reports_a_database_outage_as_503(anon_api):
     assert response.json()["database"] == "unavailable"
     # and the database is back for everyone else
     assert anon_api.get("/api/health").status_code == 200
+
+
+def test_health_asks_the_database_at_most_once_a_second_per_connection(anon_api, db):
+    from django.test.utils import CaptureQueriesContext
+
+    anon_api.get("/api/health")
+    with CaptureQueriesContext(connection) as queries:
+        for _ in range(5):
+            assert anon_api.get("/api/health").status_code == 200
+    assert not [q for q in queries.captured_queries if q["sql"] == "SELECT 1"]
