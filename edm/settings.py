@@ -276,6 +276,7 @@ SPECTACULAR_SETTINGS = {
         "AlertLevelEnum": "apps.monitoring.models.Level",
         "ChannelKindEnum": "apps.monitoring.models.NotificationChannel.Kind",
         "ServiceKindEnum": "apps.services.models.EmailService.Kind",
+        "WebhookDeliveryStatusEnum": "apps.events.models.WebhookDelivery.Status",
     },
 }
 
@@ -323,11 +324,12 @@ EDM_EVENTS_ENABLED = env_bool("EDM_EVENTS_ENABLED", True)
 
 # --- django-q2 ------------------------------------------------------------------------
 # The ORM broker on the same PostgreSQL. ``timeout`` stays well below ``retry`` so q2
-# never hands a still-running task (a dispatcher loop) to a second worker.
+# never hands a still-running task (a dispatcher loop) to a second worker. Five workers:
+# two dispatcher loops, the monitor loop, the events relay loop, and one for jobs.
 Q_CLUSTER = {
     "name": "edm",
     "orm": "default",
-    "workers": env_int("EDM_Q_WORKERS", 4),
+    "workers": env_int("EDM_Q_WORKERS", 5),
     "timeout": 300,
     "retry": 600,
     "max_attempts": 1,

@@ -28,6 +28,7 @@ api_patterns = [
     path("", include("apps.dispatch.urls")),
     path("", include("apps.monitoring.urls")),
     path("", include("apps.deliverability.urls")),
+    path("", include("apps.events.urls")),
 ]
 
 if settings.EDM_BENCH_ENDPOINTS:

@@ -32,7 +32,8 @@ from apps.contacts.services import (
 from apps.deliverability.services import suppression_add
 from apps.dispatch import services as dispatch
 from apps.dispatch.models import DeadLetter, SubTask, Task
-from apps.events.models import Event
+from apps.events.models import Event, Projection, WebhookDelivery, WebhookEndpoint
+from apps.events.webhooks import webhook_create
 from apps.monitoring import services as monitoring
 from apps.monitoring.models import Alert
 from apps.services import services as email_services
@@ -153,6 +154,33 @@ class World:
     def reprocess_all_call(self) -> tuple:
         self.dead_letter()
         return None, None, "json"
+
+    def endpoint(self, *, enabled: bool = True) -> WebhookEndpoint:
+        endpoint = webhook_create(
+            owner=self.user,
+            actor=self.user,
+            url="https://hooks.example.com/walk",
+            event_types=["*"],
+        )[0]
+        if not enabled:
+            WebhookEndpoint.objects.filter(pk=endpoint.pk).update(is_enabled=False)
+        return endpoint
+
+    def delivery(self) -> WebhookDelivery:
+        return WebhookDelivery.objects.create(
+            endpoint=self.endpoint(),
+            event_id=0,
+            event_uid="5c0e1f7a-8d0e-4b8e-9a53-3f1d7d3f8a10",
+            event_type="task.completed",
+            occurred_at="2026-12-01T12:00:00Z",
+            body="{}",
+            status="dead",
+        )
+
+    def projection(self, status: str = "running") -> Projection:
+        projection, _ = Projection.objects.get_or_create(name="owner_daily")
+        Projection.objects.filter(pk=projection.pk).update(status=status)
+        return projection
 
     def config_history_id(self) -> int:
         config.config_set(key="queue.batch_size", value=100 + _n(), reason="walk")
@@ -315,6 +343,30 @@ CALLS = {
     ("post", "/api/tasks/{id}/resume"): lambda w: (w.paused().pk, None, "json"),
     ("post", "/api/tasks/{id}/cancel"): lambda w: (w.queued().pk, None, "json"),
     ("post", "/api/tasks/{id}/requeue-unknown"): lambda w: w.unknown_call(),
+    ("post", "/api/webhooks/"): lambda w: (
+        None,
+        {"url": "https://hooks.example.com/walk", "event_types": ["task.*"]},
+        "json",
+    ),
+    ("patch", "/api/webhooks/{id}/"): lambda w: (w.endpoint().pk, {"description": "p"}, "json"),
+    ("delete", "/api/webhooks/{id}/"): lambda w: (w.endpoint().pk, None, "json"),
+    ("post", "/api/webhooks/{id}/rotate-secret"): lambda w: (w.endpoint().pk, {}, "json"),
+    ("post", "/api/webhooks/deliveries/{id}/replay"): lambda w: (w.delivery().pk, None, "json"),
+    ("post", "/api/reports/projections/{name}/pause"): lambda w: (
+        w.projection().pk,
+        None,
+        "json",
+    ),
+    ("post", "/api/reports/projections/{name}/resume"): lambda w: (
+        w.projection("paused").pk,
+        None,
+        "json",
+    ),
+    ("post", "/api/reports/projections/{name}/rebuild"): lambda w: (
+        w.projection().pk,
+        None,
+        "json",
+    ),
 }
 # Non-safe operations that change no state of EDM's, and why.
 NO_CHANGE = {
@@ -466,6 +518,9 @@ class AdminWorld(World):
             "monitoring.alert": self.alert,
             "config.systemconfig": lambda: SystemConfig.objects.get(key="queue.batch_size"),
             "deliverability.suppression": self.suppression,
+            "events.webhookendpoint": self.endpoint,
+            "events.webhookdelivery": self.delivery,
+            "events.projection": self.projection,
         }
         self.add = {
             "contacts.contact": lambda: {"email": f"a{_n()}@walk.test", "owner": self.user.pk},
@@ -503,6 +558,12 @@ class AdminWorld(World):
                 "email": f"a{_n()}@walk.test",
                 "reason": "manual",
             },
+            "events.webhookendpoint": lambda: {
+                "owner": self.user.pk,
+                "url": "https://hooks.example.com/added",
+                "event_types": "*",
+                "is_enabled": "on",
+            },
         }
         self.change = {
             "contacts.contact": {"first_name": "Changed"},
@@ -513,6 +574,7 @@ class AdminWorld(World):
             "monitoring.alertrule": {"threshold": 11},
             "monitoring.notificationchannel": {"name": f"changed {_n()}"},
             "config.systemconfig": {"value": str(400 + _n()), "reason": "walk"},
+            "events.webhookendpoint": {"description": f"changed {_n()}"},
         }
         # What an action's intermediate page asks (the contacts' tag actions).
         self.action_data = {"add_to_tag": lambda: {"apply": "1", "tag": self.new_tag().pk}}
@@ -533,6 +595,10 @@ class AdminWorld(World):
             return contact
         if label == "services.emailservice" and action == "enable_services":
             return self.service(enabled=False)
+        if label == "events.webhookendpoint" and action == "enable":
+            return self.endpoint(enabled=False)
+        if label == "events.projection" and action == "resume":
+            return self.projection("paused")
         return self.make[label]()
 
 

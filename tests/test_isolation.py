@@ -22,6 +22,8 @@ from apps.core.services import tenant_create
 from apps.deliverability.models import Suppression
 from apps.dispatch import services as dispatch
 from apps.dispatch.models import DeadLetter, SubTask, Task, TestSend
+from apps.events.models import WebhookDelivery
+from apps.events.webhooks import webhook_create
 from apps.services.models import EmailService
 from apps.services.selectors import pool_default
 
@@ -71,8 +73,21 @@ def first(db):
     suppression = Suppression.objects.create(
         owner=alice, email=f"supp-{SECRET}@alice.test", reason="manual", note=SECRET
     )
+    endpoint = webhook_create(
+        owner=alice, actor=alice, url=f"https://hooks.example.com/{SECRET}", event_types=["*"]
+    )[0]
+    delivery = WebhookDelivery.objects.create(
+        endpoint=endpoint,
+        event_id=1,
+        event_uid="5c0e1f7a-8d0e-4b8e-9a53-3f1d7d3f8a10",
+        event_type="task.completed",
+        occurred_at="2026-12-01T12:00:00Z",
+        body=f'{{"data": "{SECRET}"}}',
+    )
     return {
         "user": alice,
+        "webhookendpoint": endpoint,
+        "webhookdelivery": delivery,
         "contact": Contact.objects.filter(owner=alice).first(),
         "tag": tag,
         "task": task,
@@ -255,6 +270,8 @@ FAMILIES = {
     "services": "service",
     "pools": "pool",
     "suppressions": "suppression",
+    "webhooks": "webhookendpoint",
+    "reports": "task",
 }
 # Families of operators' objects (alert rules, channels, alerts): any id; a tenant is
 # refused, whatever the id names.

@@ -1,7 +1,7 @@
 """Every configuration key EDM knows: type, validation, default, description.
 
 A key is ``<category>.<name>``; categories are ``queue``, ``backoff``, ``dlq``,
-``recovery``, ``monitoring``, ``alerts``, ``deliverability``. Code reads values with
+``recovery``, ``monitoring``, ``alerts``, ``deliverability``, ``events``. Code reads values with
 :func:`apps.config.selectors.config_get`; writes go through :mod:`apps.config.services`,
 which validate every value with :meth:`Key.clean` first.
 
@@ -24,7 +24,16 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-CATEGORIES = ("queue", "backoff", "dlq", "recovery", "monitoring", "alerts", "deliverability")
+CATEGORIES = (
+    "queue",
+    "backoff",
+    "dlq",
+    "recovery",
+    "monitoring",
+    "alerts",
+    "deliverability",
+    "events",
+)
 TYPES = ("int", "float", "bool", "string", "duration", "enum", "json")
 
 _TRUE = {"true", "yes", "on", "1"}
@@ -504,5 +513,59 @@ register(
         "How far back soft bounces are counted (seconds).",
         min=3600,
         max=365 * 86400,
+    ),
+)
+
+# The outbox's relay, webhooks and retention (apps.events).
+register(
+    Key(
+        "events.relays",
+        "int",
+        1,
+        "Relay loops in the cluster: each publishes events to webhook endpoints, delivers "
+        "them and advances the reporting projections.",
+        min=0,
+        max=16,
+    ),
+    Key(
+        "events.retention",
+        "duration",
+        7 * DAY,
+        "Published events older than this are deleted (a projection can be rebuilt from "
+        "the events retained).",
+        min=HOUR,
+        max=3650 * DAY,
+    ),
+    Key(
+        "events.webhook_timeout",
+        "duration",
+        5,
+        "Seconds a webhook endpoint has to connect and to answer.",
+        min=1,
+        max=30,
+    ),
+    Key(
+        "events.webhook_retry_delays",
+        "json",
+        [5, 300, 1800, 7200, 18000, 36000, 36000],
+        "Seconds before each retry of a webhook delivery; after the last one the delivery "
+        "is dead (attempts: one more than the delays).",
+        schema=_DELAYS_SCHEMA,
+    ),
+    Key(
+        "events.webhook_disable_after",
+        "int",
+        50,
+        "Consecutive failed attempts after which an endpoint is disabled (with an alert).",
+        min=1,
+        max=100000,
+    ),
+    Key(
+        "events.webhook_rotation_overlap",
+        "duration",
+        DAY,
+        "After a secret rotation, how long the previous secret still signs (a second signature).",
+        min=0,
+        max=30 * DAY,
     ),
 )

@@ -27,6 +27,15 @@ What makes it safe for a URL typed by a tenant:
 * **Short timeouts** — ``timeout`` seconds to connect and for each read (default 5), and
   at most ``MAX_RESPONSE_BYTES`` of the answer is read.
 
+For many requests to the same receivers (webhook deliveries), a :class:`Session` keeps
+one connection per origin open between requests (HTTP keep-alive) under the same rules:
+each new connection resolves and checks the host again, and a connection is not reused
+after ``Session.max_age`` seconds, so a changed DNS answer is seen within that time::
+
+    with outbound.Session() as session:
+        for body in bodies:
+            session.post(url, body, headers=..., timeout=5)
+
 Errors are classified for retrying: a refused address or scheme, a malformed URL, a
 redirect and a 4xx answer (but 408 and 429) are permanent; DNS failures, connection
 errors, timeouts, 5xx, 408 and 429 are transient.
@@ -38,6 +47,7 @@ import http.client
 import ipaddress
 import socket
 import ssl
+import time
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -180,6 +190,55 @@ class _PinnedHTTPSConnection(_PinnedHTTPConnection):
         self.sock = context.wrap_socket(self.sock, server_hostname=self.host)
 
 
+def _connection_for(target: _Target, timeout: float) -> _PinnedHTTPConnection:
+    address = _resolve(target, timeout)
+    connection_class = _PinnedHTTPSConnection if target.scheme == "https" else _PinnedHTTPConnection
+    return connection_class(target.host, target.port, address=address, timeout=timeout)
+
+
+def _exchange(
+    connection: _PinnedHTTPConnection, target: _Target, body: bytes, headers: dict[str, str]
+) -> tuple[int, dict[str, str], bytes, bool]:
+    """One request on ``connection``: status, headers, body (capped), and whether the
+    server keeps the connection open. Raises the OS / http.client errors as they come."""
+    connection.request("POST", target.path, body=body, headers=headers)
+    answer = connection.getresponse()
+    content = answer.read(MAX_RESPONSE_BYTES)
+    if not answer.isclosed():
+        # More than we read: drop the connection rather than read an unbounded body.
+        answer.close()
+        connection.close()
+    status = answer.status
+    answer_headers = {name.lower(): value for name, value in answer.getheaders()}
+    return status, answer_headers, content, not answer.will_close
+
+
+def _headers(body: bytes, headers: dict[str, str] | None) -> dict[str, str]:
+    all_headers = {"User-Agent": USER_AGENT, "Content-Length": str(len(body))}
+    all_headers.update(headers or {})
+    return all_headers
+
+
+def _transport_error(target: _Target, exc: BaseException) -> OutboundError:
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return OutboundError(f"TLS certificate refused: {exc.verify_message}", permanent=True)
+    reason = "timed out" if isinstance(exc, TimeoutError) else (str(exc) or type(exc).__name__)
+    return OutboundError(f"{target.host}: {reason}", permanent=False)
+
+
+def _outcome(status: int, answer_headers: dict[str, str], content: bytes) -> Response:
+    if 200 <= status < 300:
+        return Response(status=status, headers=answer_headers, body=content)
+    if 300 <= status < 400:
+        raise OutboundError(
+            f"answered {status} (redirects are not followed)", permanent=True, status=status
+        )
+    permanent = 400 <= status < 500 and status not in _RETRYABLE_4XX
+    snippet = content[:200].decode("utf-8", "replace").strip()
+    message = f"answered {status}" + (f": {snippet}" if snippet else "")
+    raise OutboundError(message, permanent=permanent, status=status)
+
+
 def post(
     url: str,
     body: bytes,
@@ -193,33 +252,95 @@ def post(
         target = _parse(url)
     except ValueError as exc:
         raise OutboundError(str(exc), permanent=True) from None
-    address = _resolve(target, timeout)
-    connection_class = _PinnedHTTPSConnection if target.scheme == "https" else _PinnedHTTPConnection
-    connection = connection_class(target.host, target.port, address=address, timeout=timeout)
-    all_headers = {"User-Agent": USER_AGENT, "Content-Length": str(len(body))}
-    all_headers.update(headers or {})
+    connection = _connection_for(target, timeout)
     try:
-        connection.request("POST", target.path, body=body, headers=all_headers)
-        answer = connection.getresponse()
-        content = answer.read(MAX_RESPONSE_BYTES)
-        status = answer.status
-        answer_headers = {name.lower(): value for name, value in answer.getheaders()}
-    except ssl.SSLCertVerificationError as exc:
-        raise OutboundError(
-            f"TLS certificate refused: {exc.verify_message}", permanent=True
-        ) from None
+        status, answer_headers, content, _ = _exchange(
+            connection, target, body, _headers(body, headers)
+        )
     except (OSError, http.client.HTTPException) as exc:
-        reason = "timed out" if isinstance(exc, TimeoutError) else (str(exc) or type(exc).__name__)
-        raise OutboundError(f"{target.host}: {reason}", permanent=False) from None
+        raise _transport_error(target, exc) from None
     finally:
         connection.close()
-    if 200 <= status < 300:
-        return Response(status=status, headers=answer_headers, body=content)
-    if 300 <= status < 400:
-        raise OutboundError(
-            f"answered {status} (redirects are not followed)", permanent=True, status=status
-        )
-    permanent = 400 <= status < 500 and status not in _RETRYABLE_4XX
-    snippet = content[:200].decode("utf-8", "replace").strip()
-    message = f"answered {status}" + (f": {snippet}" if snippet else "")
-    raise OutboundError(message, permanent=permanent, status=status)
+    return _outcome(status, answer_headers, content)
+
+
+# Errors of a reused keep-alive connection that the server closed while it was idle: the
+# request did not reach it, and it is sent once more on a new connection.
+_STALE = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)
+
+
+class Session:
+    """Keep-alive connections for many POSTs (see the module docstring). Not thread-safe:
+    one per thread. ``close()`` (or leaving the ``with`` block) closes them."""
+
+    max_age = 30.0
+    max_connections = 64
+
+    def __init__(self) -> None:
+        self._connections: dict[tuple[str, str, int], tuple[_PinnedHTTPConnection, float]] = {}
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for connection, _ in self._connections.values():
+            connection.close()
+        self._connections.clear()
+
+    def _drop(self, key) -> None:
+        connection, _ = self._connections.pop(key, (None, 0.0))
+        if connection is not None:
+            connection.close()
+
+    def post(
+        self,
+        url: str,
+        body: bytes,
+        *,
+        headers: dict[str, str] | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> Response:
+        """Like :func:`post`, on a kept connection to the URL's origin when one is open."""
+        try:
+            target = _parse(url)
+        except ValueError as exc:
+            raise OutboundError(str(exc), permanent=True) from None
+        key = (target.scheme, target.host, target.port)
+        kept = self._connections.get(key)
+        if kept is not None and time.monotonic() - kept[1] > self.max_age:
+            self._drop(key)
+            kept = None
+        all_headers = _headers(body, headers)
+        for attempt in (1, 2):
+            if kept is None:
+                if len(self._connections) >= self.max_connections:
+                    self._drop(next(iter(self._connections)))
+                kept = (_connection_for(target, timeout), time.monotonic())
+                self._connections[key] = kept
+                reused = False
+            else:
+                reused = True
+            connection = kept[0]
+            connection.timeout = timeout
+            if connection.sock is not None:
+                connection.sock.settimeout(timeout)
+            try:
+                status, answer_headers, content, keep = _exchange(
+                    connection, target, body, all_headers
+                )
+            except _STALE as exc:
+                self._drop(key)
+                kept = None
+                if reused and attempt == 1:
+                    continue
+                raise _transport_error(target, exc) from None
+            except (OSError, http.client.HTTPException) as exc:
+                self._drop(key)
+                raise _transport_error(target, exc) from None
+            if not keep:
+                self._drop(key)
+            return _outcome(status, answer_headers, content)
+        raise AssertionError("unreachable")

@@ -46,6 +46,13 @@ TENANT_PERMISSIONS: tuple[str, ...] = (
     "dispatch.view_subtask",
     "dispatch.view_deadletter",
     "dispatch.view_testsend",
+    "events.view_event",
+    "events.view_webhookendpoint",
+    "events.add_webhookendpoint",
+    "events.change_webhookendpoint",
+    "events.delete_webhookendpoint",
+    "events.view_webhookdelivery",
+    "events.view_webhookattempt",
 )
 
 

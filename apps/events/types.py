@@ -19,6 +19,8 @@ EVENT_TYPES: dict[str, str] = {
     "subtask.failed": "a message failed permanently",
     "subtask.dead": "a message exhausted its retries and went to the dead-letter queue",
     "subtask.unknown": "a message's outcome is unknown after a crash on the wire",
+    "subtask.opened": "a recipient opened a message (tracking pixel)",
+    "subtask.clicked": "a recipient clicked a tracked link of a message",
     "deadletter.reprocessed": "dead letters were queued again",
     "contact.created": "a contact was created",
     "contact.changed": "a contact was changed",
@@ -46,6 +48,8 @@ EVENT_TYPES: dict[str, str] = {
     "webhook.changed": "a webhook endpoint was created, changed or deleted",
     "webhook.disabled": "a webhook endpoint kept failing and was disabled",
     "projection.reset": "a reporting projection was reset to be rebuilt",
+    "projection.paused": "a reporting projection was paused",
+    "projection.resumed": "a paused reporting projection was resumed",
 }
 
 

@@ -288,8 +288,9 @@ def test_ctrl_c_stops_a_cluster_loop_at_once_without_a_successor(
     from apps.dispatch.engine.slots import slots_live
     from apps.dispatch.tests.helpers import spawn_qcluster
 
-    # One loop: the cluster's workers start none beside the one enqueued here.
-    set_config(queue__dispatchers=1)
+    # One loop: the cluster's workers start none beside the one enqueued here (no relay
+    # loop either).
+    set_config(queue__dispatchers=1, events__relays=0)
     make_service(port=smtp_sink.port)
     async_task("apps.dispatch.tasks.dispatcher_loop", 120.0)
     cluster = spawn_qcluster()

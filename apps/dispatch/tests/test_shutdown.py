@@ -43,7 +43,9 @@ def test_sigterm_stops_every_loop_and_process_of_the_cluster_within_ten_seconds(
     from django_q.models import OrmQ
     from django_q.tasks import async_task
 
-    set_config(queue__dispatchers=2, queue__concurrency=4, queue__batch_size=20)
+    # The two dispatcher loops on the cluster's two workers (the relay loop's own stop:
+    # apps/events/tests/test_cluster.py).
+    set_config(queue__dispatchers=2, queue__concurrency=4, queue__batch_size=20, events__relays=0)
     make_contacts(user, 2000)
     sink = start(SlowHandler(delay=0.02))
     cluster = None

@@ -11,6 +11,7 @@ from django.utils import timezone
 from apps.dispatch import services as dispatch_services
 from apps.dispatch.models import DeadLetter, DispatcherSlot, SubTask, Task
 from apps.dispatch.tests.helpers import ThreadedDispatcher, queue_task, wait_done, wait_until
+from apps.events.models import Event
 from apps.monitoring import services
 from apps.monitoring.evaluation import rules_evaluate
 from apps.monitoring.loop import MonitorLoop
@@ -76,6 +77,13 @@ def test_a_waiting_task_fires_escalates_twice_and_resolves_when_it_is_sent(
     assert alert.status == "resolved" and alert.resolved_at is not None
     assert _events(alert) == ["fired", "escalated", "escalated", "resolved"]
     assert Alert.objects.count() == 1
+    trail = Event.objects.filter(subject_type="monitoring.alert", subject_id=str(alert.pk))
+    assert list(trail.order_by("id").values_list("type", "actor_id")) == [
+        ("alert.fired", None),
+        ("alert.escalated", None),
+        ("alert.escalated", None),
+        ("alert.resolved", None),
+    ]
 
 
 def test_a_dead_letter_fires_once_and_resolves_when_it_is_reprocessed(hooked, user, make_contacts):

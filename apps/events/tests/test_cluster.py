@@ -1,0 +1,81 @@
+"""The relay loop in a real ``manage.py qcluster``: started by the cluster, delivering,
+and stopped by SIGTERM with everything else."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+from standardwebhooks import Webhook
+
+from apps.core.database import child_env
+from apps.events.loop import relays_live
+from apps.events.models import WebhookDelivery
+from apps.events.tests.conftest import append
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+
+ROOT = __import__("pathlib").Path(__file__).resolve().parents[3]
+STOP_WITHIN = 10.0
+
+
+def wait_until(predicate, *, timeout: float, message: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {message}")
+
+
+def tree(pid: int) -> list[psutil.Process]:
+    try:
+        root = psutil.Process(pid)
+        return [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def test_a_cluster_starts_its_relay_loop_delivers_and_stops_at_sigterm(
+    user, endpoint_for, http_receiver, config
+):
+    config("queue.dispatchers", 0)
+    config("events.relays", 1)
+    _, secret = endpoint_for(http_receiver.url, types=["tag.created"])
+    events = [append("tag.created", user, n=i) for i in range(50)]
+    env = child_env(
+        DEBUG="1", LOG_LEVEL="WARNING", EDM_Q_WORKERS="2", EDM_WEBHOOKS_ALLOW_PRIVATE="1"
+    )
+    cluster = subprocess.Popen(
+        [sys.executable, str(ROOT / "manage.py"), "qcluster"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        wait_until(lambda: relays_live() == 1, timeout=40, message="the relay loop")
+        wait_until(lambda: len(http_receiver.requests) >= 50, timeout=30, message="deliveries")
+        processes = tree(cluster.pid)
+        os.killpg(cluster.pid, signal.SIGTERM)
+        signalled = time.monotonic()
+        wait_until(lambda: relays_live() == 0, timeout=STOP_WITHIN + 5, message="the loop's stop")
+        loop_stopped_in = time.monotonic() - signalled
+        _, alive = psutil.wait_procs(processes, timeout=20)
+        all_stopped_in = time.monotonic() - signalled
+    finally:
+        for process in tree(cluster.pid):
+            process.kill()
+        cluster.wait(timeout=10)
+    assert loop_stopped_in < STOP_WITHIN, loop_stopped_in
+    assert alive == [], f"processes still alive {all_stopped_in:.1f} s after SIGTERM"
+    verifier = Webhook(secret)
+    ids = [verifier.verify(r.body, r.headers)["id"] for r in http_receiver.requests]
+    assert sorted(ids) == sorted(str(e.uid) for e in events)
+    assert WebhookDelivery.objects.filter(status="delivered").count() == 50
