@@ -159,7 +159,10 @@ def _release(cursor, claimed: list[Claimed]) -> int:
 # A chunk's start in one statement: its tasks' rows read ``FOR SHARE`` (a pause or cancel
 # holding one, ``FOR NO KEY UPDATE``, is waited for and its new status read; one that comes
 # after waits for this statement, and then finds the chunk row), and the chunk row
-# written while the claim's lease still runs.
+# written while the claim's lease still runs: every subtask still ``allocated`` under
+# this claim's token. A claim that waited past its lease may have been handed back by
+# recovery and claimed again by another chunk (a new token, a new lease): it must not
+# start, or both chunks would send the same messages.
 _START = """
 WITH tasks AS MATERIALIZED (
     SELECT t.id, t.status FROM dispatch_task t
@@ -169,9 +172,10 @@ WITH tasks AS MATERIALIZED (
                                     position, epoch, lease_expires_at, started_at)
     SELECT %(service)s, %(holder)s, %(ids)s::bigint[], %(tokens)s::int[], %(tasks)s::bigint[],
            -1, 0, min(s.lease_expires_at), now()
-    FROM dispatch_subtask s
-    WHERE s.id = ANY(%(ids)s::bigint[]) AND (s.status = 'allocated') IS TRUE
-    HAVING min(s.lease_expires_at) > now()
+    FROM unnest(%(ids)s::bigint[], %(tokens)s::int[]) AS u(id, token)
+    JOIN dispatch_subtask s ON s.id = u.id AND s.attempt_token = u.token
+    WHERE (s.status = 'allocated') IS TRUE
+    HAVING min(s.lease_expires_at) > now() AND count(*) = cardinality(%(ids)s::bigint[])
     RETURNING id
 )
 SELECT (SELECT id FROM chunk),
@@ -184,7 +188,8 @@ def chunk_start(
 ) -> tuple[ChunkLog | None, list[Claimed]]:
     """Write the chunk row; return it and the subtasks to send, in order
     (:func:`claimed_to_send`). ``(None, [])`` when the claim's lease has already run out
-    (recovery owns the subtasks then)."""
+    or any of its subtasks is no longer ``allocated`` under its token (recovery owns
+    them, or handed them back and they were claimed again)."""
     with connection.cursor() as cursor:
         cursor.execute(
             _START,

@@ -67,6 +67,23 @@ def task(user, pool, make_contacts):
     return queue_task(user)
 
 
+@pytest.mark.parametrize("taken", [1, 3])
+def test_a_claim_whose_subtasks_were_claimed_again_does_not_start(task, taken):
+    """A claim that waited past its lease (a loaded dispatcher) may find its subtasks
+    handed back by recovery and claimed again by another chunk, under a new token and a
+    new lease: it writes no chunk row and sends nothing, whichever of its subtasks were
+    taken, and the new claim starts."""
+    stale = _claim(task)
+    again = [c.id for c in stale[:taken]]
+    SubTask.objects.filter(pk__in=again).update(status="pending", lease_expires_at=None)
+    fresh = [c for c in _claim(task) if c.id in again]
+    assert all(c.token == s.token + 1 for c, s in zip(fresh, stale, strict=False))
+    assert outcomes.chunk_start(_service(), stale) == (None, [])
+    assert not SendChunk.objects.exists()
+    log, todo = outcomes.chunk_start(_service(2), fresh)
+    assert log is not None and todo == fresh
+
+
 def test_positions_move_until_the_task_is_paused(task):
     claimed = _claim(task)
     log, todo = outcomes.chunk_start(_service(), claimed)
