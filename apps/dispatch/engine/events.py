@@ -2,9 +2,9 @@
 
 A chunk's outcome statement appends one ``subtask.sent`` per accepted message as a
 data-modifying CTE of that same statement (no extra round trip, no loop); a failure's
-statement appends its ``subtask.failed`` / ``subtask.dead`` the same way, recovery its
-``subtask.unknown`` and ``subtask.sent``, the tick its ``task.started``. The actor of all
-of them is the system.
+statement appends its ``subtask.failed`` / ``subtask.dead`` / ``subtask.unknown`` the same
+way, recovery its ``subtask.unknown`` and ``subtask.sent``, the tick its ``task.started``.
+The actor of all of them is the system.
 
 ``EDM_EVENTS_ENABLED=0`` leaves these CTEs out: a switch for operations and for the
 benchmark that measures what they cost (``bench/bench_dispatch.py --part events``);
