@@ -723,3 +723,34 @@ def test_the_admins_own_pages_that_change_state_record_their_actor(client, staff
         assert response.status_code in (200, 302), (url, response.status_code)
         _run_queued_imports()
         _assert_recorded(mark, staff_user, f"POST {url}")
+
+
+def test_the_audit_trail_of_a_task_says_who_paused_it(client, staff_user):
+    """The admin's per-object audit trail (``apps.events.admin.AuditTrailMixin``) on the
+    task pages: who paused this task, and when."""
+    client.force_login(staff_user)
+    task = World(staff_user).queued()
+    client.post(reverse("admin:dispatch_task_do", args=[task.pk, "pause"]))
+    change = client.get(reverse("admin:dispatch_task_change", args=[task.pk])).content.decode()
+    trail_url = reverse("admin:dispatch_task_audit_trail", args=[task.pk])
+    assert trail_url in change
+    trail = client.get(trail_url).content.decode()
+    assert "task.paused" in trail and staff_user.username in trail
+    assert "task.queued" in trail
+
+
+def test_every_audited_admin_offers_the_audit_trail():
+    from apps.events.admin import AuditTrailMixin
+
+    audited = {
+        "contacts.contact", "contacts.tag", "contacts.contactimport", "dispatch.task",
+        "dispatch.subtask", "dispatch.deadletter", "services.emailservice", "services.pool",
+        "config.systemconfig", "monitoring.alertrule", "monitoring.notificationchannel",
+        "monitoring.alert", "deliverability.suppression",
+    }  # fmt: skip
+    offering = {
+        model._meta.label_lower
+        for model, model_admin in admin.site._registry.items()
+        if isinstance(model_admin, AuditTrailMixin)
+    }
+    assert audited <= offering, audited - offering

@@ -25,6 +25,7 @@ from apps.config import services
 from apps.config.models import SystemConfig
 from apps.config.registry import KEYS, ConfigValueError
 from apps.core.errors import ApplicationError
+from apps.events.admin import AuditTrailMixin
 
 
 def _as_text(value: Any) -> str:
@@ -89,7 +90,7 @@ class RollbackForm(forms.Form):
 
 
 @admin.register(SystemConfig)
-class SystemConfigAdmin(SimpleHistoryAdmin):
+class SystemConfigAdmin(AuditTrailMixin, SimpleHistoryAdmin):
     form = SystemConfigForm
     list_display = [
         "key",

@@ -29,6 +29,7 @@ from apps.contacts.models import Contact, ContactImport, Tag
 from apps.core.admin import IdListFilter, TenantScopedAdmin
 from apps.core.errors import ApplicationError
 from apps.core.tenancy import is_operator, owned_by
+from apps.events.admin import AuditTrailMixin
 
 
 class CountFreePaginator(Paginator):
@@ -113,7 +114,7 @@ CONTACT_FIELDS = ("email", "first_name", "last_name", "attributes", "status")
 
 
 @admin.register(Contact)
-class ContactAdmin(TenantScopedAdmin):
+class ContactAdmin(AuditTrailMixin, TenantScopedAdmin):
     form = ContactAdminForm
     list_display = ["email", "first_name", "last_name", "status", "owner", "created_at"]
     list_filter = ["status", TagFilter]
@@ -233,7 +234,7 @@ class ContactAdmin(TenantScopedAdmin):
 
 
 @admin.register(Tag)
-class TagAdmin(TenantScopedAdmin):
+class TagAdmin(AuditTrailMixin, TenantScopedAdmin):
     list_display = ["name", "owner", "parent", "contact_count", "updated_at"]
     search_fields = ["name"]
     list_select_related = ["owner", "parent"]
@@ -294,7 +295,7 @@ class ImportUploadForm(forms.Form):
 
 
 @admin.register(ContactImport)
-class ContactImportAdmin(TenantScopedAdmin):
+class ContactImportAdmin(AuditTrailMixin, TenantScopedAdmin):
     list_display = [
         "id",
         "original_name",

@@ -26,6 +26,7 @@ from apps.deliverability.models import (
     Suppression,
     SuppressionLift,
 )
+from apps.events.admin import AuditTrailMixin
 from apps.monitoring.access import is_operator
 
 
@@ -67,7 +68,7 @@ class ImportForm(forms.Form):
 
 
 @admin.register(Suppression)
-class SuppressionAdmin(NotFoundAdminMixin, admin.ModelAdmin):
+class SuppressionAdmin(AuditTrailMixin, NotFoundAdminMixin, admin.ModelAdmin):
     form = SuppressionForm
     list_display = ("target", "scope", "reason", "source", "created_at", "lift_link")
     list_filter = ("reason",)

@@ -16,6 +16,7 @@ from django.db.models import Count
 from django.urls import path
 
 from apps.core.errors import ApplicationError
+from apps.events.admin import AuditTrailMixin
 from apps.monitoring import services
 from apps.monitoring.access import is_operator
 from apps.monitoring.dashboard import dashboard_alert_action, dashboard_view
@@ -72,7 +73,7 @@ class OperatorOnly:
 
 
 @admin.register(AlertRule)
-class AlertRuleAdmin(OperatorOnly, admin.ModelAdmin):
+class AlertRuleAdmin(AuditTrailMixin, OperatorOnly, admin.ModelAdmin):
     list_display = ["name", "condition", "for_seconds", "level", "enabled", "channel_count"]
     list_filter = ["level", "enabled", "metric"]
     search_fields = ["name", "metric"]
@@ -107,7 +108,7 @@ class AlertRuleAdmin(OperatorOnly, admin.ModelAdmin):
 
 
 @admin.register(Alert)
-class AlertAdmin(OperatorOnly, admin.ModelAdmin):
+class AlertAdmin(AuditTrailMixin, OperatorOnly, admin.ModelAdmin):
     list_display = ["fired_at", "level", "status", "rule_name", "subject_label", "value"]
     list_filter = ["status", "level", "metric"]
     search_fields = ["rule_name", "subject", "subject_label"]
@@ -145,7 +146,7 @@ class AlertAdmin(OperatorOnly, admin.ModelAdmin):
 
 
 @admin.register(NotificationChannel)
-class NotificationChannelAdmin(OperatorOnly, admin.ModelAdmin):
+class NotificationChannelAdmin(AuditTrailMixin, OperatorOnly, admin.ModelAdmin):
     list_display = ["name", "kind", "target", "is_enabled", "status", "last_success_at"]
     list_filter = ["kind", "is_enabled"]
     search_fields = ["name", "target"]

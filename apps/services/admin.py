@@ -16,6 +16,7 @@ from django.http import HttpRequest
 from django.utils.html import format_html
 from simple_history.admin import SimpleHistoryAdmin
 
+from apps.events.admin import AuditTrailMixin
 from apps.services import services
 from apps.services.models import OPERATOR_FIELDS, EmailService, Pool
 
@@ -51,7 +52,7 @@ class EmailServiceForm(forms.ModelForm):
 
 
 @admin.register(EmailService)
-class EmailServiceAdmin(SimpleHistoryAdmin):
+class EmailServiceAdmin(AuditTrailMixin, SimpleHistoryAdmin):
     form = EmailServiceForm
     list_display = [
         "name",
@@ -211,7 +212,7 @@ class EmailServiceAdmin(SimpleHistoryAdmin):
 
 
 @admin.register(Pool)
-class PoolAdmin(SimpleHistoryAdmin):
+class PoolAdmin(AuditTrailMixin, SimpleHistoryAdmin):
     list_display = ["name", "is_shared", "service_count", "owner_count", "description"]
     list_filter = ["is_shared"]
     search_fields = ["name"]

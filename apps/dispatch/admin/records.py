@@ -21,10 +21,11 @@ from apps.dispatch.admin.common import (
     pretty_history,
 )
 from apps.dispatch.models import DeadLetter, SubTask, TestSend
+from apps.events.admin import AuditTrailMixin
 
 
 @admin.register(SubTask)
-class SubTaskAdmin(CountFreeAdminMixin, ReadOnlyAdminMixin, TenantScopedAdmin):
+class SubTaskAdmin(AuditTrailMixin, CountFreeAdminMixin, ReadOnlyAdminMixin, TenantScopedAdmin):
     list_display = (
         "id",
         "to_email",
@@ -82,7 +83,7 @@ class SubTaskAdmin(CountFreeAdminMixin, ReadOnlyAdminMixin, TenantScopedAdmin):
 
 
 @admin.register(DeadLetter)
-class DeadLetterAdmin(CountFreeAdminMixin, ReadOnlyAdminMixin, TenantScopedAdmin):
+class DeadLetterAdmin(AuditTrailMixin, CountFreeAdminMixin, ReadOnlyAdminMixin, TenantScopedAdmin):
     list_display = (
         "id",
         "to_email",

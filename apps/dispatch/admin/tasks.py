@@ -44,6 +44,7 @@ from apps.dispatch.selectors import (
     task_test_sends,
     tasks_progress,
 )
+from apps.events.admin import AuditTrailMixin
 from apps.services.models import EmailService
 from apps.services.selectors import pool_default, pools_for_owner
 
@@ -154,7 +155,7 @@ TRANSITIONS: dict[str, tuple[Callable[..., Task], str]] = {
 
 
 @admin.register(Task)
-class TaskAdmin(TenantScopedAdmin):
+class TaskAdmin(AuditTrailMixin, TenantScopedAdmin):
     form = TaskForm
     change_form_template = "admin/dispatch/task/change_form.html"
     list_display = (
