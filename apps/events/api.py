@@ -289,6 +289,7 @@ class TaskDailyReportView(generics.ListAPIView):
 
 class ProjectionListView(APIView):
     permission_classes = [IsAuthenticated, IsOperator]
+    pagination_class = None  # a handful of projections: a bare list, documented as one
 
     @extend_schema(
         tags=[TAG_REPORTS],
