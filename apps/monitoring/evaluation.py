@@ -28,7 +28,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 
 from apps.config.selectors import config_get
 from apps.core.audit import event_append
@@ -83,17 +83,11 @@ def rules_evaluate(*, snapshot: Snapshot | None = None) -> RoundReport:
     snap = snapshot or Snapshot()
     now = snap.now
     report = RoundReport()
-    rules = list(AlertRule.objects.filter(enabled=True))
+    rules = snap.state["rules"]
     report.rules = len(rules)
     observed = _observe(rules, snap, report)
-    conditions = {
-        (c.rule_id, c.subject): c
-        for c in AlertCondition.objects.filter(rule_id__in=[r.pk for r in rules])
-    }
-    open_alerts = {
-        (a.metric, a.subject): a
-        for a in Alert.objects.select_related("rule").exclude(status=Alert.Status.RESOLVED)
-    }
+    conditions = {(c.rule_id, c.subject): c for c in snap.state["conditions"]}
+    open_alerts = {(a.metric, a.subject): a for a in snap.state["open_alerts"]}
 
     # (metric, subject) → [(rule, observation)] of the rules that hold / are active.
     holding: dict[tuple[str, str], list] = defaultdict(list)
@@ -144,7 +138,10 @@ def rules_evaluate(*, snapshot: Snapshot | None = None) -> RoundReport:
         for key, alert in open_alerts.items()
         if key not in holding and not (key[0] in watched and key[0] not in observed)
     ]
-    if not (new_conditions or gone or fire or escalate or remind or values or resolve):
+    if not (new_conditions or gone or fire or escalate or remind or resolve):
+        # Nothing but the values of open alerts moved (their metrics keep changing, as a
+        # wait grows): one statement, atomic by itself, needs no transaction.
+        _values_update(values)
         return report
 
     notify_resolved = bool(config_get("alerts.notify_resolved"))
@@ -163,9 +160,7 @@ def rules_evaluate(*, snapshot: Snapshot | None = None) -> RoundReport:
             _escalate(alert, rule, observation, now)
             report.escalated.append(alert.pk)
             notifications_queue(alert=alert, event=Notification.Event.ESCALATED, now=now)
-        for alert, value in values:
-            Alert.objects.filter(pk=alert.pk).update(value=value)
-            alert.value = value
+        _values_update(values)
         for alert in remind:
             report.reminded.append(alert.pk)
             notifications_queue(alert=alert, event=Notification.Event.REMINDER, now=now)
@@ -181,6 +176,22 @@ def rules_evaluate(*, snapshot: Snapshot | None = None) -> RoundReport:
     if report.fired or report.escalated or report.resolved:
         logger.info("alert round: %s", report.as_dict())
     return report
+
+
+def _values_update(values: list[tuple[Alert, float]]) -> None:
+    """Open alerts' current values, in one statement."""
+    if not values:
+        return
+    table = Alert._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} a SET value = v.value FROM (VALUES "
+            + ", ".join(["(%s::bigint, %s::float8)"] * len(values))
+            + ") v(id, value) WHERE a.id = v.id",
+            [param for alert, value in values for param in (alert.pk, value)],
+        )
+    for alert, value in values:
+        alert.value = value
 
 
 def _alert_event(event_type: str, alert: Alert) -> None:

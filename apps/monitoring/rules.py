@@ -41,7 +41,8 @@ from django.utils import timezone
 
 from apps.config.selectors import config_get
 from apps.dispatch import selectors as dispatch
-from apps.monitoring.selectors import Reads
+from apps.monitoring.models import Alert, AlertCondition, AlertRule, MonitorLease, SystemSample
+from apps.monitoring.selectors import Reads, querysets_fetch
 from apps.services.selectors import services_disabled, services_sendable_count
 
 # A task's failure rate means something from this many outcomes on.
@@ -77,18 +78,35 @@ class Snapshot(Reads):
         return dispatch.dead_letters_overview(since_seconds=self.event_window)
 
     @cached_property
-    def lease(self):
-        from apps.monitoring.models import MonitorLease
+    def state(self) -> dict[str, list]:
+        """Monitoring's own rows a round reads, in one round trip: the enabled
+        ``rules``, their ``conditions``, the ``open_alerts`` (their rule attached when it
+        is enabled), the monitor ``lease`` and the ``samples`` of the last 15 minutes,
+        newest first."""
+        since = self.now - timezone.timedelta(seconds=900)
+        state = querysets_fetch(
+            {
+                "rules": AlertRule.objects.filter(enabled=True),
+                "conditions": AlertCondition.objects.filter(rule__enabled=True),
+                "open_alerts": Alert.objects.exclude(status=Alert.Status.RESOLVED),
+                "lease": MonitorLease.objects.filter(name="monitor"),
+                "samples": SystemSample.objects.filter(taken_at__gte=since).order_by("-taken_at"),
+            }
+        )
+        rules = {rule.pk: rule for rule in state["rules"]}
+        for alert in state["open_alerts"]:
+            if alert.rule_id in rules:
+                alert.rule = rules[alert.rule_id]
+        return state
 
-        return MonitorLease.objects.filter(name="monitor").first()
+    @cached_property
+    def lease(self):
+        return self.state["lease"][0] if self.state["lease"] else None
 
     @cached_property
     def recent_samples(self) -> list:
         """The samples of the last 15 minutes, newest first."""
-        from apps.monitoring.models import SystemSample
-
-        since = self.now - timezone.timedelta(seconds=900)
-        return list(SystemSample.objects.filter(taken_at__gte=since).order_by("-taken_at"))
+        return self.state["samples"]
 
     def last_heartbeat(self) -> datetime | None:
         """The newest dispatcher heartbeat seen: a slot's, or the one the monitor loop

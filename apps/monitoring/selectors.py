@@ -13,8 +13,10 @@ from collections import defaultdict
 from datetime import datetime, timedelta
 from functools import cached_property
 
+from django.core.exceptions import EmptyResultSet
 from django.db import connection
 from django.db.models import Count, QuerySet
+from django.db.models.query import FlatValuesListIterable, ValuesIterable, ValuesListIterable
 from django.utils import timezone
 from django_q.models import OrmQ, Schedule
 
@@ -67,7 +69,7 @@ def alerts_open_counts(*, owner_id: int | None = None) -> dict[str, int]:
     if owner_id is not None:
         alerts = alerts.filter(owner_id=owner_id)
     counts = dict(alerts.values_list("level").annotate(n=Count("id")).values_list("level", "n"))
-    return {level: counts.get(level, 0) for level in ("warning", "critical", "emergency")}
+    return {level: counts.get(level, 0) for level in ALERT_LEVELS}
 
 
 def monitor_lease() -> MonitorLease | None:
@@ -107,6 +109,40 @@ class Reads:
         return dispatch.dispatcher_slots()
 
 
+# The monitor lease's columns system_health reads.
+_LEASE_COLUMNS = ("name", "hostname", "pid", "heartbeat_at", "last_round_at",
+                  "last_dispatcher_heartbeat_at")  # fmt: skip
+ALERT_LEVELS = ("warning", "critical", "emergency")
+
+
+def _health_reads(now: datetime) -> tuple[int, int, MonitorLease | None, dict[str, int]]:
+    """What the health reads of its own, in one statement (one round trip, and the
+    database's answer): overdue q2 schedules, queued q2 tasks, the monitor lease (as
+    :func:`monitor_lease`, with the columns the health needs) and the open alerts by
+    level (as :func:`alerts_open_counts`)."""
+    counts = ", ".join(f"count(*) FILTER (WHERE level = '{level}')" for level in ALERT_LEVELS)
+    lease_columns = ", ".join(f"l.{name}" for name in _LEASE_COLUMNS)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT (SELECT count(*) FROM {Schedule._meta.db_table} "
+            "WHERE name LIKE 'edm:%%' AND next_run < %s), "
+            f"(SELECT count(*) FROM {OrmQ._meta.db_table}), {lease_columns}, a.* "
+            f"FROM (SELECT {counts} FROM {Alert._meta.db_table} WHERE status <> %s) a "
+            f"LEFT JOIN {MonitorLease._meta.db_table} l ON l.name = 'monitor'",
+            [now - timedelta(seconds=SCHEDULE_LATE), Alert.Status.RESOLVED],
+        )
+        row = cursor.fetchone()
+    late, queued = row[0], row[1]
+    lease_values = row[2 : 2 + len(_LEASE_COLUMNS)]
+    lease = (
+        MonitorLease(**dict(zip(_LEASE_COLUMNS, lease_values, strict=True)))
+        if lease_values[0] is not None
+        else None
+    )
+    open_alerts = dict(zip(ALERT_LEVELS, row[2 + len(_LEASE_COLUMNS) :], strict=True))
+    return late, queued, lease, open_alerts
+
+
 def system_health(reads: Reads | None = None) -> tuple[bool, dict]:
     """``(healthy, {status, checked_at, components: {name: {status, …}}})``; a component
     is ``ok``, ``degraded`` or ``down``, and any ``down`` makes the whole unhealthy:
@@ -126,15 +162,7 @@ def system_health(reads: Reads | None = None) -> tuple[bool, dict]:
     started = time.perf_counter()
     components: dict[str, dict] = {}
     try:
-        with connection.cursor() as cursor:
-            # The q2 cluster's queue and schedules, and the database's answer, at once.
-            cursor.execute(
-                f"SELECT (SELECT count(*) FROM {Schedule._meta.db_table} "
-                "WHERE name LIKE 'edm:%%' AND next_run < %s), "
-                f"(SELECT count(*) FROM {OrmQ._meta.db_table})",
-                [now - timedelta(seconds=SCHEDULE_LATE)],
-            )
-            late, queued = cursor.fetchone()
+        late, queued, lease, open_alerts = _health_reads(now)
     except Exception as exc:  # noqa: BLE001 - any failure means the database is down
         components["database"] = {"status": "down", "error": type(exc).__name__}
         return False, {"status": "unhealthy", "checked_at": now, "components": components}
@@ -144,7 +172,6 @@ def system_health(reads: Reads | None = None) -> tuple[bool, dict]:
     }
 
     timeout = float(config_get("monitoring.heartbeat_timeout"))
-    lease = monitor_lease()
     slots = reads.slots
     wanted = int(config_get("queue.dispatchers"))
     beats = [slot["heartbeat_at"] for slot in slots]
@@ -196,7 +223,6 @@ def system_health(reads: Reads | None = None) -> tuple[bool, dict]:
         "oldest_pending_seconds": oldest,
         "tasks_live": len(tasks),
     }
-    open_alerts = alerts_open_counts()
     components["alerts"] = {
         "status": "degraded" if open_alerts["critical"] or open_alerts["emergency"] else "ok",
         "open": open_alerts,
@@ -331,3 +357,56 @@ def performance_series(
                     point[name] = round(point[name], 2)
             points.append(point)
     return points
+
+
+def querysets_fetch(querysets: dict[str, QuerySet]) -> dict[str, list]:
+    """The rows of several querysets, read in one round trip: their statements go to the
+    database as one multi-statement query (client-side binding, Django's default with
+    psycopg) and each result set is read in turn, as the queryset would have given it
+    (model instances, ``values()`` dicts, ``values_list()`` tuples or flat values). For
+    plain querysets: filters, ordering, slicing, ``only``, fields through joins in
+    ``values``; no ``select_related`` or ``prefetch_related``. With server-side binding
+    (one statement per query) they are read one by one instead."""
+    if connection.settings_dict["OPTIONS"].get("server_side_binding"):
+        return {name: list(queryset) for name, queryset in querysets.items()}
+    compiled = []
+    result: dict[str, list] = {}
+    for name, queryset in querysets.items():
+        compiler = queryset.query.get_compiler(connection=connection)
+        try:
+            sql, params = compiler.as_sql()
+        except EmptyResultSet:  # e.g. ``pk__in=[]``: nothing to ask
+            result[name] = []
+            continue
+        compiled.append((name, queryset, compiler, sql, params))
+    if not compiled:
+        return result
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "; ".join(sql for *_head, sql, _params in compiled),
+            [param for *_head, params in compiled for param in params],
+        )
+        for index, (name, queryset, compiler, _sql, _params) in enumerate(compiled):
+            if index:
+                cursor.nextset()
+            result[name] = _rows_as(queryset, compiler, cursor.fetchall())
+    return result
+
+
+def _rows_as(queryset: QuerySet, compiler, rows: list[tuple]) -> list:
+    """``rows`` of ``queryset``'s statement as its iterable would give them."""
+    columns = [column for column, _sql, _alias in compiler.select[: compiler.col_count]]
+    converters = compiler.get_converters(columns)
+    if converters:
+        rows = list(compiler.apply_converters(rows, converters))
+    query, iterable = queryset.query, queryset._iterable_class
+    if iterable is FlatValuesListIterable:
+        return [row[0] for row in rows]
+    if iterable is ValuesListIterable:
+        return [tuple(row) for row in rows]
+    if iterable is ValuesIterable:
+        names = list(query.selected or [])
+        names = names or [*query.extra_select, *query.values_select, *query.annotation_select]
+        return [dict(zip(names, row, strict=True)) for row in rows]
+    fields = [columns[i].target.attname for i in compiler.klass_info["select_fields"]]
+    return [queryset.model.from_db(connection.alias, fields, row) for row in rows]

@@ -8,6 +8,8 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from selenium.webdriver.common.by import By
 
@@ -15,7 +17,7 @@ from apps.dispatch.selectors import task_progress
 from apps.dispatch.tests.helpers import ThreadedDispatcher, queue_task, wait_done, wait_until
 from apps.monitoring.evaluation import rules_evaluate
 from apps.monitoring.loop import MonitorLoop
-from apps.monitoring.models import Alert, AlertRule, SystemSample
+from apps.monitoring.models import Alert, AlertRule, SystemSample, TaskWaitMetric
 from apps.monitoring.rules import Snapshot
 from apps.monitoring.seeds import rules_seed
 from apps.monitoring.tests.helpers import run_monitor
@@ -169,3 +171,45 @@ def test_the_dashboard_draws_its_charts_while_a_task_sends(
     finally:
         monitor.stop.set()
         thread.join(timeout=30)
+
+
+def test_the_services_table_shows_the_ones_most_in_need_of_a_look(admin_client, make_service):
+    for number in range(24):
+        make_service(port=2525, name=f"mx-{number:02d}", success_rate=1.0)
+    make_service(port=2525, name="mx-broken", is_enabled=False, disabled_reason="by hand")
+    make_service(port=2525, name="mx-poor", success_rate=0.5)
+    page = admin_client.get("/admin/dashboard/").content.decode()
+    table = page[
+        page.index('id="edm-services"') : page.index("</table>", page.index("edm-services"))
+    ]
+    assert table.count("<tr class=") == 20
+    assert table.index("mx-broken") < table.index("mx-poor") < table.index("mx-00")
+    assert "mx-23" not in table
+    assert "of 26" in page and 'href="/admin/services/emailservice/"' in page
+
+
+def test_the_dashboard_reads_as_many_statements_for_many_services_as_for_few(
+    admin_client, user, make_contacts, make_service
+):
+    make_contacts(user, 2)
+    task = queue_task(user, name="Winter sale")
+    make_service(port=2525)
+    now = timezone.now()
+    TaskWaitMetric.objects.create(
+        task=task, owner=user, queued_at=now, first_sent_at=now, wait_seconds=12.5
+    )
+
+    def statements() -> int:
+        with CaptureQueriesContext(connection) as queries:
+            assert admin_client.get("/admin/dashboard/").status_code == 200
+        return len(queries.captured_queries)
+
+    statements()  # draws (and caches) the charts
+    few = statements()
+    for _ in range(40):
+        make_service(port=2525)
+    assert statements() == few <= 10
+    page = admin_client.get("/admin/dashboard/").content.decode()
+    slowest = page[page.index('id="edm-waiting"') :]
+    assert f"{task.pk} Winter sale</td><td>{user.username}</td>" in slowest
+    assert "12.5 s to the first send" in slowest

@@ -6,6 +6,8 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from apps.dispatch import services as dispatch_services
@@ -246,3 +248,22 @@ def test_a_broken_metric_does_not_resolve_its_alerts_nor_stop_the_others(hooked,
     assert report.resolved == []
     assert Alert.objects.get(pk=fired[0]).status == "firing"
     assert Notification.objects.filter(event="fired").count() == 1
+
+
+def test_a_round_reads_its_own_rows_in_one_statement_and_moves_a_value_in_one_more(
+    hooked, user, make_contacts
+):
+    make_contacts(user, 1)
+    queue_task(user)
+    alert = Alert.objects.get(pk=rules_evaluate(snapshot=_at(310)).fired[0])
+    with CaptureQueriesContext(connection) as queries:
+        report = rules_evaluate(snapshot=_at(320))
+    assert (report.fired, report.escalated, report.reminded, report.resolved) == ([], [], [], [])
+    alert.refresh_from_db()
+    assert alert.value == pytest.approx(320, abs=5)  # the wait moved on, and was written
+    statements = [q["sql"] for q in queries.captured_queries]
+    own = [s for s in statements if '"monitoring_alertrule"' in s]
+    assert len(own) == 1 and '"monitoring_alertcondition"' in own[0]
+    assert '"monitoring_monitorlease"' in own[0] and '"monitoring_systemsample"' in own[0]
+    writes = [s for s in statements if not s.lstrip().upper().startswith("SELECT")]
+    assert len(writes) == 1 and writes[0].startswith("UPDATE monitoring_alert")
