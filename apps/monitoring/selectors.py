@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from functools import cached_property
 
 from django.core.exceptions import EmptyResultSet
-from django.db import connection
+from django.db import DEFAULT_DB_ALIAS, connection, connections
 from django.db.models import Count, QuerySet
 from django.db.models.query import FlatValuesListIterable, ValuesIterable, ValuesListIterable
 from django.utils import timezone
@@ -367,12 +367,14 @@ def querysets_fetch(querysets: dict[str, QuerySet]) -> dict[str, list]:
     plain querysets: filters, ordering, slicing, ``only``, fields through joins in
     ``values``; no ``select_related`` or ``prefetch_related``. With server-side binding
     (one statement per query) they are read one by one instead."""
-    if connection.settings_dict["OPTIONS"].get("server_side_binding"):
+    # The connection itself, not the ``connection`` proxy: the compilers look it up often.
+    database = connections[DEFAULT_DB_ALIAS]
+    if database.settings_dict["OPTIONS"].get("server_side_binding"):
         return {name: list(queryset) for name, queryset in querysets.items()}
     compiled = []
     result: dict[str, list] = {}
     for name, queryset in querysets.items():
-        compiler = queryset.query.get_compiler(connection=connection)
+        compiler = queryset.query.get_compiler(connection=database)
         try:
             sql, params = compiler.as_sql()
         except EmptyResultSet:  # e.g. ``pk__in=[]``: nothing to ask
@@ -381,7 +383,7 @@ def querysets_fetch(querysets: dict[str, QuerySet]) -> dict[str, list]:
         compiled.append((name, queryset, compiler, sql, params))
     if not compiled:
         return result
-    with connection.cursor() as cursor:
+    with database.cursor() as cursor:
         cursor.execute(
             "; ".join(sql for *_head, sql, _params in compiled),
             [param for *_head, params in compiled for param in params],
@@ -389,11 +391,11 @@ def querysets_fetch(querysets: dict[str, QuerySet]) -> dict[str, list]:
         for index, (name, queryset, compiler, _sql, _params) in enumerate(compiled):
             if index:
                 cursor.nextset()
-            result[name] = _rows_as(queryset, compiler, cursor.fetchall())
+            result[name] = _rows_as(queryset, compiler, cursor.fetchall(), database.alias)
     return result
 
 
-def _rows_as(queryset: QuerySet, compiler, rows: list[tuple]) -> list:
+def _rows_as(queryset: QuerySet, compiler, rows: list[tuple], alias: str) -> list:
     """``rows`` of ``queryset``'s statement as its iterable would give them."""
     columns = [column for column, _sql, _alias in compiler.select[: compiler.col_count]]
     converters = compiler.get_converters(columns)
@@ -409,4 +411,4 @@ def _rows_as(queryset: QuerySet, compiler, rows: list[tuple]) -> list:
         names = names or [*query.extra_select, *query.values_select, *query.annotation_select]
         return [dict(zip(names, row, strict=True)) for row in rows]
     fields = [columns[i].target.attname for i in compiler.klass_info["select_fields"]]
-    return [queryset.model.from_db(connection.alias, fields, row) for row in rows]
+    return [queryset.model.from_db(alias, fields, row) for row in rows]
