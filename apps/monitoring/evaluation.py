@@ -15,10 +15,11 @@ condition:
 * an open alert none of whose metric's rules holds any more is **resolved**;
 * a metric that could not be read this round changes nothing of its alerts.
 
-A round reads without locks; what it writes — conditions, alerts, the notifications
-they queue — commits in one transaction, opened only when something changed (a quiet
-round writes nothing). Deliveries happen elsewhere (``notify``), so a slow channel never
-delays a round.
+A round reads without locks — monitoring's own rows in one round trip
+(``Snapshot.state``); what it writes — conditions, alerts, the notifications they queue —
+commits in one transaction, opened only when something changed (a quiet round writes
+nothing; one in which only open alerts' values moved writes them in one statement).
+Deliveries happen elsewhere (``notify``), so a slow channel never delays a round.
 """
 
 from __future__ import annotations
