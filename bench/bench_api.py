@@ -6,11 +6,15 @@ For the stack's ceiling — ``/api/bench/constant``, a bare Django view with a c
 JSON body behind the same middleware (mounted by ``EDM_BENCH_ENDPOINTS=1``) — then
 ``GET /api/health`` and an authenticated ``GET /api/tasks/<id>/`` (the detail, with its
 progress, of the task: 100,000 recipients; ``--smoke`` 5,000), one after another in the
-same run: requests/s, latency p50 / p99, errors (non-2xx answers and socket errors) and
-each endpoint's share of the ceiling; first idle (the task not yet queued), then while
+same run: requests/s, latency p50 / p99, errors (non-2xx answers and socket errors),
+the CPU milliseconds per request of gunicorn's processes and of PostgreSQL (less
+sensitive than requests/s to what else runs on a shared machine) and each endpoint's
+share of the ceiling; first idle (the task not yet queued), then while
 the dispatcher sends it, with the messages it sent meanwhile. gunicorn runs as in production (``DEBUG`` off, sync workers,
 ``2 × cores + 1`` of them as its documentation suggests); one ``manage.py dispatch``
-sends through 20 services to a counting sink in its own process.
+sends through 20 services to a counting sink in its own process. wrk is one user at one
+address, far beyond the production throttle rates: they are raised out of its reach
+(``BENCH_THROTTLES``), the throttles still count every request.
 
     DEBUG=1 .venv/bin/python scripts/devdb.py -- .venv/bin/python bench/bench_api.py
 
