@@ -86,8 +86,11 @@ class _QuietController(Controller):
         return SMTPServer(self.handler, **self.SMTP_kwargs)
 
 
-def start_sink(handler: SinkHandler, *, host: str = "127.0.0.1", port: int = 0) -> Controller:
-    """Start the sink in a background thread; returns the controller (``.port``, ``.stop()``)."""
+def start_sink(
+    handler: SinkHandler, *, host: str = "127.0.0.1", port: int = 0, **options
+) -> Controller:
+    """Start the sink in a background thread; returns the controller (``.port``, ``.stop()``).
+    ``options`` go to aiosmtpd's SMTP (``enable_SMTPUTF8=False``, say)."""
     import socket
 
     if port == 0:
@@ -100,6 +103,7 @@ def start_sink(handler: SinkHandler, *, host: str = "127.0.0.1", port: int = 0) 
         port=port,
         data_size_limit=50 * 1024 * 1024,
         auth_require_tls=False,
+        **options,
     )
     controller.start()
     return controller

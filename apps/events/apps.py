@@ -9,15 +9,14 @@ class EventsConfig(AppConfig):
 
     def ready(self) -> None:
         from django_q.signals import post_spawn
-        from prometheus_client import REGISTRY
 
         from apps.events.alerts import metric_register
         from apps.events.collectors import EventsCollector
         from apps.events.tasks import on_worker_spawn
+        from apps.monitoring.collectors import cluster_collector_register
 
         # A q2 worker that starts makes sure the relay loops run (``tasks``).
         post_spawn.connect(on_worker_spawn, dispatch_uid="edm-relay-loops")
         # The alert rule metric of endpoints the relay disabled (``alerts``).
         metric_register()
-        if not any(isinstance(c, EventsCollector) for c in REGISTRY._collector_to_names):
-            REGISTRY.register(EventsCollector())
+        cluster_collector_register(EventsCollector())

@@ -51,6 +51,28 @@ from apps.monitoring.rules import service_auto_disabled
 
 logger = logging.getLogger(__name__)
 
+# The collectors of cluster-wide figures read from the database at scrape time: this
+# app's and other apps' (the events relay's), exposed the same in either mode of
+# ``/metrics`` (``views.exposition``).
+_cluster_collectors: list = []
+
+
+def cluster_collector_register(collector) -> None:
+    """Expose ``collector`` on ``/metrics``: in this process's registry, and beside the
+    counters merged from the multiprocess directory. One of each type per process
+    (``ready()`` may run again in tests that reload the app registry)."""
+    from prometheus_client import REGISTRY
+
+    if any(type(known) is type(collector) for known in _cluster_collectors):
+        return
+    _cluster_collectors.append(collector)
+    REGISTRY.register(collector)
+
+
+def cluster_collectors() -> list:
+    return list(_cluster_collectors)
+
+
 WAIT_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600)
 SERVICE_STATES = ("ready", "cooling", "held", "exhausted", "disabled")
 OUTCOMES = ("sent", "failed", "dead", "skipped", "cancelled", "unknown")

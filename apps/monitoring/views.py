@@ -1,7 +1,8 @@
 """``/metrics``: the Prometheus exposition.
 
 * Open unless ``EDM_METRICS_TOKEN`` is set (then ``Authorization: Bearer <token>``).
-* The cluster-wide figures come from the database (``collectors.DatabaseCollector``).
+* The cluster-wide figures come from the database (``collectors.DatabaseCollector`` and
+  the other apps' collectors registered with ``collectors.cluster_collector_register``).
 * With ``PROMETHEUS_MULTIPROC_DIR`` set (the same directory for the web server and the
   q2 cluster of one node, emptied when the node starts), the counters every process of
   the node keeps — the dispatchers' ``edm_dispatch_*`` among them — are merged from it
@@ -29,7 +30,7 @@ from prometheus_client import (
 )
 from prometheus_client.core import Metric
 
-from apps.monitoring.collectors import DatabaseCollector
+from apps.monitoring.collectors import cluster_collectors
 
 OTHER = "other"
 
@@ -81,9 +82,10 @@ def exposition() -> bytes:
         merged = CollectorRegistry(auto_describe=False)
         multiprocess.MultiProcessCollector(merged, path=str(directory))
         output.register(_Filtered(merged, keep))
-        output.register(DatabaseCollector())
+        for collector in cluster_collectors():
+            output.register(collector)
     else:
-        # The default registry holds this process's metrics and the database collector.
+        # The default registry holds this process's metrics and the cluster collectors.
         output.register(_Filtered(REGISTRY, keep))
     return generate_latest(output)
 

@@ -247,8 +247,23 @@ def _transaction(
         _refused(connection, code)
         raise smtplib.SMTPRecipientsRefused({to_addr: (code, reply)})
     _check_before_data(connection, before_data)
+    _data(connection, message, commit, read=_reply)
+
+
+def _data(
+    connection: smtplib.SMTP,
+    message: bytes,
+    commit: Callable[[Callable[[], object]], None] | None,
+    *,
+    read: Callable[[smtplib.SMTP], tuple[int, bytes]],
+) -> None:
+    """DATA, the message, and its final "." through the caller's ``commit`` (which may
+    wait first); then the server's answer, read by ``read``."""
+    sock = connection.sock
+    if sock is None:
+        raise smtplib.SMTPServerDisconnected("please run connect() first")
     sock.sendall(b"DATA\r\n")
-    code, reply = _reply(connection)
+    code, reply = read(connection)
     if code != 354:
         _refused(connection, code)
         raise smtplib.SMTPDataError(code, reply)
@@ -261,7 +276,7 @@ def _transaction(
     # From here the server may have the message: a reply that does not come is not a
     # failure of the message, it is an unknown outcome.
     try:
-        code, reply = _reply(connection)
+        code, reply = read(connection)
     except smtplib.SMTPResponseException:
         raise
     except OSError as exc:  # timeout, reset, closed (smtplib's disconnect included)
@@ -269,6 +284,54 @@ def _transaction(
     if code != 250:
         _refused(connection, code)
         raise smtplib.SMTPDataError(code, reply)
+
+
+def _general_transaction(
+    connection: smtplib.SMTP,
+    from_addr: str,
+    to_addrs: list[str],
+    message: bytes,
+    *,
+    before_data: Callable[[], bool] | None = None,
+    commit: Callable[[Callable[[], object]], None] | None = None,
+) -> dict[str, tuple[int, bytes]]:
+    """``smtplib.SMTP.sendmail``'s transaction for what the fast path does not take
+    (several recipients, quoted local parts, non-ASCII addresses), through smtplib's own
+    ``mail``/``rcpt`` (quoting, SMTPUTF8) but with the final "." held for ``commit`` as
+    on the fast path, so that a missing answer to it is ambiguous here too.
+
+    Returns the recipients refused when others were accepted, as ``sendmail`` does;
+    raises ``SMTPRecipientsRefused`` when all were refused. An address that is not
+    ASCII needs the server's SMTPUTF8: without it the message is refused (permanent)."""
+    connection.ehlo_or_helo_if_needed()
+    options = []
+    if connection.does_esmtp and connection.has_extn("size"):
+        options.append(f"SIZE={len(message)}")
+    if not all(address.isascii() for address in (from_addr, *to_addrs)):
+        if not connection.has_extn("smtputf8"):
+            reply = b"5.6.7 an address is not ASCII and the server does not offer SMTPUTF8"
+            if not from_addr.isascii():
+                raise smtplib.SMTPSenderRefused(553, reply, from_addr)
+            raise smtplib.SMTPRecipientsRefused({a: (553, reply) for a in to_addrs})
+        options.append("SMTPUTF8")
+    code, reply = connection.mail(from_addr, options)
+    if code != 250:
+        _refused(connection, code)
+        raise smtplib.SMTPSenderRefused(code, reply, from_addr)
+    refused = {}
+    for address in to_addrs:
+        code, reply = connection.rcpt(address)
+        if code not in (250, 251):
+            refused[address] = (code, reply)
+            if code == 421:
+                connection.close()
+                raise smtplib.SMTPRecipientsRefused(refused)
+    if len(refused) == len(to_addrs):
+        connection._rset()
+        raise smtplib.SMTPRecipientsRefused(refused)
+    _check_before_data(connection, before_data)
+    _data(connection, message, commit, read=lambda c: c.getreply())
+    return refused
 
 
 def _commit(send: Callable[[], object], commit: Callable[[Callable[[], object]], None] | None):
@@ -377,16 +440,14 @@ class SMTPSender:
                     commit=commit,
                 )
                 return
-            _check_before_data(None, before_data)
-            # sendmail cannot hold the final ".": the whole of it is the commit.
-            result: list[dict] = []
-            connection = self.connection
-
-            def send() -> None:
-                result.append(connection.sendmail(from_addr, to_addrs, message))
-
-            _commit(send, commit)
-            refused = result[0]
+            refused = _general_transaction(
+                self.connection,
+                from_addr,
+                to_addrs,
+                message,
+                before_data=before_data,
+                commit=commit,
+            )
         except _NoAnswer as exc:
             self._drop()
             raise SendError(

@@ -46,6 +46,16 @@ def _pgbouncer_binary() -> str | None:
     )
 
 
+def _server_account(host: str) -> pwd.struct_passwd:
+    """The system user owning the server's socket folder when the host is one, else
+    ``postgres``."""
+    if host.startswith("/"):
+        owner = pwd.getpwuid(os.stat(host).st_uid)
+        if owner.pw_uid != 0:
+            return owner
+    return pwd.getpwnam("postgres")
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -54,8 +64,9 @@ def _free_port() -> int:
 
 class PgBouncer:
     """A PgBouncer in transaction mode in front of the test database's server. It
-    refuses to run as root: as root it runs as the ``postgres`` system user (as the
-    test's PostgreSQL does)."""
+    refuses to run as root: as root it runs as the system user the test's PostgreSQL
+    runs as, who can reach that server's socket folder (``postgres`` for the installed
+    server, ``pgserver`` for the embedded one)."""
 
     def __init__(self, binary: str) -> None:
         db = connection.settings_dict
@@ -87,13 +98,19 @@ pidfile = {self.folder}/pgbouncer.pid
         )
         command = [binary, str(self.folder / "pgbouncer.ini")]
         if os.geteuid() == 0:
-            account = pwd.getpwnam("postgres")
+            account = _server_account(db.get("HOST") or "")
             os.chown(self.folder, account.pw_uid, account.pw_gid)
             for path in self.folder.iterdir():
                 os.chown(path, account.pw_uid, account.pw_gid)
-            command = ["runuser", "-u", "postgres", "--", *command]
+            command = ["runuser", "-u", account.pw_name, "--", *command]
         self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        wait_until(self._answers, timeout=15, message="PgBouncer to accept connections")
+        try:
+            wait_until(self._answers, timeout=15, message="PgBouncer to accept connections")
+        except AssertionError as error:
+            log = self.folder / "pgbouncer.log"
+            tail = log.read_text()[-2000:] if log.exists() else "(no log)"
+            self.stop()
+            raise AssertionError(f"{error}; its log ends:\n{tail}") from None
 
     @property
     def url(self) -> str:

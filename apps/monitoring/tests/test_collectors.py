@@ -94,6 +94,10 @@ def test_a_send_made_in_another_process_is_counted_exactly_once(
     assert _value(merged, "edm_dispatch_messages", outcome="sent") == 1
     assert _value(merged, "edm_messages", outcome="sent") == 1
     assert _value(merged, "edm_service_sends", service="mx-sink", outcome="sent") == 1
+    # Every app's cluster-wide figures are there in this mode too (the events relay's).
+    assert _value(merged, "edm_events_publish_lag_seconds") >= 0
+    assert _value(merged, "edm_webhook_deliveries_pending") == 0
+    assert _value(merged, "edm_events_relays_live") == 0
 
 
 def _forget_the_views_earlier_tests_requested() -> None:

@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from apps.core.smtp_sink import SinkHandler, start_sink
 from apps.services.senders import (
     ConsoleSender,
     FileSender,
@@ -305,6 +306,82 @@ def test_no_answer_to_the_final_dot_is_ambiguous_not_transient(after_data):
     # The server answers (or closes) only once it has read the final ".".
     assert server.received[2] == b"DATA\r\n"
     assert sender.connection is None
+
+
+@pytest.mark.parametrize("after_data", [[b""], [b"", b""]], ids=["closes", "silent"])
+def test_no_answer_to_the_final_dot_is_ambiguous_on_the_general_path_too(after_data):
+    """A quoted local part goes through smtplib's MAIL and RCPT, not the fast path; its
+    final "." is still held for the caller's commit and a missing answer is ambiguous."""
+    server = _ScriptedServer([b"250 ok\r\n", b"250 ok\r\n", *after_data])
+    sender = SMTPSender(host="127.0.0.1", port=server.port, timeout=0.5)
+    committed = []
+
+    def commit(send) -> None:
+        committed.append(server.received[-1])  # DATA went out, the final "." not yet
+        send()
+
+    with pytest.raises(SendError) as caught:
+        sender.send(
+            from_addr="a@example.com",
+            to_addrs=['"odd name"@example.com'],
+            message=MESSAGE,
+            commit=commit,
+        )
+    assert caught.value.kind == "ambiguous"
+    assert server.received[:3] == [
+        b"mail FROM:<a@example.com>\r\n",
+        b'rcpt TO:<"odd name"@example.com>\r\n',
+        b"DATA\r\n",
+    ]
+    assert committed == [b"DATA\r\n"]
+    assert sender.connection is None
+
+
+def test_several_recipients_some_refused_deliver_to_the_others():
+    """As ``sendmail``: the refused recipients are reported, the others get the message."""
+    server = _ScriptedServer(
+        [b"250 ok\r\n", b"550 5.1.1 no such user\r\n", b"250 ok\r\n", b"250 queued\r\n"]
+    )
+    sender = SMTPSender(host="127.0.0.1", port=server.port, timeout=2)
+    with pytest.raises(SendError) as caught:
+        sender.send(
+            from_addr="a@example.com",
+            to_addrs=["gone@example.com", "here@example.com"],
+            message=MESSAGE,
+        )
+    assert (caught.value.kind, caught.value.code) == ("permanent", 550)
+    assert server.received == [
+        b"mail FROM:<a@example.com>\r\n",
+        b"rcpt TO:<gone@example.com>\r\n",
+        b"rcpt TO:<here@example.com>\r\n",
+        b"DATA\r\n",
+    ]
+    sender._drop()
+
+
+def test_a_non_ascii_address_needs_smtputf8():
+    """With the server's SMTPUTF8 the message goes (the envelope in UTF-8); without it the
+    recipient is refused for good, and a non-ASCII sender is the service's fault."""
+    handler = SinkHandler()
+    utf8 = start_sink(handler)  # aiosmtpd offers SMTPUTF8
+    plain = start_sink(SinkHandler(), enable_SMTPUTF8=False)
+    try:
+        sender = SMTPSender(host="127.0.0.1", port=utf8.port)
+        sender.send(from_addr="a@example.com", to_addrs=["jörg@example.com"], message=MESSAGE)
+        sender.close()
+        assert handler.messages[0].rcpt_tos == ["jörg@example.com"]
+        sender = SMTPSender(host="127.0.0.1", port=plain.port)
+        with pytest.raises(SendError) as refused:
+            sender.send(from_addr="a@example.com", to_addrs=["jörg@example.com"], message=MESSAGE)
+        with pytest.raises(SendError) as misconfigured:
+            sender.send(from_addr="né@example.com", to_addrs=["b@example.com"], message=MESSAGE)
+        sender.close()
+        assert (refused.value.kind, refused.value.code) == ("permanent", 553)
+        assert "SMTPUTF8" in refused.value.message
+        assert misconfigured.value.kind == "service"
+    finally:
+        utf8.stop()
+        plain.stop()
 
 
 def test_before_data_can_withdraw_a_message_and_the_connection_goes_on(smtp_sink):
