@@ -143,8 +143,9 @@ class TaskListCreateView(generics.ListAPIView):
     get=extend_schema(tags=[TASKS], summary="A task with its progress counts"),
 )
 class TaskDetailView(generics.RetrieveAPIView):
-    """The task, its related ids and its progress in one statement
-    (``selectors.owned_task_detail``): clients poll it while the task sends."""
+    """The task with its related ids, then its progress, in statements written out
+    (``selectors.owned_task_detail``), not a queryset built per request: clients poll
+    it while the task sends."""
 
     serializer_class = TaskDetailSerializer
 
