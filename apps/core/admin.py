@@ -17,7 +17,9 @@ from django.contrib.auth.admin import UserAdmin
 from django.contrib.auth.forms import AdminUserCreationForm
 from django.contrib.auth.models import Group
 from django.core.exceptions import FieldDoesNotExist
+from django.core.paginator import Page, Paginator
 from django.http import Http404
+from django.utils.functional import cached_property
 
 from apps.core.services import tenant_grant
 from apps.core.tenancy import OPERATORS_GROUP, is_operator, owned_by
@@ -168,6 +170,69 @@ def report_outcome(model_admin, request, done: int, what: str, refused: list[str
         model_admin.message_user(
             request, f"{len(refused)} refused — " + "; ".join(refused), messages.WARNING
         )
+
+
+class CountFreePaginator(Paginator):
+    """Pages a huge table without ``COUNT(*)``: it reads the requested page plus one row.
+
+    ``count`` is only "rows up to this page, plus one if there is a next page", which is
+    all the admin needs to draw previous/next links. Build it with the page the request
+    asks for (:meth:`CountFreeAdminMixin.get_paginator`); the dispatch records and the
+    events outbox use it.
+    """
+
+    def __init__(self, object_list, per_page, *, page_number: int = 1, **kwargs) -> None:
+        super().__init__(object_list, per_page, **kwargs)
+        self.page_number = max(page_number, 1)
+
+    @cached_property
+    def _window(self) -> list:
+        offset = (self.page_number - 1) * self.per_page
+        return list(self.object_list[offset : offset + self.per_page + 1])
+
+    @cached_property
+    def count(self) -> int:
+        return (self.page_number - 1) * self.per_page + len(self._window)
+
+    def page(self, number) -> Page:
+        number = self.validate_number(number)
+        if number != self.page_number:
+            return super().page(number)
+        return self._get_page(self._window[: self.per_page], number, self)
+
+
+class CountFreeAdminMixin:
+    """Admin options for million-row tables: no counts, no "show all", newest first."""
+
+    show_full_result_count = False
+    list_max_show_all = 0
+    list_per_page = 100
+
+    def get_paginator(self, request, queryset, per_page, orphans=0, allow_empty_first_page=True):
+        try:
+            number = int(request.GET.get("p", 1))
+        except ValueError:
+            number = 1
+        return CountFreePaginator(
+            queryset,
+            per_page,
+            page_number=number,
+            orphans=0,
+            allow_empty_first_page=allow_empty_first_page,
+        )
+
+
+class ReadOnlyAdminMixin:
+    """Rows change only through services (actions), never through a form."""
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
 
 
 def _scoped_choices(field, db_field, request):

@@ -1,4 +1,11 @@
-"""Stopping long-running loops (dispatcher, monitor) cleanly at SIGINT/SIGTERM."""
+"""Stopping long-running loops (dispatcher, monitor, relay) cleanly at SIGINT/SIGTERM.
+
+A q2 cluster that stops tells its busy workers with SIGINT (``manage.py qcluster``), then
+feeds each worker a STOP. A loop task already waiting in the workers' queue is taken
+after that SIGINT, so it never sees one: :func:`stop_on_signals` also looks at the
+cluster's own stop event (:func:`cluster_stop_event_set`, inherited by every worker the
+sentinel forks) and stops such a loop at once.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +15,28 @@ import threading
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
+# The stop event of the q2 cluster this process belongs to (None outside a cluster).
+_cluster_stop = None
+
+
+def cluster_stop_event_set(event) -> None:
+    """Called by the cluster's sentinel before it forks its workers (they inherit it)."""
+    global _cluster_stop
+    _cluster_stop = event
+
+
+def cluster_stopping() -> bool:
+    """True once the q2 cluster this process belongs to has been told to stop."""
+    return _cluster_stop is not None and _cluster_stop.is_set()
+
 
 @contextlib.contextmanager
 def stop_on_signals(stop: threading.Event, signalled: list[int]):
     """Set ``stop`` on SIGINT/SIGTERM while the block runs (main thread only: Python
     delivers signals there), appending the signal to ``signalled``; put the previous
-    handlers back after."""
+    handlers back after. When the cluster is already stopping (the signal came before
+    the block), ``stop`` is set at once and ``signalled`` gets SIGINT, as if it had
+    come now."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -24,6 +47,10 @@ def stop_on_signals(stop: threading.Event, signalled: list[int]):
 
     previous = {number: signal.signal(number, handler) for number in STOP_SIGNALS}
     try:
+        # After the handlers are in place: the sentinel sets its stop event before it
+        # sends SIGINT, so a stop is either seen here or caught by the handler.
+        if cluster_stopping():
+            handler(signal.SIGINT, None)
         yield
     finally:
         for number, old in previous.items():

@@ -268,7 +268,7 @@ def task_update(*, task: Task | int, fields: dict[str, Any], actor=None) -> Task
 @transaction.atomic
 def task_delete(*, task: Task | int, actor=None) -> None:
     """Delete a draft (a queued task is a record of what was sent: cancel it instead).
-    Recorded as ``task.cancelled`` with ``deleted: true``. Raises ``ApplicationError``
+    Recorded as ``task.deleted``. Raises ``ApplicationError``
     for a task that is not a draft."""
     pk = getattr(task, "pk", task)
     locked = Task.objects.select_for_update().filter(pk=pk).first()
@@ -277,11 +277,11 @@ def task_delete(*, task: Task | int, actor=None) -> None:
     if locked.status != Task.Status.DRAFT:
         raise ApplicationError(f"a {locked.status} task cannot be deleted", field="status")
     event_append(
-        "task.cancelled",
+        "task.deleted",
         owner=locked.owner_id,
         actor=actor,
         subject=locked,
-        payload={"previous_status": locked.status, "deleted": True, "name": locked.name},
+        payload={"previous_status": locked.status, "name": locked.name},
     )
     locked.delete()
 

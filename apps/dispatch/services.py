@@ -495,8 +495,8 @@ def subtask_requeue_unknown(
                 field="subtask_ids",
             )
     with connection.cursor() as cursor:
-        # One statement: the resent subtasks and, per task, one ``task.resumed`` naming
-        # who decided to resend and how many (unknown subtasks are few; tasks fewer).
+        # One statement: the resent subtasks and, per task, one ``task.unknown_requeued``
+        # naming who decided to resend and how many (unknown subtasks are few; tasks fewer).
         ids_sql, params = subtasks.values("pk").query.sql_with_params()
         cursor.execute(
             f"""
@@ -507,8 +507,8 @@ def subtask_requeue_unknown(
             ), events AS (
                 INSERT INTO events_event (type, owner_id, actor_id, subject_type, subject_id,
                                           payload)
-                SELECT 'task.resumed', owner_id, %s, 'dispatch.task', task_id::text,
-                       jsonb_build_object('requeued_unknown', count(*))
+                SELECT 'task.unknown_requeued', owner_id, %s, 'dispatch.task', task_id::text,
+                       jsonb_build_object('count', count(*))
                 FROM s GROUP BY task_id, owner_id
             )
             SELECT task_id FROM s

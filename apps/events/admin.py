@@ -33,13 +33,16 @@ from urllib.parse import urlencode
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
-from django.core.paginator import Page, Paginator
 from django.shortcuts import render
 from django.urls import path, reverse
-from django.utils.functional import cached_property
 from django.utils.html import format_html
 
-from apps.core.admin import TenantScopedAdmin, report_outcome
+from apps.core.admin import (
+    CountFreeAdminMixin,
+    ReadOnlyAdminMixin,
+    TenantScopedAdmin,
+    report_outcome,
+)
 from apps.core.errors import ApplicationError
 from apps.core.tenancy import is_operator
 from apps.events import projections, selectors, webhooks
@@ -114,55 +117,6 @@ class AuditTrailMixin:
 # --- list helpers -------------------------------------------------------------------------
 
 
-class _CountFreePaginator(Paginator):
-    """Pages the event table without ``COUNT(*)``: reads the page plus one row."""
-
-    def __init__(self, object_list, per_page, *, page_number: int = 1, **kwargs) -> None:
-        super().__init__(object_list, per_page, **kwargs)
-        self.page_number = max(page_number, 1)
-
-    @cached_property
-    def _window(self) -> list:
-        offset = (self.page_number - 1) * self.per_page
-        return list(self.object_list[offset : offset + self.per_page + 1])
-
-    @cached_property
-    def count(self) -> int:
-        return (self.page_number - 1) * self.per_page + len(self._window)
-
-    def page(self, number) -> Page:
-        number = self.validate_number(number)
-        if number != self.page_number:
-            return super().page(number)
-        return self._get_page(self._window[: self.per_page], number, self)
-
-
-class CountFreeMixin:
-    show_full_result_count = False
-    list_max_show_all = 0
-    list_per_page = 100
-
-    def get_paginator(self, request, queryset, per_page, orphans=0, allow_empty_first_page=True):
-        try:
-            number = int(request.GET.get("p", 1))
-        except ValueError:
-            number = 1
-        return _CountFreePaginator(
-            queryset, per_page, page_number=number, allow_empty_first_page=allow_empty_first_page
-        )
-
-
-class ReadOnlyMixin:
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
-
-
 class EventTypeFilter(admin.SimpleListFilter):
     title = "type"
     parameter_name = "type"
@@ -193,7 +147,7 @@ class PublishedFilter(admin.SimpleListFilter):
 
 
 @admin.register(Event)
-class EventAdmin(CountFreeMixin, ReadOnlyMixin, TenantScopedAdmin):
+class EventAdmin(CountFreeAdminMixin, ReadOnlyAdminMixin, TenantScopedAdmin):
     """The outbox, newest first. Read-only: events are written only by services."""
 
     list_display = ("id", "occurred_at", "type", "owner", "actor", "subject", "summary")
@@ -397,7 +351,7 @@ class EndpointFilter(admin.SimpleListFilter):
 
 
 @admin.register(WebhookDelivery)
-class WebhookDeliveryAdmin(CountFreeMixin, ReadOnlyMixin, TenantScopedAdmin):
+class WebhookDeliveryAdmin(CountFreeAdminMixin, ReadOnlyAdminMixin, TenantScopedAdmin):
     """The delivery log of every endpoint; a delivery's page lists its attempts."""
 
     owner_field = "endpoint__owner"
@@ -449,7 +403,7 @@ class WebhookDeliveryAdmin(CountFreeMixin, ReadOnlyMixin, TenantScopedAdmin):
 
 
 @admin.register(Projection)
-class ProjectionAdmin(ReadOnlyMixin, admin.ModelAdmin):
+class ProjectionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     """The reporting projections (operators): lag, pause, resume, reset and rebuild."""
 
     list_display = ("name", "status", "lag", "consumed", "last_event_at", "last_run_at", "reset_at")

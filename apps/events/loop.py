@@ -4,9 +4,9 @@ Like the dispatcher and monitor loops, a relay loop is a bounded q2 task
 (``tasks.relay_loop``) that enqueues its successor before it returns; a one-minute
 watchdog schedule and the start of every q2 worker (``post_spawn``) start missing ones.
 ``events.relays`` of them run at once, each holding a lease row ``relay-<n>``
-(:class:`~apps.events.models.RelayLease`) renewed every second by single autocommit
-updates; a loop that dies stops renewing and another takes the slot after
-``LEASE_TTL``.
+(:class:`~apps.events.models.RelayLease`, through :mod:`apps.core.leases`) renewed
+every second by single autocommit updates; a loop that dies stops renewing and another
+takes the slot after ``LEASE_TTL``.
 
 One tick (at most every ``TICK`` seconds, at once again while there is work):
 
@@ -18,27 +18,31 @@ One tick (at most every ``TICK`` seconds, at once again while there is work):
 3. advance every running projection (a row lock: one loop at a time per projection);
 4. hourly: prune published events past ``events.retention``.
 
-At SIGTERM/SIGINT (``apps.core.qcluster`` relays the cluster's stop) the loop stops
-taking work, the delivery threads finish the request they are in (each bounded by
-``events.webhook_timeout``) and write their outcomes, and the leases are released.
+A delivery thread that is done with its endpoint (its budget spent, its queue empty or
+halted) wakes the loop, which hands endpoints out again at once rather than at the next
+tick.
+
+At SIGTERM/SIGINT (``manage.py qcluster`` relays the cluster's stop to its workers) the
+loop stops taking work, the delivery threads finish the request they are in (each
+bounded by ``events.webhook_timeout``) and write their outcomes, and the leases are
+released. A loop that a worker takes after that signal (it was queued ahead of the
+worker's STOP) sees the cluster's stop event and ends at once
+(:func:`apps.core.stopping.stop_on_signals`), without a successor.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import threading
 import time
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
-from datetime import timedelta
 
 from django.db import DatabaseError, connection
 from django.utils import timezone
 
 from apps.config.selectors import config_get
-from apps.core import outbound
+from apps.core import leases, outbound
 from apps.events import projections, relay
 from apps.events.models import RelayLease
 
@@ -58,47 +62,18 @@ def slot_names(count: int) -> list[str]:
 
 def lease_acquire(holder: str, *, wanted: int, ttl: float = LEASE_TTL) -> str | None:
     """Take the first free relay slot of ``wanted``; its name, or None."""
-    table = RelayLease._meta.db_table
     for name in slot_names(wanted):
-        with connection.cursor() as cursor:
-            cursor.execute(
-                f"""
-                INSERT INTO {table} (name, holder, hostname, pid, started_at, heartbeat_at,
-                                     expires_at)
-                VALUES (%(name)s, %(holder)s, %(host)s, %(pid)s, now(), now(),
-                        now() + make_interval(secs => %(ttl)s))
-                ON CONFLICT (name) DO UPDATE SET holder = EXCLUDED.holder,
-                    hostname = EXCLUDED.hostname, pid = EXCLUDED.pid, started_at = now(),
-                    heartbeat_at = now(), expires_at = EXCLUDED.expires_at
-                WHERE {table}.expires_at IS NULL OR {table}.expires_at <= now()
-                   OR {table}.holder = EXCLUDED.holder
-                RETURNING name
-                """,
-                {
-                    "name": name,
-                    "holder": holder,
-                    "host": socket.gethostname()[:255],
-                    "pid": os.getpid(),
-                    "ttl": ttl,
-                },
-            )
-            if cursor.fetchone() is not None:
-                return name
+        if leases.lease_take(RelayLease, name, holder, ttl=ttl):
+            return name
     return None
 
 
 def lease_renew(name: str, holder: str, *, ttl: float = LEASE_TTL) -> bool:
-    now = timezone.now()
-    return (
-        RelayLease.objects.filter(name=name, holder=holder).update(
-            heartbeat_at=now, expires_at=now + timedelta(seconds=ttl)
-        )
-        == 1
-    )
+    return leases.lease_renew(RelayLease, name, holder, ttl=ttl)
 
 
 def lease_release(name: str, holder: str) -> None:
-    RelayLease.objects.filter(name=name, holder=holder).update(expires_at=timezone.now())
+    leases.lease_release(RelayLease, name, holder)
 
 
 def relays_live() -> int:
@@ -142,6 +117,9 @@ class RelayLoop:
         self.delivered = 0
         self.counted = 0
         self._in_flight: dict[int, Future] = {}
+        # Set when a delivery thread is done with its endpoint: the loop hands the
+        # endpoint (or another) out at once instead of at the next tick.
+        self._wake = threading.Event()
 
     def acquire(self) -> bool:
         wanted = int(config_get("events.relays"))
@@ -161,13 +139,14 @@ class RelayLoop:
                         break
                     next_renew = started + 1.0
                 busy = bool(self._safely(self._publish, default=False))
+                self._wake.clear()  # before collecting: a job ending after it wakes us
                 self._safely(lambda: self._hand_out(pool))
                 busy |= bool(self._safely(self._project, default=False))
                 if started >= next_prune:
                     self._safely(self._prune)
                     next_prune = started + PRUNE_EVERY
                 if not busy:
-                    self.stop.wait(max(0.01, TICK - (time.monotonic() - started)))
+                    self._wake.wait(max(0.01, TICK - (time.monotonic() - started)))
         finally:
             pool.shutdown(wait=True)
             try:
@@ -215,7 +194,9 @@ class RelayLoop:
         if self.stop.is_set():
             return
         for endpoint_id in relay.endpoints_claim(limit=free):
-            self._in_flight[endpoint_id] = pool.submit(_deliver, endpoint_id, self.stop)
+            future = pool.submit(_deliver, endpoint_id, self.stop)
+            future.add_done_callback(lambda _: self._wake.set())
+            self._in_flight[endpoint_id] = future
 
     def _project(self) -> bool:
         busy = False

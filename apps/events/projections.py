@@ -169,9 +169,10 @@ def _spec(name: str) -> Spec:
 
 
 def projections_ensure() -> None:
-    """Create the checkpoint rows that are missing (idempotent)."""
-    for name in PROJECTIONS:
-        Projection.objects.get_or_create(name=name)
+    """Create the checkpoint rows that are missing (idempotent, one statement)."""
+    Projection.objects.bulk_create(
+        [Projection(name=name) for name in PROJECTIONS], ignore_conflicts=True
+    )
 
 
 @dataclass
@@ -185,11 +186,11 @@ def projection_run(*, name: str, limit: int = BATCH) -> RoundResult:
     """One round of ``name``: read up to ``limit`` events past its checkpoint, count the
     new ones, move the checkpoint. Skipped when paused or another consumer holds it."""
     spec = _spec(name)
-    projections_ensure()
     with transaction.atomic():
-        projection = (
-            Projection.objects.select_for_update(skip_locked=True).filter(name=name).first()
-        )
+        projection = _locked(name)
+        if projection is None and not Projection.objects.filter(name=name).exists():
+            projections_ensure()  # a fresh database: checked only when the row is missing
+            projection = _locked(name)
         if projection is None or projection.status == Projection.Status.PAUSED:
             return RoundResult(skipped=True)
         with connection.cursor() as cursor:
@@ -214,6 +215,11 @@ def projection_run(*, name: str, limit: int = BATCH) -> RoundResult:
             )
         Projection.objects.filter(name=name).update(**fields)
     return RoundResult(read=int(read), counted=int(counted))
+
+
+def _locked(name: str) -> Projection | None:
+    """The projection's row locked for this round; None when another consumer has it."""
+    return Projection.objects.select_for_update(skip_locked=True).filter(name=name).first()
 
 
 def projection_catch_up(*, name: str, limit: int = BATCH, max_rounds: int = 10_000) -> int:

@@ -27,6 +27,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 from django.db import connection, transaction
 from django.utils import timezone
@@ -141,9 +142,19 @@ def endpoint_release(endpoint_id: int) -> None:
     WebhookEndpoint.objects.filter(pk=endpoint_id).update(lease_expires_at=None)
 
 
+class _Queued(NamedTuple):
+    """A pending delivery as the queue reads it (a tuple: no model built per row)."""
+
+    pk: int
+    event_uid: object
+    body: str
+    attempts: int
+    next_attempt_at: datetime
+
+
 @dataclass
 class _Outcome:
-    delivery: WebhookDelivery
+    delivery: _Queued
     ok: bool
     status: int | None
     duration_ms: float
@@ -185,22 +196,21 @@ def endpoint_deliver(
             endpoint = WebhookEndpoint.objects.filter(pk=endpoint_id, is_enabled=True).first()
             if endpoint is None:
                 break
-            queue = list(
-                WebhookDelivery.objects.filter(endpoint_id=endpoint_id, status="pending")
+            queue = [
+                _Queued(*row)
+                for row in WebhookDelivery.objects.filter(endpoint_id=endpoint_id, status="pending")
                 .order_by("occurred_at", "event_id", "id")
-                .only("id", "event_uid", "body", "attempts", "next_attempt_at")[:batch]
-            )
+                .values_list("id", "event_uid", "body", "attempts", "next_attempt_at")[:batch]
+            ]
             if not queue:
                 break
             now = timezone.now()
             keys = signers(signing_secrets(endpoint, now))
             outcomes: list[_Outcome] = []
             for delivery in queue:
-                if (
-                    delivery.next_attempt_at > timezone.now()
-                    or time.monotonic() >= deadline
-                    or stop.is_set()
-                ):
+                # Due at the batch's start (nearly always), else checked against the clock.
+                due = delivery.next_attempt_at <= now or delivery.next_attempt_at <= timezone.now()
+                if not due or time.monotonic() >= deadline or stop.is_set():
                     break
                 outcome = _attempt(session, endpoint.url, keys, delivery, timeout)
                 outcomes.append(outcome)

@@ -20,18 +20,16 @@ cannot delay a round.
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import threading
 import time
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
-from datetime import timedelta
 
 from django.db import DatabaseError, connection
 from django.utils import timezone
 
 from apps.config.selectors import config_get
+from apps.core import leases
 from apps.dispatch.selectors import dispatcher_slots
 from apps.monitoring.evaluation import rules_evaluate
 from apps.monitoring.models import MonitorLease
@@ -49,44 +47,18 @@ DELIVERY_THREADS = 4
 
 def lease_acquire(holder: str, *, ttl: float = LEASE_TTL) -> bool:
     """Take the monitor lease if it is free (or already ours)."""
-    table = MonitorLease._meta.db_table
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"""
-            INSERT INTO {table} (name, holder, hostname, pid, started_at, heartbeat_at,
-                                 expires_at, last_round_ms)
-            VALUES (%(name)s, %(holder)s, %(host)s, %(pid)s, now(), now(),
-                    now() + make_interval(secs => %(ttl)s), 0)
-            ON CONFLICT (name) DO UPDATE SET holder = EXCLUDED.holder,
-                hostname = EXCLUDED.hostname, pid = EXCLUDED.pid, started_at = now(),
-                heartbeat_at = now(), expires_at = EXCLUDED.expires_at
-            WHERE {table}.expires_at IS NULL OR {table}.expires_at <= now()
-               OR {table}.holder = EXCLUDED.holder
-            RETURNING name
-            """,
-            {
-                "name": LEASE_NAME,
-                "holder": holder,
-                "host": socket.gethostname()[:255],
-                "pid": os.getpid(),
-                "ttl": ttl,
-            },
-        )
-        return cursor.fetchone() is not None
+    return leases.lease_take(
+        MonitorLease, LEASE_NAME, holder, ttl=ttl, defaults={"last_round_ms": 0}
+    )
 
 
 def lease_renew(holder: str, *, ttl: float = LEASE_TTL, **fields) -> bool:
     """Renew our lease (and store ``fields``); False when it is no longer ours."""
-    updated = MonitorLease.objects.filter(name=LEASE_NAME, holder=holder).update(
-        heartbeat_at=timezone.now(),
-        expires_at=timezone.now() + timedelta(seconds=ttl),
-        **fields,
-    )
-    return updated == 1
+    return leases.lease_renew(MonitorLease, LEASE_NAME, holder, ttl=ttl, **fields)
 
 
 def lease_release(holder: str) -> None:
-    MonitorLease.objects.filter(name=LEASE_NAME, holder=holder).update(expires_at=timezone.now())
+    leases.lease_release(MonitorLease, LEASE_NAME, holder)
 
 
 def lease_live() -> bool:

@@ -228,10 +228,11 @@ def _alert_event(event_type: str, alert: Alert, actor) -> None:
 
 
 def _config_event(obj: Any, actor, *, action: str, **payload: Any) -> None:
-    """Alert rules and channels are monitoring's configuration: ``config.changed``
-    naming the object (``key``) and what happened to it."""
+    """``alert_rule.changed`` / ``alert_channel.changed`` naming the object (``key``) and
+    what happened to it."""
+    kind = "alert_rule" if obj._meta.model_name == "alertrule" else "alert_channel"
     event_append(
-        "config.changed",
+        f"{kind}.changed",
         actor=actor_id(actor),
         subject=obj,
         payload={"key": f"{obj._meta.model_name}:{obj.pk}", "action": action, **payload},

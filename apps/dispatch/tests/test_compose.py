@@ -14,6 +14,7 @@ from apps.dispatch import compose, services
 from apps.dispatch.models import SubTask, Task, TestSend
 from apps.dispatch.selectors import task_audience, task_progress
 from apps.dispatch.tests.helpers import queue_task
+from apps.events.models import Event
 from apps.services.models import EmailService, Pool
 
 
@@ -321,3 +322,9 @@ def test_a_draft_may_be_deleted_in_the_admin(client, staff_user, draft):
     client.force_login(staff_user)
     response = client.post(reverse("admin:dispatch_task_delete", args=[draft.pk]), {"post": "yes"})
     assert response.status_code == 302 and not Task.objects.filter(pk=draft.pk).exists()
+    deleted = Event.objects.get(type="task.deleted")
+    assert (deleted.subject_id, deleted.actor_id, deleted.payload["name"]) == (
+        str(draft.pk),
+        staff_user.pk,
+        draft.name,
+    )

@@ -15,6 +15,7 @@ from apps.dispatch.models import OwnerQueue, SubTask, Task, TaskQueue
 from apps.dispatch.selectors import subtasks_for, task_progress, tasks_progress
 from apps.dispatch.templates import CompiledTask, task_validate_templates
 from apps.dispatch.tests.helpers import chunk_in_progress
+from apps.events.models import Event
 from apps.services.models import Pool
 
 
@@ -209,9 +210,15 @@ def test_requeue_unknown_sends_again_with_the_same_message_id(user, pool, make_c
     assert task.status == Task.Status.COMPLETED
     before = dict(SubTask.objects.filter(task=task).values_list("pk", "message_id"))
 
-    assert services.subtask_requeue_unknown(owner=user, task_id=task.pk) == 2
+    assert services.subtask_requeue_unknown(owner=user, task_id=task.pk, actor=user) == 2
     task.refresh_from_db()
     assert task.status == Task.Status.QUEUED
+    requeued = Event.objects.get(type="task.unknown_requeued")
+    assert (requeued.subject_id, requeued.actor_id, requeued.payload) == (
+        str(task.pk),
+        user.pk,
+        {"count": 2},
+    )
     assert (
         dict(SubTask.objects.filter(task=task, status="pending").values_list("pk", "message_id"))
         == before

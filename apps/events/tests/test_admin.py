@@ -175,3 +175,34 @@ def test_a_delivery_page_lists_its_attempts(client, tenant):
         reverse("admin:events_webhookdelivery_changelist"), {"endpoint": endpoint.pk}
     )
     assert listing.status_code == 200 and b"task.completed" in listing.content
+
+
+def test_an_audit_trail_lists_only_its_own_objects_events_not_those_of_an_equal_id(
+    client, tenant, staff_user
+):
+    """Subjects of different types share ids (a task and an endpoint both #n): the trail
+    of one never shows the other's events."""
+    from apps.dispatch.models import Task
+    from apps.services.models import Pool
+
+    endpoint, _ = webhook_create(owner=tenant, actor=tenant, url=URL, event_types=["*"])
+    pool = Pool.objects.get_or_create(name=Pool.DEFAULT_NAME)[0]
+    task = Task.objects.create(
+        pk=endpoint.pk, owner=tenant, pool=pool, name="Newsletter", subject="Hi"
+    )
+    with transaction.atomic():
+        event_append("task.queued", owner=tenant, actor=tenant, subject=task, payload={"n": 1})
+        event_append("task.paused", owner=tenant, actor=staff_user, subject=task, payload={})
+    client.force_login(staff_user)
+    trail = client.get(reverse("admin:events_webhookendpoint_audit_trail", args=[endpoint.pk]))
+    page = trail.content.decode()
+    assert trail.status_code == 200 and "webhook.changed" in page
+    assert "task.queued" not in page and "task.paused" not in page
+    all_events = re.search(r'href="([^"]+)">All events of this object', page).group(1)
+    listed = client.get(all_events.replace("&amp;", "&")).content.decode()
+    assert '<td class="field-type">webhook.changed' in listed
+    assert '<td class="field-type">task.queued' not in listed
+    task_trail = client.get(reverse("admin:dispatch_task_audit_trail", args=[task.pk]))
+    task_page = task_trail.content.decode()
+    assert "task.queued" in task_page and "task.paused" in task_page
+    assert "webhook.changed" not in task_page

@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from apps.dispatch.models import DispatcherSlot
 from apps.dispatch.tests.helpers import queue_task, spawn_dispatcher, wait_until
+from apps.events.models import Event
 from apps.monitoring.evaluation import rules_evaluate
 from apps.monitoring.loop import MonitorLoop
 from apps.monitoring.models import Alert, AlertRule, NotificationChannel, SystemSample
@@ -96,7 +97,7 @@ def test_alerts_list_acknowledge_and_resolve_with_tenant_scoping(
     assert api.get("/api/monitoring/alerts?status=nope").status_code == 400
 
 
-def test_rules_are_managed_by_operators_only(staff_api, api, private_ok):
+def test_rules_are_managed_by_operators_only(staff_api, staff_user, api, private_ok):
     assert api.get("/api/monitoring/alert-rules/").status_code == 403
     channel = NotificationChannel.objects.create(name="c", kind="slack", target="http://x")
     created = staff_api.post(
@@ -138,6 +139,14 @@ def test_rules_are_managed_by_operators_only(staff_api, api, private_ok):
     assert changed.json()["threshold"] == 5
     assert staff_api.delete(f"/api/monitoring/alert-rules/{body['id']}/").status_code == 204
     assert not AlertRule.objects.filter(name="Few services").exists()
+    events = Event.objects.filter(type="alert_rule.changed", subject_id=str(body["id"]))
+    # The refused changes (a bad metric, a negative for_seconds) left no event.
+    assert [e.payload["action"] for e in events.order_by("id")] == [
+        "created",
+        "updated",
+        "deleted",
+    ]
+    assert {e.actor_id for e in events} == {staff_user.pk}
 
 
 def test_a_webhook_channel_shows_its_secret_once(staff_api, api, private_ok, http_receiver):

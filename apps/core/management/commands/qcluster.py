@@ -15,7 +15,9 @@ This command runs the same cluster with a sentinel that
 * at the start of that stop sends SIGINT to its workers: a running dispatcher loop
   (``apps.dispatch.tasks.dispatcher_loop``) stops at it — messages on the wire finish
   and are recorded, claimed ones go back to the queue, no successor is enqueued — and an
-  idle worker ignores it (q2 workers ignore SIGINT) and takes its STOP.
+  idle worker ignores it (q2 workers ignore SIGINT) and takes its STOP; and
+* hands its stop event to the workers it forks (``apps.core.stopping``): a loop a
+  worker takes after that SIGINT (queued ahead of its STOP) sees it and ends at once.
 
 So every loop stops within seconds and every process of the node exits, whichever of
 them the signal reached.
@@ -31,6 +33,8 @@ import threading
 from django_q import cluster as q_cluster
 from django_q.management.commands.qcluster import Command as QClusterCommand
 
+from apps.core.stopping import cluster_stop_event_set
+
 logger = logging.getLogger("edm.dispatch")
 
 
@@ -41,6 +45,8 @@ class GracefulSentinel(q_cluster.Sentinel):
         # Installed before the workers, pusher and monitor are forked: they inherit it.
         # In a worker, a dispatcher loop puts its own handler in place while it runs.
         signal.signal(signal.SIGTERM, self._stop_requested)
+        # Inherited too: a loop a worker takes after the SIGINT below still sees the stop.
+        cluster_stop_event_set(self.stop_event)
         super().start()
 
     def _stop_requested(self, signum, frame) -> None:
