@@ -127,3 +127,30 @@ def test_the_selector_reads_only_the_owners_task(user, other_user, task):
     mine = owned_task_detail(user, task.pk)
     assert mine.pk == task.pk and mine.owner_id == user.pk
     assert mine.progress_counts == task_progress(task)
+
+
+def test_a_sending_tasks_progress_is_read_once_a_second_per_process(
+    api, task, settings, django_assert_num_queries
+):
+    """Pollers of a sending task share one progress reading per second per process; the
+    status is read fresh each time, so a paused task shows its own counts at once."""
+    settings.EDM_SENDING_PROGRESS_SECONDS = 1
+    Task.objects.filter(pk=task.pk).update(status=Task.Status.SENDING)
+    subtasks = list(SubTask.objects.filter(task=task).order_by("id")[:4])
+    chunk = chunk_in_progress(subtasks, position=0, expired=False)
+    first = api.get(f"/api/tasks/{task.pk}/").json()["progress"]
+    assert (first["sent"], first["sending"]) == (0, 1)
+
+    type(chunk).objects.filter(pk=chunk.pk).update(position=2)  # two more accepted
+    with django_assert_num_queries(2):  # the token's user, then the task: no progress read
+        again = api.get(f"/api/tasks/{task.pk}/").json()
+    assert again["progress"] == first and again["status"] == "sending"
+
+    services.task_pause(task=task)  # the status changes: the counts are read at once
+    paused = api.get(f"/api/tasks/{task.pk}/").json()
+    assert paused["status"] == "paused"
+    assert paused["progress"] == task_progress(task) and paused["progress"]["sent"] == 2
+
+    settings.EDM_SENDING_PROGRESS_SECONDS = 0  # off: every request reads
+    Task.objects.filter(pk=task.pk).update(status=Task.Status.SENDING)
+    assert api.get(f"/api/tasks/{task.pk}/").json()["progress"] == task_progress(task)
