@@ -18,6 +18,7 @@ from collections.abc import Callable
 from django.contrib.auth import get_user_model
 from django.contrib.postgres.expressions import ArraySubquery
 from django.db.models import F, OuterRef, QuerySet
+from django.http import Http404
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
@@ -31,7 +32,7 @@ from apps.core.tenancy import is_operator
 from apps.dispatch import services
 from apps.dispatch.filters import DeadLetterFilter, SubTaskFilter, TaskFilter
 from apps.dispatch.models import DeadLetter, SubTask, Task
-from apps.dispatch.selectors import dlq_stats, subtasks_for, tasks_progress
+from apps.dispatch.selectors import dlq_stats, owned_task_detail, subtasks_for, tasks_progress
 from apps.dispatch.serializers import (
     DeadLetterSerializer,
     DlqStatsSerializer,
@@ -142,10 +143,22 @@ class TaskListCreateView(generics.ListAPIView):
     get=extend_schema(tags=[TASKS], summary="A task with its progress counts"),
 )
 class TaskDetailView(generics.RetrieveAPIView):
+    """The task with its related ids, then its progress, in statements written out
+    (``selectors.owned_task_detail``), not a queryset built per request: clients poll
+    it while the task sends."""
+
     serializer_class = TaskDetailSerializer
 
     def get_queryset(self) -> QuerySet[Task]:
         return tasks_with_related_ids(_owned_tasks(self.request))
+
+    def get_object(self) -> Task:
+        task = owned_task_detail(self.request.user, self.kwargs["pk"])
+        if task is None:
+            # The words of ``get_object_or_404``, as every other view answers.
+            raise Http404(f"No {Task._meta.object_name} matches the given query.")
+        self.check_object_permissions(self.request, task)
+        return task
 
 
 class _TaskTransitionView(generics.GenericAPIView):

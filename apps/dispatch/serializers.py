@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
+from rest_framework.fields import SkipField
+from rest_framework.relations import PKOnlyObject
 
 from apps.dispatch.history import history_times
 from apps.dispatch.models import DeadLetter, SubTask, Task
@@ -102,7 +104,30 @@ class RelatedIdsField(serializers.ListField):
         return sorted(ids)
 
 
-class TaskSerializer(serializers.ModelSerializer):
+class _BuiltOnceFields:
+    """A read-only ModelSerializer whose fields are built once per process: DRF builds a
+    ModelSerializer's fields from the model on every instance, which cost more than the
+    rest of a polled task detail. The fields of one instance made without context are
+    kept and used by every instance; they read nothing from the context (no request,
+    no hyperlinks), so the answer is DRF's own, field by field."""
+
+    def to_representation(self, instance) -> dict:
+        fields = type(self).__dict__.get("_built_fields")
+        if fields is None:
+            fields = [field for field in type(self)().fields.values() if not field.write_only]
+            type(self)._built_fields = fields
+        out = {}
+        for field in fields:
+            try:
+                attribute = field.get_attribute(instance)
+            except SkipField:
+                continue
+            pk = attribute.pk if isinstance(attribute, PKOnlyObject) else attribute
+            out[field.field_name] = None if pk is None else field.to_representation(attribute)
+        return out
+
+
+class TaskSerializer(_BuiltOnceFields, serializers.ModelSerializer):
     """A task, without its progress."""
 
     pool = serializers.PrimaryKeyRelatedField(read_only=True)
