@@ -5,32 +5,20 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import psutil
 import pytest
 from standardwebhooks import Webhook
 
-from apps.core.database import child_env
+from apps.dispatch.tests.helpers import spawn_qcluster, wait_until
 from apps.events.loop import relays_live
 from apps.events.models import WebhookDelivery
 from apps.events.tests.conftest import append
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
-ROOT = __import__("pathlib").Path(__file__).resolve().parents[3]
 STOP_WITHIN = 10.0
-
-
-def wait_until(predicate, *, timeout: float, message: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {message}")
 
 
 def tree(pid: int) -> list[psutil.Process]:
@@ -48,17 +36,7 @@ def test_a_cluster_starts_its_relay_loop_delivers_and_stops_at_sigterm(
     config("events.relays", 1)
     _, secret = endpoint_for(http_receiver.url, types=["tag.created"])
     events = [append("tag.created", user, n=i) for i in range(50)]
-    env = child_env(
-        DEBUG="1", LOG_LEVEL="WARNING", EDM_Q_WORKERS="2", EDM_WEBHOOKS_ALLOW_PRIVATE="1"
-    )
-    cluster = subprocess.Popen(
-        [sys.executable, str(ROOT / "manage.py"), "qcluster"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    cluster = spawn_qcluster(EDM_WEBHOOKS_ALLOW_PRIVATE="1")
     try:
         wait_until(lambda: relays_live() == 1, timeout=40, message="the relay loop")
         wait_until(lambda: len(http_receiver.requests) >= 50, timeout=30, message="deliveries")
@@ -94,15 +72,7 @@ def test_a_relay_loop_a_worker_takes_after_the_stop_signal_ends_with_the_cluster
     config("events.relays", 1)
     async_task("time.sleep", 3)  # the only worker is busy when the stop comes
     async_task(LOOP_FUNC, 240.0)
-    env = child_env(DEBUG="1", LOG_LEVEL="WARNING", EDM_Q_WORKERS="1")
-    cluster = subprocess.Popen(
-        [sys.executable, str(ROOT / "manage.py"), "qcluster"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    cluster = spawn_qcluster(EDM_Q_WORKERS="1")
     try:
         # Dequeued rows are locked until their retry time, in the future.
         taken = lambda: OrmQ.objects.filter(lock__gt=timezone.now()).count()  # noqa: E731
