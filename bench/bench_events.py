@@ -246,7 +246,7 @@ def lag_at_rate(rate: float, seconds: float) -> dict:
 
     from apps.events import projections
     from apps.events.loop import RelayLoop
-    from apps.events.models import OwnerDailyCount, Projection
+    from apps.events.models import OwnerDailyCount
 
     _reset()
     projections.projections_ensure()
@@ -272,19 +272,12 @@ def lag_at_rate(rate: float, seconds: float) -> dict:
 
     lags: list[float] = []
 
-    def sampler() -> None:
-        try:
-            while not stop.is_set():
-                lags.append(
-                    max(projections.projection_lag_seconds(p) for p in Projection.objects.all())
-                )
-                time.sleep(0.25)
-        finally:
-            connections.close_all()
-
     loop = RelayLoop(seconds=seconds + 30)
     assert loop.acquire()
-    threads = [threading.Thread(target=writer), threading.Thread(target=sampler)]
+    threads = [
+        threading.Thread(target=writer),
+        threading.Thread(target=_sample_lag, args=(stop, lags)),
+    ]
     for thread in threads:
         thread.start()
     runner = threading.Thread(target=loop.run)
@@ -311,6 +304,23 @@ def lag_at_rate(rate: float, seconds: float) -> dict:
     }
 
 
+def _sample_lag(stop: threading.Event, lags: list[float]) -> None:
+    """Append the largest projection lag every 0.25 s to ``lags`` until ``stop``."""
+    from django.db import connections
+
+    from apps.events import projections
+    from apps.events.models import Projection
+
+    try:
+        while not stop.is_set():
+            lags.append(
+                max(projections.projection_lag_seconds(p) for p in Projection.objects.all())
+            )
+            time.sleep(0.25)
+    finally:
+        connections.close_all()
+
+
 def lag_under_dispatch(n: int) -> dict:
     """The dispatcher at full speed (bench_dispatch's throughput workload: 200 services,
     one counting sink, 2 ``manage.py dispatch`` processes, events on) while a relay loop
@@ -318,13 +328,12 @@ def lag_under_dispatch(n: int) -> dict:
     from types import SimpleNamespace
 
     import bench_dispatch as bd
-    from django.db import connections
     from sink import start_sink_process
 
     from apps.dispatch import services
     from apps.events import projections
     from apps.events.loop import RelayLoop
-    from apps.events.models import OwnerDailyCount, Projection
+    from apps.events.models import OwnerDailyCount
 
     _reset()
     projections.projections_ensure()
@@ -334,16 +343,6 @@ def lag_under_dispatch(n: int) -> dict:
     n, _, _, owner, tag_id = bd.throughput_workload(args, owner_name="bench-events")
     lags: list[float] = []
     stop = threading.Event()
-
-    def sampler() -> None:
-        try:
-            while not stop.is_set():
-                lags.append(
-                    max(projections.projection_lag_seconds(p) for p in Projection.objects.all())
-                )
-                time.sleep(0.25)
-        finally:
-            connections.close_all()
 
     def sent_counted() -> int:
         return sum(OwnerDailyCount.objects.filter(owner=owner).values_list("sent", flat=True))
@@ -355,7 +354,7 @@ def lag_under_dispatch(n: int) -> dict:
         loop = RelayLoop(seconds=3600)
         assert loop.acquire()
         runner = threading.Thread(target=loop.run)
-        watcher = threading.Thread(target=sampler)
+        watcher = threading.Thread(target=_sample_lag, args=(stop, lags))
         try:
             task = bd.bench_task(owner, "bench-events", tag_id=tag_id, pool=pool)
             runner.start()
