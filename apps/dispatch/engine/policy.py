@@ -205,14 +205,25 @@ def may_commit_in_time(*, commit_at: float, per_message: float, deadline: float)
 
 def seat_order(slots: dict[int, int], *, limit: int) -> list[int]:
     """The services of a pool laid out slot by slot, one round across the services at a
-    time (``{service id: slots}``, in the order given), at most ``limit`` seats: a
-    partial fill (a task's last subtasks) spreads over every service instead of filling
-    the first ones."""
+    time (``{service id: slots}``, in the order given), at most ``limit`` seats.
+
+    Whole chunks: the services are taken in the order given as long as all their slots
+    fit within ``limit`` (the first one always, cut to ``limit``); the ones that do not
+    fit get no seat this time — they stay ready, and the loop ticks again at once. A
+    budget cut across every service instead (one seat each when many are ready at once)
+    would give each a chunk of a message or two, and each chunk's start and end would
+    weigh on every message. The round-robin layout keeps a partial fill (a task's last
+    subtasks) spread over every service taken instead of filling the first ones."""
+    taken: dict[int, int] = {}
+    room = limit
+    for service_id, count in slots.items():
+        if room <= 0 or (taken and count > room):
+            break
+        taken[service_id] = min(count, room)
+        room -= taken[service_id]
     seats: list[int] = []
-    for round_number in range(max(slots.values(), default=0)):
-        for service_id, count in slots.items():
+    for round_number in range(max(taken.values(), default=0)):
+        for service_id, count in taken.items():
             if count > round_number:
-                if len(seats) >= limit:
-                    return seats
                 seats.append(service_id)
     return seats

@@ -126,8 +126,19 @@ def test_commits_are_spaced_by_the_rate_and_never_before_the_services_slot():
 
 def test_seats_are_laid_out_one_round_across_the_services_at_a_time():
     assert policy.seat_order({1: 3, 2: 1, 3: 2}, limit=100) == [1, 2, 3, 1, 3, 1]
-    assert policy.seat_order({1: 3, 2: 3}, limit=3) == [1, 2, 1]
     assert policy.seat_order({}, limit=3) == []
+
+
+def test_a_tick_gives_whole_chunks_within_its_budget():
+    # The services that fit get all their slots; the next one waits for the next tick.
+    assert policy.seat_order({1: 3, 2: 3}, limit=3) == [1, 1, 1]
+    assert policy.seat_order({1: 2, 2: 2, 3: 2}, limit=5) == [1, 2, 1, 2]
+    # The first service always gets seats, cut to the budget.
+    assert policy.seat_order({1: 300, 2: 1}, limit=200) == [1] * 200
+    # Many services with small chunks: each keeps its chunk whole.
+    seats = policy.seat_order(dict.fromkeys(range(1000), 6), limit=200)
+    assert len(seats) == 198
+    assert {seats.count(service) for service in set(seats)} == {6}
 
 
 def test_a_chunk_commits_its_last_message_well_before_its_lease_ends():
