@@ -31,6 +31,25 @@ def setup_django() -> None:
     call_command("migrate", verbosity=0)
 
 
+def production_env(**overrides: str) -> dict[str, str]:
+    """This process's environment with production settings for a process the benchmark
+    starts (a dispatcher, a peer): ``DEBUG`` off — so Django keeps no query log and
+    formats no statement for it — with a fresh ``SECRET_KEY`` and encryption key (the
+    benchmark's services have no password to decrypt). The database is the same."""
+    import secrets
+
+    from cryptography.fernet import Fernet
+
+    return {
+        **os.environ,
+        "DEBUG": "0",
+        "SECRET_KEY": secrets.token_urlsafe(48),
+        "EDM_ENCRYPTION_KEY": Fernet.generate_key().decode(),
+        "ALLOWED_HOSTS": "127.0.0.1",
+        **overrides,
+    }
+
+
 def machine() -> dict:
     return {
         "cores": os.cpu_count(),

@@ -368,15 +368,17 @@ def run_post_office(
     log_level: int = 1,
 ) -> dict[str, Any]:
     """Baseline B: queue ``make_recipients(n, seed)`` with django-post-office, then time
-    ``send_queued_mail_until_done`` with ``processes`` x ``threads`` connections."""
-    env = {
-        **os.environ,
-        "PEER_SMTP_HOST": sink.host,
-        "PEER_SMTP_PORT": str(sink.port),
-        "PEER_BATCH_SIZE": str(batch_size),
-        "PEER_THREADS_PER_PROCESS": str(threads),
-        "PEER_LOG_LEVEL": str(log_level),
-    }
+    ``send_queued_mail_until_done`` with ``processes`` x ``threads`` connections, with
+    production settings as EDM's dispatchers (``DEBUG`` off)."""
+    from bench._common import production_env
+
+    env = production_env(
+        PEER_SMTP_HOST=sink.host,
+        PEER_SMTP_PORT=str(sink.port),
+        PEER_BATCH_SIZE=str(batch_size),
+        PEER_THREADS_PER_PROCESS=str(threads),
+        PEER_LOG_LEVEL=str(log_level),
+    )
     queued = _peer_step(["queue", "--n", str(n), "--seed", str(seed)], env)
     sink.reset()
     sink_cpu_before = _sink_cpu(sink)

@@ -63,7 +63,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
-from _common import ROOT, percentile, report, setup_django  # noqa: E402
+from _common import ROOT, percentile, production_env, report, setup_django  # noqa: E402
 
 
 def bench_task(owner, name: str, *, tag_id: int, pool):
@@ -211,18 +211,19 @@ def drop_task(task) -> None:
 def spawn_dispatchers(
     count: int, *, plain: bool = False, events: bool = True
 ) -> list[subprocess.Popen]:
-    """``manage.py dispatch`` processes (``plain``: ``dispatch_plain.py``); each one's
+    """``manage.py dispatch`` processes (``plain``: ``dispatch_plain.py``) with production
+    settings (``_common.production_env``: ``DEBUG`` off, as deployed); each one's
     PostgreSQL connections carry the application name ``edm-dispatch-<i>``
     (``PGAPPNAME``), so they can be counted."""
-    from apps.core.database import child_env
+    from apps.core.database import database_url
 
     command = [str(HERE / "dispatch_plain.py")] if plain else [str(ROOT / "manage.py"), "dispatch"]
     processes = [
         subprocess.Popen(
             [sys.executable, *command],
             cwd=ROOT,
-            env=child_env(
-                DEBUG="1",
+            env=production_env(
+                DATABASE_URL=database_url(),
                 LOG_LEVEL="WARNING",
                 PGAPPNAME=f"edm-dispatch-{number}",
                 EDM_EVENTS_ENABLED="1" if events else "0",
