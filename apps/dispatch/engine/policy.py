@@ -26,13 +26,9 @@ from apps.dispatch.conf import DispatchSettings
 from apps.services.senders import SendError
 
 # How far ahead a reserved service's work reaches (seconds): long enough that the chunk's
-# start and end (a few statements, ~1-2 ms of CPU on each side) weigh little against its
-# messages when a service is slow — at 1 message a second, or 200 ms a reply, a 4-s chunk
-# carried 4-6 messages and its start and end cost as much CPU as their sending — short
-# enough that a newcomer's task gets a share of every service within seconds (with many
-# services, some chunk ends every few milliseconds) and that a task's last chunks do not
-# leave the other connections idle for long.
-CHUNK_SECONDS = 8.0
+# start and end (a few round trips) weigh little against its messages, short enough that a
+# newcomer's task gets a share of every service within seconds.
+CHUNK_SECONDS = 4.0
 # Most messages in one chunk (what a service without any rate limit gets on a fast link).
 MAX_CHUNK = 200
 # Time per message assumed for a service that has never sent (no ``avg_response_time``).

@@ -459,12 +459,11 @@ def test_a_rate_limited_service_prepares_its_next_message_before_its_slot(
 def test_a_dispatcher_out_of_file_descriptors_opens_fewer_connections_and_loses_nothing(
     user, make_contacts, make_service, set_config
 ):
-    """A dispatcher process allowed 100 open files, 150 ready services, each limited to
-    a message every 2 s (so a chunk holds about 4 and the 600 recipients want every
-    service at once): it cannot open a connection for each. The connections it cannot
-    open are this machine's shortage, not the services' fault: no service is cooled
-    down or disabled, the claimed work goes back at once, and every recipient gets
-    exactly one message through the connections it could open."""
+    """A dispatcher process allowed 100 open files, 150 ready services: it cannot open a
+    connection for each. The connections it cannot open are this machine's shortage, not
+    the services' fault: no service is cooled down or disabled, the claimed work goes
+    back at once, and every recipient gets exactly one message through the connections
+    it could open."""
     import resource
     import subprocess
     import sys
@@ -492,7 +491,7 @@ def test_a_dispatcher_out_of_file_descriptors_opens_fewer_connections_and_loses_
     )
     try:
         for i in range(150):
-            make_service(port=sink.port, name=f"s{i}", sending_rate=2.0)
+            make_service(port=sink.port, name=f"s{i}")
         process.stdout.readline()  # the loop runs
         task = queue_task(user)
         progress = wait_done(task, timeout=90, check=conserved)
