@@ -293,6 +293,7 @@ def tick(
                         avg_response_time=avg_response_time,
                         quota_left=quota_left,
                         horizon=min(policy.CHUNK_SECONDS, conf.lease_seconds / 3),
+                        longest=min(policy.LONGEST_CHUNK_SECONDS, conf.lease_seconds / 3),
                         spread=random.random(),
                     ),
                     *fields,

@@ -459,9 +459,10 @@ def test_a_rate_limited_service_prepares_its_next_message_before_its_slot(
 def test_a_dispatcher_out_of_file_descriptors_opens_fewer_connections_and_loses_nothing(
     user, make_contacts, make_service, set_config
 ):
-    """A dispatcher process allowed 100 open files, 150 ready services: it cannot open a
-    connection for each. The connections it cannot open are this machine's shortage, not
-    the services' fault: no service is cooled down or disabled, the claimed work goes
+    """A dispatcher process allowed 100 open files, 150 ready services and enough
+    recipients for a first chunk on each (16 messages): it cannot open a connection for
+    each. The connections it cannot open are this machine's shortage, not the services'
+    fault: no service is cooled down or disabled, the claimed work goes
     back at once, and every recipient gets exactly one message through the connections
     it could open."""
     import resource
@@ -474,7 +475,7 @@ def test_a_dispatcher_out_of_file_descriptors_opens_fewer_connections_and_loses_
     from apps.services.models import EmailService
 
     set_config(queue__dispatchers=1)
-    make_contacts(user, 600)
+    make_contacts(user, 2400)
     sink = start(LatencyHandler(latency=0.01))
 
     def few_files() -> None:
@@ -500,8 +501,8 @@ def test_a_dispatcher_out_of_file_descriptors_opens_fewer_connections_and_loses_
         _, stderr = process.communicate(timeout=30)
         sink.stop()
     assert process.returncode == 0, stderr[-3000:]
-    assert progress["sent"] == 600
-    assert Counter(Counter(m.rcpt_tos[0] for m in sink.handler.messages).values()) == {1: 600}
+    assert progress["sent"] == 2400
+    assert Counter(Counter(m.rcpt_tos[0] for m in sink.handler.messages).values()) == {1: 2400}
     assert "out of file descriptors: keeping to" in stderr
     kept = int(stderr.split("out of file descriptors: keeping to ")[-1].split()[0])
     assert 10 < kept < 100  # as many as the open files allow, not one
