@@ -135,17 +135,22 @@ _cache: dict[tuple[int, str], tuple[float, Signer | None]] = {}
 _cache_lock = threading.Lock()
 
 
-def signer_for(*, service_id: int, from_email: str) -> Signer | None:
+def signer_for(*, service_id: int, from_email: str, run=None) -> Signer | None:
     """The signer of a service's mail: its own enabled key (whatever its domain), else an
     enabled key of the From address's domain without a service, else None. Cached for a
-    minute."""
+    minute. ``run(fn, **kwargs)`` runs the database read when the cache has no answer (the
+    dispatcher's sender threads pass their database workers': they hold no connection,
+    and a cached answer then costs no hand-over)."""
     domain = from_email.rpartition("@")[2].lower()
     key = (service_id, domain)
     now = time.monotonic()
     cached = _cache.get(key)
     if cached is not None and now - cached[0] < _CACHE_SECONDS:
         return cached[1]
-    signer = _load(service_id=service_id, domain=domain)
+    if run is None:
+        signer = _load(service_id=service_id, domain=domain)
+    else:
+        signer = run(_load, service_id=service_id, domain=domain)
     with _cache_lock:
         _cache[key] = (now, signer)
     return signer

@@ -175,8 +175,8 @@ def message_bytes(
     """The one place where a message's bytes are built: the task's templates rendered
     for the recipient's contact with the task's headers, assembled by
     :func:`apps.dispatch.mime.build_message` with the subtask's own Message-ID (the same
-    on every attempt), DKIM-signed by ``signer`` (``dkim.signer_for`` of the service, read
-    once per chunk through the database workers). Raises on a template or an address
+    on every attempt), DKIM-signed by ``signer`` (``dkim.signer_for`` of the service, cached
+    for a minute, read through the database workers). Raises on a template or an address
     that cannot be used for this recipient."""
     compiled = templates.get(claimed.task_id)
     subject, text, html = compiled.render(claimed.contact)
@@ -272,7 +272,7 @@ def run_chunk(
         raise
     if report.log is None:
         todo = chunk.subtasks  # lease already gone: hand them back (token-fenced)
-    signer = db.run(dkim.signer_for, service_id=service.id, from_email=service.from_email)
+    signer = dkim.signer_for(service_id=service.id, from_email=service.from_email, run=db.run)
     position = {claimed.id: index for index, claimed in enumerate(chunk.subtasks)}
     rated = service.sending_rate > 0
     pace = _Pace(
