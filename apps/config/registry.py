@@ -273,9 +273,9 @@ register(
         "queue.batch_size",
         "int",
         200,
-        "Most subtasks one dispatcher tick claims (each reserved service gets what it "
-        "sends in the next few seconds, within this; a loop ticks again at once while "
-        "there is more).",
+        "Most subtasks one dispatcher tick claims (each service it serves gets its whole "
+        "chunk, what it sends in the next few seconds, within this; the rest wait for the "
+        "next tick, which comes at once while there is more).",
         min=1,
         max=10000,
     ),
