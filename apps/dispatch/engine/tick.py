@@ -1,7 +1,9 @@
 """One tick: reserve ready services and pick subtasks fairly, in one short transaction.
 
 Three statements (one transaction, database clock only, no statement ever waits for a
-lock), each a single round trip:
+lock), each a single round trip — and at most once a second per process a fourth, what is
+left to send in the pools (:func:`_fair_shares`: no chunk gets more than an equal share of
+it among the pool's services):
 
 1. **Reserve** services whose pool has a ready owner lane: ``SKIP LOCKED``,
    earliest ``next_available_at`` first (then success rate, response time). Each gets a
@@ -234,6 +236,38 @@ LEFT JOIN contacts_contact c ON c.id = k.contact_id
 """
 
 
+# What is left to send in each pool, for each of its services: the pending subtasks of its
+# live tasks (their progress counters) over its enabled services. Read at most once per
+# ``BACKLOG_EVERY`` seconds per process, in the tick's transaction.
+_BACKLOG = """
+SELECT p.id,
+       (SELECT COALESCE(sum(d.pending), 0)::bigint FROM dispatch_taskqueue q
+        JOIN dispatch_progressdelta d ON d.task_id = q.task_id
+        WHERE q.pool_id = p.id),
+       (SELECT count(*) FROM services_emailservice s WHERE s.pool_id = p.id AND s.is_enabled)
+FROM unnest(%(pools)s::bigint[]) AS p(id)
+"""
+BACKLOG_EVERY = 1.0
+# pool id -> (time.monotonic() of the reading, the share of each service)
+_shares: dict[int, tuple[float, int]] = {}
+
+
+def _fair_shares(cursor: psycopg.Cursor, pool_ids: Iterable[int]) -> dict[int, int]:
+    """The most messages one chunk of each pool gets: an equal share of what is left to
+    send among the pool's services (at least 1). Early in a task the share is far above
+    any chunk; near its end it shrinks the chunks, so the last messages spread over every
+    connection instead of leaving most of them idle while a few send their long chunks
+    (the tail of a slow pool, where a chunk holds seconds of work)."""
+    now = time.monotonic()
+    pool_ids = set(pool_ids)
+    stale = [p for p in pool_ids if now - _shares.get(p, (-BACKLOG_EVERY, 0))[0] >= BACKLOG_EVERY]
+    if stale:
+        cursor.execute(_BACKLOG, {"pools": _ints(sorted(stale))})
+        for pool_id, pending, services in cursor.fetchall():
+            _shares[pool_id] = (now, max(1, -(-pending // max(1, services))))
+    return {pool_id: _shares[pool_id][1] for pool_id in pool_ids}
+
+
 def _contact(row: tuple) -> dict[str, Any]:
     first_name, last_name, email, attributes, contact_id = row
     if isinstance(attributes, str):
@@ -281,6 +315,7 @@ def tick(
         if not rows:
             return []
         clock = time.monotonic()  # the database's now() was read before this
+        shares = _fair_shares(cursor, (row[1] for row in rows))
         services = []
         for row in rows:
             service_id, pool_id, quota_left, *fields, avg_response_time, wait = row
@@ -288,13 +323,16 @@ def tick(
                 ReservedService(
                     service_id,
                     pool_id,
-                    policy.chunk_size(
-                        sending_rate=fields[1],
-                        avg_response_time=avg_response_time,
-                        quota_left=quota_left,
-                        horizon=min(policy.CHUNK_SECONDS, conf.lease_seconds / 3),
-                        longest=min(policy.LONGEST_CHUNK_SECONDS, conf.lease_seconds / 3),
-                        spread=random.random(),
+                    min(
+                        shares[pool_id],
+                        policy.chunk_size(
+                            sending_rate=fields[1],
+                            avg_response_time=avg_response_time,
+                            quota_left=quota_left,
+                            horizon=min(policy.CHUNK_SECONDS, conf.lease_seconds / 3),
+                            longest=min(policy.LONGEST_CHUNK_SECONDS, conf.lease_seconds / 3),
+                            spread=random.random(),
+                        ),
                     ),
                     *fields,
                     avg_response_time=avg_response_time,

@@ -1,0 +1,58 @@
+"""How a tick sizes the chunks it claims: whole chunks within ``queue.batch_size``, and
+never more than an equal share of what is left in the pool."""
+
+from __future__ import annotations
+
+import pytest
+
+from apps.dispatch.conf import DispatchSettings
+from apps.dispatch.engine import tick
+from apps.dispatch.tests.helpers import queue_task
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_shares():
+    tick._shares.clear()
+    yield
+    tick._shares.clear()
+
+
+def _fast_services(make_service, count: int) -> None:
+    # A fast link: each could take a chunk of MAX_CHUNK (200) messages.
+    for _ in range(count):
+        make_service(port=1, avg_response_time=0.001)
+
+
+def test_a_service_gets_its_whole_chunk_and_the_others_wait_for_the_next_tick(
+    user, make_contacts, make_service, set_config
+):
+    set_config(queue__batch_size=200)
+    make_contacts(user, 2000)
+    _fast_services(make_service, 4)
+    queue_task(user)
+    conf = DispatchSettings.load()
+
+    first = tick.tick(conf, free=4)
+    second = tick.tick(conf, free=4)
+
+    assert [len(chunk.subtasks) for chunk in first] == [200]
+    assert [len(chunk.subtasks) for chunk in second] == [200]
+    assert first[0].service.id != second[0].service.id
+
+
+def test_a_small_task_spreads_over_every_service_of_its_pool(
+    user, make_contacts, make_service, set_config
+):
+    set_config(queue__batch_size=200)
+    make_contacts(user, 40)
+    _fast_services(make_service, 4)
+    queue_task(user)
+    conf = DispatchSettings.load()
+
+    chunks = tick.tick(conf, free=4)
+
+    # 40 left over 4 services: 10 each, not one chunk of 40 and three idle connections.
+    assert sorted(len(chunk.subtasks) for chunk in chunks) == [10, 10, 10, 10]
+    assert len({chunk.service.id for chunk in chunks}) == 4
