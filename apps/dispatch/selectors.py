@@ -132,6 +132,9 @@ def owned_task_detail(owner, pk: int) -> Task | None:
     building a queryset or planning the statement cost as much as the rest of the
     request. A sending task's progress is read apart, at most once a second
     (:func:`_sending_progress`)."""
+    low, high = connection.ops.integer_field_range(Task._meta.pk.get_internal_type())
+    if not low <= pk <= high:
+        return None  # the URL takes any digits; the prepared statement's $1 is a bigint
     sql, attnames = _owned_task_sql()
     params = {"pk": pk, "owner": owner.pk, "sending": Task.Status.SENDING}
     with connection.cursor() as cursor:

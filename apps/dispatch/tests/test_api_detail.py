@@ -252,6 +252,12 @@ def test_another_tenants_task_is_the_same_404_on_the_plain_path(api, other_api, 
     assert theirs.json()["detail"] == "No Task matches the given query."
 
 
+def test_an_id_beyond_bigint_is_the_same_404_on_the_plain_path(api, task):
+    plain, drf = _both_paths(api, f"/api/tasks/{2**63}/")
+    _assert_same_answer(plain, drf)
+    assert plain.status_code == 404 and plain.json()["code"] == "not_found"
+
+
 @pytest.mark.parametrize(
     "authorization",
     ["Token not-a-token", "Token two words", "token not-a-token"],
