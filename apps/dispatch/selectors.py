@@ -128,10 +128,10 @@ def owned_task_detail(owner, pk: int) -> Task | None:
     (``include_tags_ids``, ``exclude_tags_ids``, ``contacts_ids``, in ascending order)
     and its ``progress_counts`` (:func:`tasks_progress`). One statement written out, not
     built by the ORM, and prepared once per connection, reads the task, its relations
-    and its progress: clients poll the detail while a task sends, and each round trip,
-    building a queryset or planning the statement cost as much as the rest of the
-    request. A sending task's progress is read apart, at most once a second
-    (:func:`_sending_progress`)."""
+    and its progress: clients poll the detail while a task sends, so it costs one round
+    trip, no queryset built per request, and no planning (planning it anew cost
+    PostgreSQL more than running it). A sending task's progress is read apart, at most
+    once a second (:func:`_sending_progress`)."""
     low, high = connection.ops.integer_field_range(Task._meta.pk.get_internal_type())
     if not low <= pk <= high:
         return None  # the URL takes any digits; the prepared statement's $1 is a bigint
