@@ -49,9 +49,11 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def start_gunicorn(port: int, workers: int, **extra_env: str) -> subprocess.Popen:
+def start_gunicorn(
+    port: int, workers: int, *, root: Path = ROOT, **extra_env: str
+) -> subprocess.Popen:
     """gunicorn with production settings against the benchmark's database (``extra_env``
-    added to its environment)."""
+    added to its environment), serving the source tree ``root`` (this one)."""
     from cryptography.fernet import Fernet
     from django.conf import settings as django_settings
 
@@ -81,7 +83,7 @@ def start_gunicorn(port: int, workers: int, **extra_env: str) -> subprocess.Pope
             "--log-level",
             "warning",
         ],
-        cwd=ROOT,
+        cwd=root,
         env=env,
     )
     deadline = time.monotonic() + 60

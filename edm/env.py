@@ -72,7 +72,8 @@ def env_rate(name: str, default: str) -> str | None:
 
 
 def env_database(name: str = "DATABASE_URL") -> dict:
-    """Parse a PostgreSQL URL into a Django ``DATABASES`` entry."""
+    """Parse a PostgreSQL URL into a Django ``DATABASES`` entry (the backend of
+    :mod:`apps.core.postgresql`)."""
     import dj_database_url
 
     value = env_str(name)
@@ -86,7 +87,7 @@ def env_database(name: str = "DATABASE_URL") -> dict:
         raise ConfigError(f"{name} is malformed: {exc}") from None
     if not config.get("NAME"):
         raise ConfigError(f"{name} names no database (postgresql://user@host:port/NAME)")
-    config["ENGINE"] = "django.db.backends.postgresql"
+    config["ENGINE"] = "apps.core.postgresql"
     return config
 
 

@@ -118,6 +118,9 @@ TEMPLATES = [
 
 DATABASES = {"default": env_database("DATABASE_URL")}
 DATABASES["default"]["CONN_MAX_AGE"] = env_int("CONN_MAX_AGE", 60)
+# A persistent connection the server dropped meanwhile is replaced before a request
+# uses it; the backend (apps.core.postgresql) asks the server only when the connection
+# has something to read.
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DATABASES["default"].setdefault("OPTIONS", {})
 DATABASES["default"]["OPTIONS"].setdefault("connect_timeout", 5)

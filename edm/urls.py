@@ -22,10 +22,11 @@ api_patterns = [
     path("auth/token/", TokenView.as_view(), name="auth-token"),
     path("schema/", SchemaView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
+    # Django tries the patterns in order: the task detail, which clients poll, first.
+    path("", include("apps.dispatch.urls")),
     path("", include("apps.config.urls")),
     path("", include("apps.contacts.urls")),
     path("", include("apps.services.urls")),
-    path("", include("apps.dispatch.urls")),
     path("", include("apps.monitoring.urls")),
     path("", include("apps.deliverability.urls")),
     path("", include("apps.events.urls")),

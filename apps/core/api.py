@@ -1,5 +1,5 @@
 """API plumbing shared by every app: the one error shape, the permission of operators,
-the answer to unknown URLs, and the health endpoint.
+the answer to unknown URLs, the short path of polled GETs, and the health endpoint.
 
 Every 4xx under ``/api/`` has one body::
 
@@ -34,6 +34,7 @@ from drf_spectacular.utils import extend_schema, inline_serializer
 from drf_spectacular.views import SpectacularAPIView
 from rest_framework import exceptions, serializers, status
 from rest_framework.permissions import AllowAny, BasePermission
+from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -46,7 +47,14 @@ logger = logging.getLogger(__name__)
 
 NON_FIELD = "non_field_errors"
 
-__all__ = ["IsOperator", "error_body", "exception_handler", "validation_body"]
+__all__ = [
+    "IsOperator",
+    "PlainTokenGetMixin",
+    "error_body",
+    "exception_handler",
+    "plain_json_get",
+    "validation_body",
+]
 
 
 def _flatten(data, prefix: str = "") -> dict[str, list[str]]:
@@ -223,7 +231,7 @@ _HEALTH_OK_HEADERS = {"Vary": "Accept", "Allow": "GET, HEAD, OPTIONS"}
 _JSON_ACCEPTS = frozenset({"", "*/*", "application/json"})
 
 
-def _plain_json_probe(request: HttpRequest) -> bool:
+def plain_json_get(request: HttpRequest) -> bool:
     """A GET for JSON without a query string (no ``?format=``): DRF would answer JSON."""
     meta = request.META
     return (
@@ -231,6 +239,57 @@ def _plain_json_probe(request: HttpRequest) -> bool:
         and not meta.get("QUERY_STRING")
         and meta.get("HTTP_ACCEPT", "") in _JSON_ACCEPTS
     )
+
+
+class PlainTokenGetMixin:
+    """For an ``APIView`` that API clients poll: a plain GET for JSON (:func:`plain_json_get`)
+    with an API token (``Authorization: Token …``) is answered on Django's request,
+    without DRF's request wrapper, parsers and content negotiation, which such a request
+    needs none of. Everything else is DRF's own, in DRF's order: the view's first
+    authentication class decides (the token cache; a bad token is a 401 as ever), then
+    the permissions, the throttles (counted, and a 429 when one refuses), the view's
+    ``get``; errors go through the exception handler (the one error shape); the response
+    is DRF's ``Response``, finalized and rendered by the JSON renderer DRF picks for
+    such a request. So the bytes and headers are DRF's, and nothing of the view is
+    written twice. Any other request (a browser's ``Accept``, ``?format=``, another
+    method, a session or no credentials) goes through DRF's ``dispatch``."""
+
+    def dispatch(self, request, *args, **kwargs):
+        authenticator = self.get_authenticators()[0]
+        renderer = self.get_renderers()[0]
+        keyword = getattr(authenticator, "keyword", "")
+        authorization = request.META.get("HTTP_AUTHORIZATION", "")
+        if not (
+            keyword
+            and renderer.media_type == "application/json"
+            and plain_json_get(request)
+            and authorization[: len(keyword) + 1].lower() == keyword.lower() + " "
+        ):
+            return super().dispatch(request, *args, **kwargs)
+        self.args, self.kwargs, self.request = args, kwargs, request
+        self.headers = self.default_response_headers
+        self.format_kwarg = None
+        request.accepted_renderer, request.accepted_media_type = renderer, renderer.media_type
+        request.version, request.versioning_scheme = self.determine_version(request)
+        try:
+            request.user, request.auth = authenticator.authenticate(request)
+            self.check_permissions(request)
+            self.check_throttles(request)
+            response = self.get(request, *args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - as DRF's dispatch: the handler decides
+            response = self.handle_exception(exc)
+        self.response = self.finalize_response(request, response, *args, **kwargs)
+        return self.response
+
+    def permission_denied(self, request, message=None, code=None):
+        if not isinstance(request, Request):  # authenticated by its token
+            raise exceptions.PermissionDenied(detail=message, code=code)
+        super().permission_denied(request, message=message, code=code)
+
+    def raise_uncaught_exception(self, exc):
+        if isinstance(self.request, Request):
+            super().raise_uncaught_exception(exc)
+        raise exc
 
 
 class HealthView(APIView):
@@ -248,7 +307,7 @@ class HealthView(APIView):
     throttle_classes: list = []  # load balancers and probes poll it
 
     def dispatch(self, request, *args, **kwargs):
-        if _plain_json_probe(request) and _database_answered_lately():
+        if plain_json_get(request) and _database_answered_lately():
             return HttpResponse(
                 _HEALTH_OK_BODY, content_type="application/json", headers=_HEALTH_OK_HEADERS
             )

@@ -26,6 +26,7 @@ from rest_framework import generics, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from apps.core.api import PlainTokenGetMixin
 from apps.core.pagination import KeysetPagination
 from apps.core.params import query_id
 from apps.core.tenancy import is_operator
@@ -142,10 +143,13 @@ class TaskListCreateView(generics.ListAPIView):
 @extend_schema_view(
     get=extend_schema(tags=[TASKS], summary="A task with its progress counts"),
 )
-class TaskDetailView(generics.RetrieveAPIView):
-    """The task with its related ids, then its progress, in statements written out
-    (``selectors.owned_task_detail``), not a queryset built per request: clients poll
-    it while the task sends."""
+class TaskDetailView(PlainTokenGetMixin, generics.RetrieveAPIView):
+    """Clients poll it while the task sends, so its plain GET costs little: the task
+    with its related ids and its progress in one statement written out
+    (``selectors.owned_task_detail``), not a queryset built per request, and a token
+    client's JSON GET answered on Django's request (``PlainTokenGetMixin``: DRF's
+    authentication, throttles, serializer and renderer, without its request wrapper and
+    content negotiation)."""
 
     serializer_class = TaskDetailSerializer
 

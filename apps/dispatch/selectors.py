@@ -10,6 +10,7 @@ from django.contrib.auth import get_user_model
 from django.db import connection
 from django.utils import timezone
 
+from apps.core.database import execute_prepared
 from apps.dispatch import progress
 from apps.dispatch.models import SubTask, Task, TestSend
 
@@ -30,23 +31,47 @@ AND (c.id = ANY(%(explicit)s) OR (
 """
 
 
-# A live chunk's subtask rows are written when it ends (see ``models.SendChunk``): until
-# then, the entries before its position that are still ``allocated`` were accepted (they
-# count as ``sent``), and the entry at its position may be on the wire (``sending``).
-_IN_CHUNKS = """
+# A task's progress as ``(task_id, status, n)`` rows, for the tasks of ``{ids}`` (an SQL
+# expression of a ``bigint[]``): the counters the triggers keep (``progress``), then what
+# the live chunks say about their ``allocated`` rows. A live chunk's subtask rows are
+# written when it ends (see ``models.SendChunk``): until then, the entries before its
+# position that are still ``allocated`` were accepted (``accepted``, they count as
+# ``sent``), and the entry at its position may be on the wire (``in_flight``:
+# ``sending``).
+_PROGRESS_ROWS = f"""
+SELECT s.task_id, u.status, u.n
+FROM (SELECT d.task_id, {progress.SUMS} FROM dispatch_progressdelta d
+      WHERE d.task_id = ANY({{ids}}) GROUP BY d.task_id) s
+{progress.AS_ROWS}
+WHERE u.n <> 0
+UNION ALL
 SELECT s.task_id, CASE WHEN e.ord <= k.position THEN 'accepted' ELSE 'in_flight' END,
        count(*)
 FROM dispatch_sendchunk k
 CROSS JOIN LATERAL unnest(k.subtask_ids[1:k.position + 1], k.tokens[1:k.position + 1])
      WITH ORDINALITY AS e(id, token, ord)
 JOIN dispatch_subtask s ON s.id = e.id AND s.attempt_token = e.token
-WHERE k.position >= 0 AND k.task_ids && %(ids)s::bigint[] AND s.task_id = ANY(%(ids)s)
+WHERE k.position >= 0 AND k.task_ids && {{ids}} AND s.task_id = ANY({{ids}})
   AND (s.status = 'allocated') IS TRUE
 GROUP BY 1, 2
 """
 
 
 _CHUNK_STATES = {"accepted": "sent", "in_flight": "sending"}
+
+
+def _no_progress() -> dict[str, int]:
+    return dict.fromkeys(("total", *PROGRESS_KEYS), 0)
+
+
+def _add_progress(counts: dict[str, int], status: str, n: int) -> None:
+    """Count one row of :data:`_PROGRESS_ROWS` into a task's ``counts``."""
+    if status in _CHUNK_STATES:
+        counts["allocated"] -= n
+        counts[_CHUNK_STATES[status]] += n
+    else:
+        counts[status] += n
+        counts["total"] += n
 
 
 def tasks_progress(task_ids: list[int]) -> dict[int, dict[str, int]]:
@@ -58,31 +83,24 @@ def tasks_progress(task_ids: list[int]) -> dict[int, dict[str, int]]:
     then the ones claimed and never attempted. So after a pause or cancel, at most
     ``sending`` more messages can become ``sent``. A few rows per task whatever its
     size."""
-    result = {pk: dict.fromkeys(("total", *PROGRESS_KEYS), 0) for pk in task_ids}
+    result = {pk: _no_progress() for pk in task_ids}
     if not task_ids:
         return result
     with connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT s.task_id, u.status, u.n FROM (SELECT d.task_id, {progress.SUMS} "
-            "FROM dispatch_progressdelta d WHERE d.task_id = ANY(%(ids)s) "
-            f"GROUP BY d.task_id) s {progress.AS_ROWS} WHERE u.n <> 0 "
-            f"UNION ALL {_IN_CHUNKS}",
-            {"ids": sorted(set(task_ids))},
+            _PROGRESS_ROWS.format(ids="%(ids)s::bigint[]"), {"ids": sorted(set(task_ids))}
         )
-        for task_id, status, count in cursor.fetchall():
-            if status in _CHUNK_STATES:
-                result[task_id]["allocated"] -= count
-                result[task_id][_CHUNK_STATES[status]] += count
-            else:
-                result[task_id][status] = result[task_id].get(status, 0) + count
-                result[task_id]["total"] += count
+        for task_id, status, n in cursor.fetchall():
+            _add_progress(result[task_id], status, n)
     return result
 
 
 @functools.cache
 def _owned_task_sql() -> tuple[str, tuple[str, ...]]:
     """The statement of :func:`owned_task_detail` and the task's fields it reads first
-    (column and table names read from the models), then the three id arrays."""
+    (column and table names read from the models), then the three id arrays, then the
+    task's progress rows as two arrays (statuses, counts; ``NULL`` when there are none,
+    and not read while the task sends)."""
     fields = Task._meta.concrete_fields
     columns = [f"t.{field.column}" for field in fields]
     for name, column in (
@@ -95,8 +113,11 @@ def _owned_task_sql() -> tuple[str, tuple[str, ...]]:
             f"ARRAY(SELECT r.{column} FROM {table} r WHERE r.task_id = t.id ORDER BY r.{column})"
         )
     sql = (
-        f"SELECT {', '.join(columns)} FROM {Task._meta.db_table} t "
-        "WHERE t.id = %s AND t.owner_id = %s"
+        f"SELECT {', '.join(columns)}, p.statuses, p.counts FROM {Task._meta.db_table} t "
+        "CROSS JOIN LATERAL (SELECT array_agg(r.status) AS statuses, array_agg(r.n) AS counts"
+        f" FROM ({_PROGRESS_ROWS.format(ids='ARRAY[t.id]')}) r"
+        " WHERE t.status <> %(sending)s) p "
+        "WHERE t.id = %(pk)s AND t.owner_id = %(owner)s"
     )
     return sql, tuple(field.attname for field in fields)
 
@@ -105,22 +126,31 @@ def owned_task_detail(owner, pk: int) -> Task | None:
     """``owner``'s task ``pk`` (``None`` when it does not exist or is another user's)
     with what the API's detail shows: the ids of its tags and contacts
     (``include_tags_ids``, ``exclude_tags_ids``, ``contacts_ids``, in ascending order)
-    and its ``progress_counts`` (:func:`tasks_progress`). Two statements written out,
-    not built by the ORM: clients poll the detail while a task sends, and building the
-    queryset cost as much as running it."""
+    and its ``progress_counts`` (:func:`tasks_progress`). One statement written out, not
+    built by the ORM, and prepared once per connection, reads the task, its relations
+    and its progress: clients poll the detail while a task sends, so it costs one round
+    trip, no queryset built per request, and no planning (planning it anew cost
+    PostgreSQL more than running it). A sending task's progress is read apart, at most
+    once a second (:func:`_sending_progress`)."""
+    low, high = connection.ops.integer_field_range(Task._meta.pk.get_internal_type())
+    if not low <= pk <= high:
+        return None  # the URL takes any digits; the prepared statement's $1 is a bigint
     sql, attnames = _owned_task_sql()
+    params = {"pk": pk, "owner": owner.pk, "sending": Task.Status.SENDING}
     with connection.cursor() as cursor:
-        cursor.execute(sql, [pk, owner.pk])
+        execute_prepared(cursor, "edm_owned_task_detail", sql, params)
         row = cursor.fetchone()
     if row is None:
         return None
     fields = len(attnames)
     task = Task.from_db(connection.alias, attnames, row[:fields])
-    task.include_tags_ids, task.exclude_tags_ids, task.contacts_ids = row[fields:]
+    task.include_tags_ids, task.exclude_tags_ids, task.contacts_ids, statuses, counts = row[fields:]
     if task.status == Task.Status.SENDING:
         task.progress_counts = _sending_progress(task.pk)
     else:
-        task.progress_counts = tasks_progress([task.pk])[task.pk]
+        task.progress_counts = _no_progress()
+        for status, n in zip(statuses or (), counts or (), strict=True):
+            _add_progress(task.progress_counts, status, n)
     return task
 
 

@@ -674,8 +674,8 @@ def test_list_pages_cost_a_fixed_number_of_queries(api, tag, dead, django_assert
     # their subtasks)
     with django_assert_num_queries(3):
         assert len(api.get("/api/dlq").data["results"]) == 3
-    # token, the task (with its id lists), its progress
-    with django_assert_num_queries(3):
+    # token, the task (with its id lists and its progress)
+    with django_assert_num_queries(2):
         detail = api.get(f"/api/tasks/{dead['task']}/").data
     assert detail["include_tags"] == [tag.pk] and detail["progress"]["total"] == 5
     # token, count, the page (with its id lists), the progress of the page

@@ -1,13 +1,20 @@
 """The task detail's own read path (``selectors.owned_task_detail`` and the serializers'
-fields built once): it answers exactly what DRF's generic path answers."""
+fields built once) and its plain GET answered on Django's request
+(``apps.core.api.PlainTokenGetMixin``): it answers exactly what DRF's generic path and
+DRF's dispatch answer."""
 
 from __future__ import annotations
 
 from datetime import timedelta
 
 import pytest
+from django.core.cache import cache
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from rest_framework import serializers
+from rest_framework.request import Request
+from rest_framework.test import APIClient
 
 from apps.contacts.models import Tag
 from apps.dispatch import services
@@ -16,6 +23,10 @@ from apps.dispatch.models import SubTask, Task
 from apps.dispatch.selectors import owned_task_detail, task_progress
 from apps.dispatch.serializers import TaskDetailSerializer, TaskSerializer
 from apps.dispatch.tests.helpers import chunk_in_progress
+
+# An ``Accept`` for which DRF picks JSON too, but which is left to DRF's dispatch (only
+# the ``Accept`` headers probes and clients send are taken before it).
+DRF_JSON = {"HTTP_ACCEPT": "application/json, */*;q=0.5"}
 
 
 @pytest.fixture
@@ -154,3 +165,204 @@ def test_a_sending_tasks_progress_is_read_once_a_second_per_process(
     settings.EDM_SENDING_PROGRESS_SECONDS = 0  # off: every request reads
     Task.objects.filter(pk=task.pk).update(status=Task.Status.SENDING)
     assert api.get(f"/api/tasks/{task.pk}/").json()["progress"] == task_progress(task)
+
+
+# --- the plain GET, answered on Django's request --------------------------------------
+
+
+def _answered_before_drf(response) -> bool:
+    """DRF's dispatch renders for its own request wrapper; the plain path for Django's."""
+    return not isinstance(response.renderer_context["request"], Request)
+
+
+def _both_paths(client, url: str, **extra):
+    """The plain path's answer and DRF's dispatch's to the same request."""
+    plain = client.get(url, **extra)
+    drf = client.get(url, **{**extra, **DRF_JSON})
+    assert _answered_before_drf(plain) and not _answered_before_drf(drf)
+    return plain, drf
+
+
+def _assert_same_answer(plain, drf) -> None:
+    assert (plain.status_code, plain.content) == (drf.status_code, drf.content)
+    # Every header, middleware's included; each request has its own id.
+    headers = [{k: v for k, v in r.items() if k != "X-Request-ID"} for r in (plain, drf)]
+    assert headers[0] == headers[1]
+    assert len(headers[0]) >= 5
+
+
+@pytest.fixture
+def operators_task(staff_user, pool, make_contacts) -> Task:
+    make_contacts(staff_user, 3)
+    created = services.task_create(
+        owner=staff_user,
+        actor=staff_user,
+        name="ops",
+        subject="s",
+        body_text="b",
+        body_html="",
+        from_name="",
+        include_tags=[Tag.objects.get(owner=staff_user, name="list").pk],
+        exclude_tags=[],
+        contacts=[],
+        pool=pool.pk,
+        priority=0,
+        scheduled_at=None,
+        tracking=True,
+    )
+    services.task_queue(task=created)
+    return created
+
+
+@pytest.mark.parametrize("accept", [None, "*/*", "application/json"])
+def test_a_tenants_plain_get_is_drfs_answer_byte_for_byte(api, task, accept):
+    extra = {} if accept is None else {"HTTP_ACCEPT": accept}
+    plain, drf = _both_paths(api, f"/api/tasks/{task.pk}/", **extra)
+    _assert_same_answer(plain, drf)
+    assert plain.status_code == 200 and plain["Content-Type"] == "application/json"
+    assert plain.json() == _generic(TaskDetailSerializer, task.pk)
+
+
+def test_an_operators_plain_get_is_drfs_answer_and_scoped_to_its_own_tasks(
+    staff_api, operators_task, task
+):
+    _assert_same_answer(*_both_paths(staff_api, f"/api/tasks/{operators_task.pk}/"))
+    plain, drf = _both_paths(staff_api, f"/api/tasks/{task.pk}/")  # a tenant's task
+    _assert_same_answer(plain, drf)
+    assert plain.status_code == 404
+
+
+def test_a_sending_tasks_plain_get_is_drfs_answer(api, task, settings):
+    Task.objects.filter(pk=task.pk).update(status=Task.Status.SENDING)
+    subtasks = list(SubTask.objects.filter(task=task).order_by("id")[:4])
+    chunk_in_progress(subtasks, position=2, expired=False)
+    for seconds in (0, 1):  # every request reads the progress; once a second
+        settings.EDM_SENDING_PROGRESS_SECONDS = seconds
+        plain, drf = _both_paths(api, f"/api/tasks/{task.pk}/")
+        _assert_same_answer(plain, drf)
+        progress = plain.json()["progress"]
+        assert (progress["sent"], progress["sending"], progress["allocated"]) == (2, 1, 1)
+
+
+def test_another_tenants_task_is_the_same_404_on_the_plain_path(api, other_api, task):
+    theirs, drf = _both_paths(other_api, f"/api/tasks/{task.pk}/")
+    _assert_same_answer(theirs, drf)
+    missing, _ = _both_paths(api, "/api/tasks/999999/")
+    assert theirs.status_code == 404 and theirs.content == missing.content
+    assert theirs.json()["detail"] == "No Task matches the given query."
+
+
+def test_an_id_beyond_bigint_is_the_same_404_on_the_plain_path(api, task):
+    plain, drf = _both_paths(api, f"/api/tasks/{2**63}/")
+    _assert_same_answer(plain, drf)
+    assert plain.status_code == 404 and plain.json()["code"] == "not_found"
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    ["Token not-a-token", "Token two words", "token not-a-token"],
+)
+def test_a_bad_token_is_drfs_401_on_the_plain_path(task, authorization):
+    client = APIClient()
+    plain, drf = _both_paths(client, f"/api/tasks/{task.pk}/", HTTP_AUTHORIZATION=authorization)
+    _assert_same_answer(plain, drf)
+    assert plain.status_code == 401 and plain["WWW-Authenticate"] == "Token"
+    assert set(plain.json()) == {"detail", "code", "errors"}
+
+
+def test_an_inactive_users_token_is_refused_on_the_plain_path(api, user, task):
+    user.is_active = False
+    user.save()
+    plain, drf = _both_paths(api, f"/api/tasks/{task.pk}/")
+    _assert_same_answer(plain, drf)
+    assert plain.status_code == 401 and plain.json()["detail"] == "User inactive or deleted."
+
+
+@pytest.fixture
+def rates(settings):
+    cache.clear()
+
+    def set_rates(**rates):
+        settings.REST_FRAMEWORK = {
+            **settings.REST_FRAMEWORK,
+            "DEFAULT_THROTTLE_RATES": {
+                **settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"],
+                **rates,
+            },
+        }
+
+    yield set_rates
+    cache.clear()
+
+
+@pytest.mark.parametrize("scope", ["user", "address"])
+def test_the_plain_path_counts_and_enforces_both_throttles(rates, api, task, scope):
+    rates(**{scope: "3/min"})
+    url = f"/api/tasks/{task.pk}/"
+    assert [api.get(url).status_code for _ in range(2)] == [200, 200]
+    assert api.get(url, **DRF_JSON).status_code == 200  # one count for both paths
+    plain, drf = _both_paths(api, url)
+    _assert_same_answer(plain, drf)
+    assert plain.status_code == 429 and int(plain["Retry-After"]) > 0
+    assert plain.json()["code"] == "throttled"
+
+
+def test_a_throttled_tenant_leaves_others_alone(rates, api, other_api, task):
+    rates(user="1/min")
+    assert api.get(f"/api/tasks/{task.pk}/").status_code == 200
+    assert api.get(f"/api/tasks/{task.pk}/").status_code == 429
+    assert other_api.get(f"/api/tasks/{task.pk}/").status_code == 404
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"HTTP_ACCEPT": "text/html"},
+        {"QUERY_STRING": "format=json"},
+        {"HTTP_ACCEPT": "application/json; indent=4"},
+    ],
+)
+def test_anything_unusual_is_left_to_drf(api, task, extra):
+    response = api.get(f"/api/tasks/{task.pk}/", **extra)
+    assert response.status_code == 200 and not _answered_before_drf(response)
+
+
+def test_a_session_or_no_credentials_is_left_to_drf(user, task):
+    client = APIClient()
+    anonymous = client.get(f"/api/tasks/{task.pk}/")
+    assert anonymous.status_code == 401 and not _answered_before_drf(anonymous)
+    client.force_login(user)
+    session = client.get(f"/api/tasks/{task.pk}/")
+    assert session.status_code == 200 and not _answered_before_drf(session)
+    assert session.json() == api_json(task)
+
+
+def api_json(task: Task) -> dict:
+    return _generic(TaskDetailSerializer, task.pk)
+
+
+def test_other_methods_are_drfs(api, task):
+    response = api.post(f"/api/tasks/{task.pk}/")
+    assert response.status_code == 405 and response.json()["code"] == "method_not_allowed"
+    assert api.head(f"/api/tasks/{task.pk}/").status_code == 200
+
+
+def test_a_plain_get_with_the_token_remembered_is_one_statement(
+    api, task, settings, django_assert_num_queries
+):
+    settings.EDM_TOKEN_CACHE_SECONDS = 5
+    api.get(f"/api/tasks/{task.pk}/")  # the token is looked up once
+    with django_assert_num_queries(1):  # the task, its relations and its progress
+        response = api.get(f"/api/tasks/{task.pk}/")
+    assert _answered_before_drf(response) and response.json()["progress"]["total"] == 6
+
+
+def test_the_detail_statement_is_prepared_once_per_connection(api, task, settings):
+    with CaptureQueriesContext(connection) as queries:
+        first = api.get(f"/api/tasks/{task.pk}/")
+    assert queries.captured_queries[-1]["sql"].startswith("EXECUTE edm_owned_task_detail(")
+    settings.EDM_DATABASE_POOLER = "transaction"  # nothing prepared outlives a transaction
+    with CaptureQueriesContext(connection) as queries:
+        pooled = api.get(f"/api/tasks/{task.pk}/")
+    assert queries.captured_queries[-1]["sql"].startswith("SELECT t.id")
+    assert pooled.content == first.content
