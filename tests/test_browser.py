@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from selenium.webdriver.common.by import By
 
-from tests.browser import admin_login
+from tests.browser import admin_login, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -21,5 +21,9 @@ def test_a_wrong_password_stays_on_the_login_page(browser, live_server, staff_us
     browser.find_element(By.NAME, "username").send_keys("operator")
     browser.find_element(By.NAME, "password").send_keys("not the password")
     browser.find_element(By.CSS_SELECTOR, "[type=submit]").click()
-    assert browser.find_elements(By.CSS_SELECTOR, ".errornote")
+    # The answer to the POST is a new page: wait for it rather than read the old one.
+    wait_for(
+        lambda: browser.find_elements(By.CSS_SELECTOR, ".errornote"),
+        message="the login page's error note",
+    )
     assert not browser.find_elements(By.ID, "user-tools")
