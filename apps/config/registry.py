@@ -272,7 +272,7 @@ register(
     Key(
         "queue.batch_size",
         "int",
-        200,
+        1000,
         "Most subtasks one dispatcher tick claims (each service it serves gets its whole "
         "chunk, what it sends in the next few seconds, within this; the rest wait for the "
         "next tick, which comes at once while there is more).",

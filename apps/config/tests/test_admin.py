@@ -64,14 +64,14 @@ def test_history_page_shows_the_diff_and_a_rollback_that_is_audited(admin_client
     assert history.status_code == 200
     assert b"roll back to this" in history.content
     assert re.search(
-        r"<strong>Value:</strong>\s*200\s*&nbsp;&rarr;&nbsp;&nbsp;20\s", history.content.decode()
+        r"<strong>Value:</strong>\s*1000\s*&nbsp;&rarr;&nbsp;&nbsp;20\s", history.content.decode()
     )
     first = SystemConfig.history.filter(key="queue.batch_size").order_by("history_id").first()
     url = reverse("admin:config_systemconfig_rollback", args=[row.pk, first.history_id])
     assert admin_client.get(url).status_code == 200
     response = admin_client.post(url, {"reason": "undo"})
     assert response.status_code == 302
-    assert config_get("queue.batch_size") == 200
+    assert config_get("queue.batch_size") == 1000
     entry = config_history("queue.batch_size")[0]
     assert entry["changed_by"] == "operator"
     assert entry["reason"] == f"rollback to #{first.history_id}: undo"
@@ -92,8 +92,8 @@ def test_reverting_from_a_history_version_page_goes_through_validation(admin_cli
     url = reverse("admin:config_systemconfig_simple_history", args=[row.pk, first.history_id])
     page = admin_client.get(url)
     assert page.status_code == 200
-    assert b"200" in page.content
-    response = admin_client.post(url, {"value": "200", "reason": "revert"})
+    assert b"1000" in page.content
+    response = admin_client.post(url, {"value": "1000", "reason": "revert"})
     assert response.status_code == 302
-    assert config_get("queue.batch_size") == 200
+    assert config_get("queue.batch_size") == 1000
     assert config_history("queue.batch_size")[0]["reason"] == "revert"

@@ -34,7 +34,7 @@ def test_a_category_lists_only_its_keys(api):
 def test_a_key_is_read_alone(api):
     body = api.get("/api/system-config/queue.batch_size").json()
     assert body["key"] == "queue.batch_size"
-    assert body["value"] == 200
+    assert body["value"] == 1000
     assert body["min"] == 1
 
 
@@ -46,7 +46,7 @@ def test_unknown_key_and_category_answer_404(api):
 def test_non_staff_users_cannot_write(api):
     response = api.put("/api/system-config/queue.batch_size", {"value": 5}, format="json")
     assert response.status_code == 403
-    assert config_get("queue.batch_size") == 200
+    assert config_get("queue.batch_size") == 1000
 
 
 def test_staff_change_a_key_and_the_history_names_them(staff_api):
@@ -60,7 +60,7 @@ def test_staff_change_a_key_and_the_history_names_them(staff_api):
     assert response.json()["changed"] is True
     history = staff_api.get("/api/system-config/queue.batch_size/history").json()["results"]
     assert history[0]["changed_by"] == "operator"
-    assert history[0]["old_value"] == 200
+    assert history[0]["old_value"] == 1000
     assert history[0]["reason"] == "more per tick"
 
 
@@ -92,7 +92,7 @@ def test_batch_is_all_or_nothing(staff_api):
     errors = response.json()["errors"]
     assert set(errors) == {"backoff.jitter", "backoff.strategy"}
     assert "at most 1" in errors["backoff.jitter"][0]
-    assert config_get("queue.batch_size") == 200
+    assert config_get("queue.batch_size") == 1000
 
 
 def test_batch_applies_all_values_with_the_reason(staff_api):
@@ -137,7 +137,7 @@ def test_rollback_through_the_api(staff_api):
         format="json",
     )
     assert response.status_code == 200, response.json()
-    assert response.json()["value"] == 200
+    assert response.json()["value"] == 1000
     assert config_history("queue.batch_size")[0]["reason"] == (
         f"rollback to #{first.history_id}: undo"
     )

@@ -24,14 +24,14 @@ def test_export_writes_every_key(tmp_path):
     data = json.loads(target.read_text())
     assert data["format"] == "edm-config"
     assert set(data["values"]) == set(KEYS)
-    assert json.loads(_run("export"))["values"]["queue.batch_size"] == 200
+    assert json.loads(_run("export"))["values"]["queue.batch_size"] == 1000
 
 
 def test_import_applies_everything_with_the_reason_and_user(tmp_path, staff_user):
     path = tmp_path / "prod.json"
     path.write_text(json.dumps({"values": {"queue.batch_size": 400, "backoff.strategy": "fixed"}}))
     output = _run("import", str(path), "--reason", "promote staging", "--user", "operator")
-    assert "queue.batch_size: 200 -> 400" in output
+    assert "queue.batch_size: 1000 -> 400" in output
     assert config_get("backoff.strategy") == "fixed"
     entry = config_history("queue.batch_size")[0]
     assert (entry["changed_by"], entry["reason"]) == ("operator", "promote staging")
@@ -46,7 +46,7 @@ def test_import_with_one_bad_value_changes_nothing_and_names_it(tmp_path):
         _run("import", str(path), "--reason", "x")
     assert "backoff.jitter: must be at most 1" in str(caught.value)
     assert "queue.gone: unknown configuration key" in str(caught.value)
-    assert config_get("queue.batch_size") == 200
+    assert config_get("queue.batch_size") == 1000
 
 
 def test_import_of_a_file_that_is_not_json_names_the_line(tmp_path):
@@ -59,7 +59,7 @@ def test_import_of_a_file_that_is_not_json_names_the_line(tmp_path):
 def test_diff_shows_what_would_change_and_changes_nothing(tmp_path):
     path = tmp_path / "next.json"
     path.write_text(
-        json.dumps({"queue.batch_size": 200, "queue.dispatchers": 6, "backoff.jitter": 2})
+        json.dumps({"queue.batch_size": 1000, "queue.dispatchers": 6, "backoff.jitter": 2})
     )
     output = _run("diff", str(path))
     assert "queue.dispatchers: 2 -> 6" in output

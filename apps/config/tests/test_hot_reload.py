@@ -70,7 +70,7 @@ def test_a_second_process_sees_a_change_within_two_seconds(staff_user):
     )
     try:
         ready = json.loads(watcher.stdout.readline() or "{}")
-        assert ready == {"ready": 200}, watcher.stderr.read()
+        assert ready == {"ready": 1000}, watcher.stderr.read()
         time.sleep(0.3)  # the watcher is now serving from its cache
         services.config_set(key="queue.batch_size", value=321, reason="hot", actor=staff_user)
         committed_at = time.monotonic()
@@ -116,13 +116,13 @@ def test_a_database_error_during_a_check_keeps_serving_the_last_values(settings)
     from django.db import DatabaseError
 
     settings.EDM_CONFIG_CHECK_INTERVAL = 0
-    assert config_get("queue.batch_size") == 200
+    assert config_get("queue.batch_size") == 1000
 
     def broken(execute, sql, params, many, context):
         raise DatabaseError("connection lost")
 
     with connection.execute_wrapper(broken):
-        assert config_get("queue.batch_size") == 200
+        assert config_get("queue.batch_size") == 1000
 
 
 @pytest.mark.django_db
@@ -143,10 +143,10 @@ def test_while_one_thread_checks_the_others_serve_the_loaded_values(settings):
     from apps.config import selectors
 
     settings.EDM_CONFIG_CHECK_INTERVAL = 0
-    assert config_get("queue.batch_size") == 200
+    assert config_get("queue.batch_size") == 1000
     results = []
     with selectors._refresh_lock:  # a check in progress in another thread
         reader = threading.Thread(target=lambda: results.append(config_get("queue.batch_size")))
         reader.start()
         reader.join(timeout=2)
-    assert results == [200]
+    assert results == [1000]

@@ -34,12 +34,12 @@ def test_set_records_who_when_old_new_and_why(staff_user):
     change = services.config_set(
         key="queue.batch_size", value="300", reason="bigger ticks", actor=staff_user
     )
-    assert change == services.Change("queue.batch_size", 200, 300)
+    assert change == services.Change("queue.batch_size", 1000, 300)
     assert config_get("queue.batch_size") == 300
     assert config_version() > before
     latest = config_history("queue.batch_size")[0]
     assert latest["changed_by"] == "operator"
-    assert latest["old_value"] == 200
+    assert latest["old_value"] == 1000
     assert latest["value"] == 300
     assert latest["reason"] == "bigger ticks"
     assert latest["type"] == "changed"
@@ -58,7 +58,7 @@ def test_a_bad_value_changes_nothing():
     with pytest.raises(ValidationError) as caught:
         services.config_set(key="queue.batch_size", value=-1, reason="oops")
     assert "queue.batch_size: must be at least 1" in caught.value.message_dict["value"][0]
-    assert config_get("queue.batch_size") == 200
+    assert config_get("queue.batch_size") == 1000
 
 
 def test_an_unknown_key_is_refused():
@@ -83,7 +83,7 @@ def test_batch_is_all_or_nothing_and_names_each_bad_key(staff_user):
     assert set(errors) == {"backoff.strategy", "backoff.jitter", "queue.unknown"}
     assert "one of fixed" in errors["backoff.strategy"][0]
     assert "at most 1" in errors["backoff.jitter"][0]
-    assert config_get("queue.batch_size") == 200
+    assert config_get("queue.batch_size") == 1000
     assert config_version() == version
 
 
@@ -125,7 +125,7 @@ def test_rollback_to_another_keys_history_is_refused(staff_user):
 
 def test_diff_lists_changes_and_invalid_values():
     changes, errors = services.config_diff(
-        {"queue.batch_size": 200, "queue.dispatchers": 4, "backoff.jitter": 9}
+        {"queue.batch_size": 1000, "queue.dispatchers": 4, "backoff.jitter": 9}
     )
     assert changes == [services.Change("queue.dispatchers", 2, 4)]
     assert set(errors) == {"backoff.jitter"}
