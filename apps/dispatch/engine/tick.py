@@ -248,24 +248,42 @@ SELECT p.id,
 FROM unnest(%(pools)s::bigint[]) AS p(id)
 """
 BACKLOG_EVERY = 1.0
-# pool id -> (time.monotonic() of the reading, the share of each service)
-_shares: dict[int, tuple[float, int]] = {}
+# pool id -> (time.monotonic() of the reading, pending subtasks, enabled services)
+_shares: dict[int, tuple[float, int, int]] = {}
 
 
-def _fair_shares(cursor: psycopg.Cursor, pool_ids: Iterable[int]) -> dict[int, int]:
+def _fair_shares(
+    cursor: psycopg.Cursor, pool_ids: Iterable[int], *, connections: int
+) -> dict[int, int]:
     """The most messages one chunk of each pool gets: an equal share of what is left to
-    send among the pool's services (at least 1). Early in a task the share is far above
-    any chunk; near its end it shrinks the chunks, so the last messages spread over every
-    connection instead of leaving most of them idle while a few send their long chunks
-    (the tail of a slow pool, where a chunk holds seconds of work)."""
+    send among the pool's services — or among the cluster's ``connections`` when there are
+    fewer of them (8 connections over 200 services send at most 8 chunks at a time) — at
+    least 1. Early in a task the share is far above any chunk; near its end it shrinks the
+    chunks, so the last messages spread over every connection instead of leaving most of
+    them idle while a few send their long chunks (the tail of a slow pool, where a chunk
+    holds seconds of work)."""
     now = time.monotonic()
     pool_ids = set(pool_ids)
-    stale = [p for p in pool_ids if now - _shares.get(p, (-BACKLOG_EVERY, 0))[0] >= BACKLOG_EVERY]
+    stale = [
+        p for p in pool_ids if now - _shares.get(p, (-BACKLOG_EVERY, 0, 0))[0] >= BACKLOG_EVERY
+    ]
     if stale:
         cursor.execute(_BACKLOG, {"pools": _ints(sorted(stale))})
         for pool_id, pending, services in cursor.fetchall():
-            _shares[pool_id] = (now, max(1, -(-pending // max(1, services))))
-    return {pool_id: _shares[pool_id][1] for pool_id in pool_ids}
+            _shares[pool_id] = (now, pending, services)
+    shares = {}
+    for pool_id in pool_ids:
+        _, pending, services = _shares[pool_id]
+        senders = max(1, min(services, connections))
+        shares[pool_id] = max(1, -(-pending // senders))
+    return shares
+
+
+def _cluster_connections(conf: DispatchSettings) -> int:
+    """How many SMTP connections the cluster's dispatcher loops may have open at once."""
+    if conf.concurrency:
+        return conf.concurrency * max(1, conf.dispatchers)
+    return conf.max_connections
 
 
 def _contact(row: tuple) -> dict[str, Any]:
@@ -315,7 +333,9 @@ def tick(
         if not rows:
             return []
         clock = time.monotonic()  # the database's now() was read before this
-        shares = _fair_shares(cursor, (row[1] for row in rows))
+        shares = _fair_shares(
+            cursor, (row[1] for row in rows), connections=_cluster_connections(conf)
+        )
         services = []
         for row in rows:
             service_id, pool_id, quota_left, *fields, avg_response_time, wait = row

@@ -56,3 +56,19 @@ def test_a_small_task_spreads_over_every_service_of_its_pool(
     # 40 left over 4 services: 10 each, not one chunk of 40 and three idle connections.
     assert sorted(len(chunk.subtasks) for chunk in chunks) == [10, 10, 10, 10]
     assert len({chunk.service.id for chunk in chunks}) == 4
+
+
+def test_the_share_counts_the_connections_when_they_are_fewer_than_the_services(
+    user, make_contacts, make_service, set_config
+):
+    # 2 connections over 20 services send 2 chunks at a time: 400 left is 200 each, not
+    # 20 (an equal share among services that cannot all send at once).
+    set_config(queue__concurrency=2, queue__dispatchers=1)
+    make_contacts(user, 400)
+    _fast_services(make_service, 20)
+    queue_task(user)
+    conf = DispatchSettings.load()
+
+    chunks = tick.tick(conf, free=2)
+
+    assert [len(chunk.subtasks) for chunk in chunks] == [200, 200]
