@@ -19,20 +19,24 @@ def _fresh_shares():
     tick._shares.clear()
 
 
-def _fast_services(make_service, count: int) -> None:
-    # A fast link: each could take a chunk of MAX_CHUNK (200) messages.
-    for _ in range(count):
-        make_service(port=1, avg_response_time=0.001)
+@pytest.fixture
+def queued(user, make_contacts, make_service, set_config):
+    """A task of ``recipients`` queued on a pool of ``services`` fast services (each could
+    take a chunk of MAX_CHUNK, 200 messages); returns the configuration to tick with."""
+
+    def make(*, recipients: int, services: int, **config) -> DispatchSettings:
+        set_config(**config)
+        make_contacts(user, recipients)
+        for _ in range(services):
+            make_service(port=1, avg_response_time=0.001)
+        queue_task(user)
+        return DispatchSettings.load()
+
+    return make
 
 
-def test_a_service_gets_its_whole_chunk_and_the_others_wait_for_the_next_tick(
-    user, make_contacts, make_service, set_config
-):
-    set_config(queue__batch_size=200)
-    make_contacts(user, 2000)
-    _fast_services(make_service, 4)
-    queue_task(user)
-    conf = DispatchSettings.load()
+def test_a_service_gets_its_whole_chunk_and_the_others_wait_for_the_next_tick(queued):
+    conf = queued(recipients=2000, services=4, queue__batch_size=200)
 
     first = tick.tick(conf, free=4)
     second = tick.tick(conf, free=4)
@@ -42,14 +46,8 @@ def test_a_service_gets_its_whole_chunk_and_the_others_wait_for_the_next_tick(
     assert first[0].service.id != second[0].service.id
 
 
-def test_a_small_task_spreads_over_every_service_of_its_pool(
-    user, make_contacts, make_service, set_config
-):
-    set_config(queue__batch_size=200)
-    make_contacts(user, 40)
-    _fast_services(make_service, 4)
-    queue_task(user)
-    conf = DispatchSettings.load()
+def test_a_small_task_spreads_over_every_service_of_its_pool(queued):
+    conf = queued(recipients=40, services=4, queue__batch_size=200)
 
     chunks = tick.tick(conf, free=4)
 
@@ -58,16 +56,10 @@ def test_a_small_task_spreads_over_every_service_of_its_pool(
     assert len({chunk.service.id for chunk in chunks}) == 4
 
 
-def test_the_share_counts_the_connections_when_they_are_fewer_than_the_services(
-    user, make_contacts, make_service, set_config
-):
+def test_the_share_counts_the_connections_when_they_are_fewer_than_the_services(queued):
     # 2 connections over 20 services send 2 chunks at a time: 400 left is 200 each, not
     # 20 (an equal share among services that cannot all send at once).
-    set_config(queue__concurrency=2, queue__dispatchers=1)
-    make_contacts(user, 400)
-    _fast_services(make_service, 20)
-    queue_task(user)
-    conf = DispatchSettings.load()
+    conf = queued(recipients=400, services=20, queue__concurrency=2, queue__dispatchers=1)
 
     chunks = tick.tick(conf, free=2)
 
