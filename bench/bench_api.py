@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import secrets
 import shutil
 import socket
 import subprocess
@@ -40,7 +39,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
-from _common import ROOT, SKIPPED, report, setup_django  # noqa: E402
+from _common import ROOT, SKIPPED, production_env, report, setup_django  # noqa: E402
 
 
 def free_port() -> int:
@@ -54,22 +53,11 @@ def start_gunicorn(
 ) -> subprocess.Popen:
     """gunicorn with production settings against the benchmark's database (``extra_env``
     added to its environment), serving the source tree ``root`` (this one)."""
-    from cryptography.fernet import Fernet
     from django.conf import settings as django_settings
 
     from apps.core.database import database_url
 
-    url = database_url()
-    env = dict(
-        os.environ,
-        DATABASE_URL=url,
-        DEBUG="0",
-        SECRET_KEY=secrets.token_urlsafe(48),
-        EDM_ENCRYPTION_KEY=Fernet.generate_key().decode(),
-        ALLOWED_HOSTS="127.0.0.1",
-        LOG_LEVEL="WARNING",
-        **extra_env,
-    )
+    env = production_env(DATABASE_URL=database_url(), LOG_LEVEL="WARNING", **extra_env)
     # whitenoise warns on every worker start without the directory (no file is served here)
     Path(django_settings.STATIC_ROOT).mkdir(parents=True, exist_ok=True)
     process = subprocess.Popen(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from django.core.cache import cache
 from rest_framework.test import APIClient
 
 from apps.core.tests.test_settings import GOOD_KEY, run_manage
@@ -32,24 +31,6 @@ def test_check_deploy_warns_without_them():
     result = run_manage(env, "check", "--deploy")
     assert "security.W004" in result.stderr + result.stdout  # HSTS
     assert "security.W008" in result.stderr + result.stdout  # SSL redirect
-
-
-@pytest.fixture
-def rates(settings):
-    """Set some throttle rates for one test (the suite runs with them out of reach)."""
-    cache.clear()
-
-    def set_rates(**rates):
-        settings.REST_FRAMEWORK = {
-            **settings.REST_FRAMEWORK,
-            "DEFAULT_THROTTLE_RATES": {
-                **settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"],
-                **rates,
-            },
-        }
-
-    yield set_rates
-    cache.clear()
 
 
 @pytest.mark.django_db

@@ -8,7 +8,6 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from django.core.cache import cache
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
@@ -276,23 +275,6 @@ def test_an_inactive_users_token_is_refused_on_the_plain_path(api, user, task):
     plain, drf = _both_paths(api, f"/api/tasks/{task.pk}/")
     _assert_same_answer(plain, drf)
     assert plain.status_code == 401 and plain.json()["detail"] == "User inactive or deleted."
-
-
-@pytest.fixture
-def rates(settings):
-    cache.clear()
-
-    def set_rates(**rates):
-        settings.REST_FRAMEWORK = {
-            **settings.REST_FRAMEWORK,
-            "DEFAULT_THROTTLE_RATES": {
-                **settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"],
-                **rates,
-            },
-        }
-
-    yield set_rates
-    cache.clear()
 
 
 @pytest.mark.parametrize("scope", ["user", "address"])
