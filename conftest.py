@@ -10,6 +10,7 @@ from django.core.cache import cache
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
+from apps.core import throttling
 from apps.core.smtp_sink import SinkHandler, start_sink
 
 
@@ -105,6 +106,7 @@ def anon_api() -> APIClient:
 def rates(settings):
     """Set some throttle rates for one test (the suite runs with them out of reach)."""
     cache.clear()
+    throttling.reset()
 
     def set_rates(**rates):
         settings.REST_FRAMEWORK = {
@@ -117,6 +119,7 @@ def rates(settings):
 
     yield set_rates
     cache.clear()
+    throttling.reset()
 
 
 @pytest.fixture
