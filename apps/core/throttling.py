@@ -84,7 +84,6 @@ class _ProcessLog:
                 self.oldest, self.counted = (log[0] if log else None), len(log)
                 return self.throttle_failure()
             log.append(now)
-            LOGS.periods[self.key] = max(LOGS.periods[self.key], self.duration)
         return self.throttle_success()
 
     def throttle_success(self):

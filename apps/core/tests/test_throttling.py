@@ -1,4 +1,6 @@
-"""The API throttles' log in process memory answers exactly as DRF's cache-kept log."""
+"""The API throttles' log in process memory answers exactly as DRF's cache-kept log.
+
+The ``rates`` fixture forgets every count before and after each test."""
 
 from __future__ import annotations
 
@@ -36,15 +38,8 @@ def _pair(rate: str, clock: _Clock):
     return Ours, Theirs
 
 
-@pytest.fixture
-def clean(rates):
-    throttling.reset()
-    yield
-    throttling.reset()
-
-
 @pytest.mark.parametrize("rate", ["3/s", "5/min", "1/s", "20/h"])
-def test_every_answer_and_wait_is_drfs_for_random_request_times(clean, rate):
+def test_every_answer_and_wait_is_drfs_for_random_request_times(rates, rate):
     clock = _Clock()
     ours, theirs = _pair(rate, clock)
     allowed_per_period, period = ours().num_requests, ours().duration
@@ -62,7 +57,7 @@ def test_every_answer_and_wait_is_drfs_for_random_request_times(clean, rate):
     assert True in answers and False in answers  # both answers were exercised
 
 
-def test_the_window_slides_as_the_oldest_request_leaves_it(clean):
+def test_the_window_slides_as_the_oldest_request_leaves_it(rates):
     clock = _Clock()
     ours, _ = _pair("3/s", clock)
     request = SimpleNamespace()
@@ -78,7 +73,7 @@ def test_the_window_slides_as_the_oldest_request_leaves_it(clean):
     assert not ours().allow_request(request, None)
 
 
-def test_keys_idle_for_their_period_are_forgotten_at_the_sweep(clean):
+def test_keys_idle_for_their_period_are_forgotten_at_the_sweep(rates):
     clock = _Clock()
     ours, _ = _pair("2/min", clock)
     ours().allow_request(SimpleNamespace(), None)
@@ -90,7 +85,7 @@ def test_keys_idle_for_their_period_are_forgotten_at_the_sweep(clean):
     assert "throttle_test_other" in throttling.LOGS.times
 
 
-def test_threads_together_never_pass_more_than_the_rate(clean):
+def test_threads_together_never_pass_more_than_the_rate(rates):
     """Sixteen threads asking at once: exactly the rate's number get through."""
     clock = _Clock()
     ours, _ = _pair("100/min", clock)
