@@ -30,6 +30,14 @@ def cluster_stopping() -> bool:
     return _cluster_stop is not None and _cluster_stop.is_set()
 
 
+def set_from_signal_handler(event: threading.Event) -> None:
+    """Set ``event`` from a signal handler. Python runs a handler in the main thread
+    between two bytecodes, which may fall inside that thread's own ``event.wait()`` while
+    it holds the event's lock; ``event.set()`` there would wait for that lock forever. A
+    short thread sets it instead, as soon as the lock is free."""
+    threading.Thread(target=event.set, name="edm-stop", daemon=True).start()
+
+
 @contextlib.contextmanager
 def stop_on_signals(stop: threading.Event, signalled: list[int]):
     """Set ``stop`` on SIGINT/SIGTERM while the block runs (main thread only: Python
@@ -43,14 +51,15 @@ def stop_on_signals(stop: threading.Event, signalled: list[int]):
 
     def handler(signum, frame) -> None:
         signalled.append(signum)
-        stop.set()
+        set_from_signal_handler(stop)
 
     previous = {number: signal.signal(number, handler) for number in STOP_SIGNALS}
     try:
         # After the handlers are in place: the sentinel sets its stop event before it
         # sends SIGINT, so a stop is either seen here or caught by the handler.
         if cluster_stopping():
-            handler(signal.SIGINT, None)
+            signalled.append(signal.SIGINT)
+            stop.set()
         yield
     finally:
         for number, old in previous.items():

@@ -10,6 +10,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 
 from apps.core.smtp_sink import SinkHandler, start_sink
+from apps.core.stopping import set_from_signal_handler
 
 
 class Command(BaseCommand):
@@ -26,8 +27,8 @@ class Command(BaseCommand):
         controller = start_sink(handler, host=host, port=port)
         self.stdout.write(f"SMTP sink listening on {host}:{port}; messages go to {directory}")
         stop = threading.Event()
-        signal.signal(signal.SIGTERM, lambda *_: stop.set())
-        signal.signal(signal.SIGINT, lambda *_: stop.set())
+        signal.signal(signal.SIGTERM, lambda *_: set_from_signal_handler(stop))
+        signal.signal(signal.SIGINT, lambda *_: set_from_signal_handler(stop))
         stop.wait()
         controller.stop()
         self.stdout.write(f"SMTP sink stopped after {handler.count} message(s)")

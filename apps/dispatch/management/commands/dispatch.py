@@ -21,6 +21,7 @@ import threading
 from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError, connection
 
+from apps.core.stopping import set_from_signal_handler
 from apps.dispatch.conf import DispatchSettings
 from apps.dispatch.engine.loop import Dispatcher
 
@@ -54,7 +55,7 @@ class Command(BaseCommand):
             raise CommandError("--seconds must be positive")
         stop = threading.Event()
         for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, lambda *_: stop.set())
+            signal.signal(signum, lambda *_: set_from_signal_handler(stop))
         dispatcher = Dispatcher(stop=stop, seconds=seconds, once=once)
         if not self._wait_for_slot(dispatcher, stop, no_wait=no_wait):
             self.stdout.write("dispatcher stopped while waiting for a slot")
