@@ -14,7 +14,10 @@ import os
 import weakref
 from urllib.parse import quote
 
-from django.db import connections
+import psycopg
+from django.db import connection, connections
+from django.db.backends.utils import CursorDebugWrapper
+from psycopg.adapt import Transformer
 
 
 def database_url(alias: str = "default", *, settings_dict: dict | None = None) -> str:
@@ -48,26 +51,63 @@ def child_env(alias: str = "default", **overrides: str) -> dict[str, str]:
     return {**os.environ, "DATABASE_URL": database_url(alias), **overrides}
 
 
-# The psycopg connections that prepared each named statement (see ``execute_prepared``).
+# The psycopg connections that prepared each named statement (see ``fetch_prepared``),
+# and the result loader of each connection.
 _prepared: dict[str, weakref.WeakSet] = {}
+_loaders: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def execute_prepared(cursor, name: str, sql: str, params: dict) -> None:
-    """Execute ``sql`` (``%(name)s`` placeholders, each a key of ``params``, and no other
-    ``%``) on Django's ``cursor`` as the statement ``name``, prepared on the server
-    once per connection: Django binds parameters on the client, so PostgreSQL plans
-    every statement it receives anew, which for a statement polled hundreds of times a
-    second (the task detail's) costs more than running it. The ``PREPARE`` goes to the
-    connection directly (like Django's own connection setup, not counted as a query);
-    a new connection prepares again. Behind a transaction pooler, where a statement
-    prepared on one server connection is unknown to the next, ``sql`` runs as it is."""
+def fetch_prepared(name: str, sql: str, params: dict) -> tuple | None:
+    """The first row (``None`` for none) of ``sql`` (``%(name)s`` placeholders, each a
+    key of ``params`` — strings and integers — and no other ``%``) run on this thread's
+    Django connection as the statement ``name``: prepared on the server once per
+    connection (a new connection prepares again), then executed through libpq
+    (``PQexecPrepared``: the parameters sent apart, nothing parsed or planned again) and
+    its row loaded by psycopg with the connection's own loaders, as Django's cursor
+    would. Django binds parameters on the client, so PostgreSQL plans every statement
+    it receives anew, which for a statement polled hundreds of times a second (the task
+    detail's) costs more than running it; and the cursor's own path around a round trip
+    (the client-side binding, the ``EXECUTE`` text PostgreSQL parses) cost about as much
+    again as libpq's. Django's handling of the connection stays: its health check and
+    set-up first, the broken-transaction check, its errors, and its query log when it
+    keeps one (``DEBUG``, tests). Behind a transaction pooler, where a statement prepared
+    on one server connection is unknown to the next, ``sql`` runs through Django's
+    cursor as it is."""
     if behind_transaction_pooler():
-        cursor.execute(sql, params)
-        return
-    raw = cursor.connection
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            return cursor.fetchone()
+    connection.close_if_health_check_failed()
+    connection.ensure_connection()
+    connection.validate_no_broken_transaction()
+    raw = connection.connection
     done = _prepared.setdefault(name, weakref.WeakSet())
-    if raw not in done:
-        positions = {key: f"${number}" for number, key in enumerate(params, 1)}
-        raw.execute(f"PREPARE {name} AS {sql % positions}")
-        done.add(raw)
-    cursor.execute(f"EXECUTE {name}({', '.join(['%s'] * len(params))})", list(params.values()))
+    values = [_text(value) for value in params.values()]
+    with connection.wrap_database_errors:
+        if raw not in done:
+            positions = {key: f"${number}" for number, key in enumerate(params, 1)}
+            raw.execute(f"PREPARE {name} AS {sql % positions}")
+            done.add(raw)
+        if connection.queries_logged:
+            shown = ", ".join(["%s"] * len(params))
+            executed = connection.ops.compose_sql(f"EXECUTE {name}({shown})", list(params.values()))
+            with CursorDebugWrapper(None, connection).debug_sql(executed):
+                result = raw.pgconn.exec_prepared(name.encode(), values)
+        else:
+            result = raw.pgconn.exec_prepared(name.encode(), values)
+        if result.status != psycopg.pq.ExecStatus.TUPLES_OK:
+            raise psycopg.errors.error_from_result(result, encoding=raw.info.encoding)
+    if not result.ntuples:
+        return None
+    loader = _loaders.get(raw)
+    if loader is None:
+        loader = _loaders[raw] = Transformer(raw)
+    loader.set_pgresult(result)
+    return loader.load_row(0, tuple)
+
+
+def _text(value: str | int) -> bytes:
+    """A parameter of :func:`fetch_prepared` in PostgreSQL's text form."""
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise TypeError(f"a prepared statement's parameter is a str or an int, not {value!r}")
+    return str(value).encode()

@@ -6,7 +6,6 @@ the authentication classes while those load.
 
 from __future__ import annotations
 
-import copy
 import threading
 import time
 
@@ -40,12 +39,20 @@ class CachedTokenAuthentication(TokenAuthentication):
         now = time.monotonic()
         hit = _tokens.get(key) if ttl > 0 else None
         if hit is not None and hit[0] > now:
-            return copy.copy(hit[1]), hit[2]
+            return _own_copy(hit[1]), hit[2]
         user, token = super().authenticate_credentials(key)
         if ttl > 0:
             with _tokens_lock:
                 if len(_tokens) >= _TOKENS_MAX:
                     _tokens.clear()
                 _tokens[key] = (now + ttl, user, token)
-            user = copy.copy(user)
+            user = _own_copy(user)
         return user, token
+
+
+def _own_copy(user):
+    """What ``copy.copy`` makes of a model instance (its fields, its own state and cache
+    of related objects: ``Model.__getstate__``), without the pickle protocol's detour."""
+    clone = object.__new__(type(user))
+    clone.__dict__.update(user.__getstate__())
+    return clone

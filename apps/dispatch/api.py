@@ -20,6 +20,7 @@ from django.contrib.postgres.expressions import ArraySubquery
 from django.db.models import F, OuterRef, QuerySet
 from django.http import Http404
 from django.shortcuts import get_object_or_404
+from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import generics, status
@@ -163,6 +164,19 @@ class TaskDetailView(PlainTokenGetMixin, generics.RetrieveAPIView):
             raise Http404(f"No {Task._meta.object_name} matches the given query.")
         self.check_object_permissions(self.request, task)
         return task
+
+    def retrieve(self, request, *args, **kwargs) -> Response:
+        task = self.get_object()
+        # What the representation is made of beyond the row (whose version stands for it).
+        key = (
+            task.row_version,
+            task.include_tags_ids,
+            task.exclude_tags_ids,
+            task.contacts_ids,
+            tuple(task.progress_counts.items()),
+            timezone.get_current_timezone_name(),
+        )
+        return self.rendered_once(task.pk, key, lambda: self.get_serializer(task).data)
 
 
 class _TaskTransitionView(generics.GenericAPIView):

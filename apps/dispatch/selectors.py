@@ -10,7 +10,7 @@ from django.contrib.auth import get_user_model
 from django.db import connection
 from django.utils import timezone
 
-from apps.core.database import execute_prepared
+from apps.core.database import fetch_prepared
 from apps.dispatch import progress
 from apps.dispatch.models import SubTask, Task, TestSend
 
@@ -95,14 +95,24 @@ def tasks_progress(task_ids: list[int]) -> dict[int, dict[str, int]]:
     return result
 
 
+# A row's version: PostgreSQL writes every change of a row (an UPDATE from anywhere: the
+# ORM, a dispatcher's statement, a trigger) as a new tuple, at a new place (``ctid``),
+# stamped with the writing transaction (``xmin``); the pair names one content of the row.
+_ROW_VERSION = "t.xmin::text || ' ' || t.ctid::text"
+
+
 @functools.cache
 def _owned_task_sql() -> tuple[str, tuple[str, ...]]:
-    """The statement of :func:`owned_task_detail` and the task's fields it reads first
-    (column and table names read from the models), then the three id arrays, then the
-    task's progress rows as two arrays (statuses, counts; ``NULL`` when there are none,
-    and not read while the task sends)."""
+    """The statement of :func:`owned_task_detail` and the task's fields it reads (column
+    and table names read from the models). It answers the row's version (``_ROW_VERSION``),
+    then the task's fields — ``NULL`` when the version is ``%(seen)s``, the one this
+    process holds them for — then the three id arrays, then the task's progress rows as
+    two arrays (statuses, counts; ``NULL`` when there are none, and not read while the
+    task sends)."""
     fields = Task._meta.concrete_fields
-    columns = [f"t.{field.column}" for field in fields]
+    columns = [
+        f"CASE WHEN v.version = %(seen)s THEN NULL ELSE t.{field.column} END" for field in fields
+    ]
     for name, column in (
         ("include_tags", "tag_id"),
         ("exclude_tags", "tag_id"),
@@ -113,8 +123,10 @@ def _owned_task_sql() -> tuple[str, tuple[str, ...]]:
             f"ARRAY(SELECT r.{column} FROM {table} r WHERE r.task_id = t.id ORDER BY r.{column})"
         )
     sql = (
-        f"SELECT {', '.join(columns)}, p.statuses, p.counts FROM {Task._meta.db_table} t "
-        "CROSS JOIN LATERAL (SELECT array_agg(r.status) AS statuses, array_agg(r.n) AS counts"
+        f"SELECT v.version, {', '.join(columns)}, p.statuses, p.counts"
+        f" FROM {Task._meta.db_table} t"
+        f" CROSS JOIN LATERAL (SELECT {_ROW_VERSION} AS version) v"
+        " CROSS JOIN LATERAL (SELECT array_agg(r.status) AS statuses, array_agg(r.n) AS counts"
         f" FROM ({_PROGRESS_ROWS.format(ids='ARRAY[t.id]')}) r"
         " WHERE t.status <> %(sending)s) p "
         "WHERE t.id = %(pk)s AND t.owner_id = %(owner)s"
@@ -122,28 +134,50 @@ def _owned_task_sql() -> tuple[str, tuple[str, ...]]:
     return sql, tuple(field.attname for field in fields)
 
 
+# The fields of each task as this process last read them, by the row's version: the
+# detail's statement sends them again only when the row changed. At most
+# ``_REMEMBERED_MAX`` tasks (then it starts over), and none whose fields (its bodies,
+# mostly) weigh over ``_REMEMBERED_FIELDS_MAX`` characters: those are read each time.
+_remembered_fields: dict[int, tuple[str, tuple]] = {}
+_REMEMBERED_MAX = 1_000
+_REMEMBERED_FIELDS_MAX = 64 * 1024
+
+
 def owned_task_detail(owner, pk: int) -> Task | None:
     """``owner``'s task ``pk`` (``None`` when it does not exist or is another user's)
     with what the API's detail shows: the ids of its tags and contacts
-    (``include_tags_ids``, ``exclude_tags_ids``, ``contacts_ids``, in ascending order)
-    and its ``progress_counts`` (:func:`tasks_progress`). One statement written out, not
-    built by the ORM, and prepared once per connection, reads the task, its relations
-    and its progress: clients poll the detail while a task sends, so it costs one round
-    trip, no queryset built per request, and no planning (planning it anew cost
-    PostgreSQL more than running it). A sending task's progress is read apart, at most
-    once a second (:func:`_sending_progress`)."""
+    (``include_tags_ids``, ``exclude_tags_ids``, ``contacts_ids``, in ascending order),
+    its ``progress_counts`` (:func:`tasks_progress`) and its row's ``row_version``. One
+    statement written out, not built by the ORM, and prepared once per connection,
+    reads the task, its relations and its progress: clients poll the detail while a
+    task sends, so it costs one round trip, no queryset built per request, and no
+    planning (planning it anew cost PostgreSQL more than running it). The task's own
+    fields travel only when its row changed since this process last read them (its
+    bodies are most of the answer and seldom change); the relations, the progress and
+    the row's version are read every time. A sending task's progress is read apart, at
+    most once a second (:func:`_sending_progress`)."""
     low, high = connection.ops.integer_field_range(Task._meta.pk.get_internal_type())
     if not low <= pk <= high:
         return None  # the URL takes any digits; the prepared statement's $1 is a bigint
     sql, attnames = _owned_task_sql()
-    params = {"pk": pk, "owner": owner.pk, "sending": Task.Status.SENDING}
-    with connection.cursor() as cursor:
-        execute_prepared(cursor, "edm_owned_task_detail", sql, params)
-        row = cursor.fetchone()
+    remembered = _remembered_fields.get(pk)
+    params = {
+        "seen": remembered[0] if remembered is not None else "",
+        "sending": Task.Status.SENDING,
+        "pk": pk,
+        "owner": owner.pk,
+    }
+    row = fetch_prepared("edm_owned_task_detail", sql, params)
     if row is None:
         return None
-    fields = len(attnames)
-    task = Task.from_db(connection.alias, attnames, row[:fields])
+    version, fields = row[0], len(attnames) + 1
+    if remembered is not None and remembered[0] == version:
+        values = remembered[1]
+    else:
+        values = row[1:fields]
+        _remember_fields(pk, version, values)
+    task = Task.from_db(connection.alias, attnames, values)
+    task.row_version = version
     task.include_tags_ids, task.exclude_tags_ids, task.contacts_ids, statuses, counts = row[fields:]
     if task.status == Task.Status.SENDING:
         task.progress_counts = _sending_progress(task.pk)
@@ -152,6 +186,15 @@ def owned_task_detail(owner, pk: int) -> Task | None:
         for status, n in zip(statuses or (), counts or (), strict=True):
             _add_progress(task.progress_counts, status, n)
     return task
+
+
+def _remember_fields(pk: int, version: str, values: tuple) -> None:
+    if sum(len(value) for value in values if isinstance(value, str)) > _REMEMBERED_FIELDS_MAX:
+        _remembered_fields.pop(pk, None)
+        return
+    if len(_remembered_fields) >= _REMEMBERED_MAX:
+        _remembered_fields.clear()
+    _remembered_fields[pk] = (version, values)
 
 
 # This process's latest progress reading of each sending task: (monotonic time, counts).

@@ -1,4 +1,5 @@
-"""A child process's database settings are derived from the parent's connection."""
+"""A child process's database settings are derived from the parent's connection; a
+statement prepared once per connection reads what Django's cursor reads."""
 
 from __future__ import annotations
 
@@ -7,9 +8,10 @@ import sys
 
 import dj_database_url
 import pytest
-from django.db import connection
+from django.db import DataError, connection, transaction
+from django.test.utils import CaptureQueriesContext
 
-from apps.core.database import child_env, database_url
+from apps.core.database import child_env, database_url, fetch_prepared
 
 KEYS = ("USER", "PASSWORD", "HOST", "PORT", "NAME")
 
@@ -77,3 +79,72 @@ def test_a_child_process_reaches_this_very_test_database():
             cursor.execute("DROP TABLE child_probe")
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == str((connection.settings_dict["NAME"], "from the parent"))
+
+
+# --- fetch_prepared ---------------------------------------------------------------------
+
+_STATEMENT = (
+    "SELECT %(n)s::int * 2, %(word)s || '!', now() - interval '1 day', ARRAY[%(n)s::bigint, 7],"
+    " 1 / %(divisor)s::int WHERE %(n)s::int > 0"
+)
+
+
+def _through_django(params: dict) -> tuple | None:
+    with connection.cursor() as cursor:
+        cursor.execute(_STATEMENT, params)
+        return cursor.fetchone()
+
+
+@pytest.mark.django_db
+def test_a_prepared_row_is_the_row_djangos_cursor_reads():
+    params = {"n": 21, "word": "héllo", "divisor": 1}
+    row = fetch_prepared("edm_test_statement", _STATEMENT, params)
+    assert row[:2] == (42, "héllo!") and row[3] == [21, 7]
+    assert row[2].tzinfo is not None  # the connection's own loaders: an aware datetime
+    assert row[:2] + row[3:] == _through_django(params)[:2] + _through_django(params)[3:]
+    assert fetch_prepared("edm_test_statement", _STATEMENT, {**params, "n": -1}) is None
+
+
+@pytest.mark.django_db
+def test_a_statement_is_prepared_once_per_connection_and_logged_as_executed():
+    params = {"n": 1, "word": "a", "divisor": 1}
+    with CaptureQueriesContext(connection) as queries:
+        for _ in range(3):
+            fetch_prepared("edm_test_once", _STATEMENT, params)
+    assert [q["sql"] for q in queries.captured_queries] == ["EXECUTE edm_test_once(1, 'a', 1)"] * 3
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_prepared_statements WHERE name = 'edm_test_once'")
+        assert cursor.fetchone() == (1,)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_new_connection_prepares_again():
+    params = {"n": 2, "word": "b", "divisor": 1}
+    assert fetch_prepared("edm_test_again", _STATEMENT, params)[0] == 4
+    connection.close()
+    assert fetch_prepared("edm_test_again", _STATEMENT, params)[0] == 4
+
+
+@pytest.mark.django_db
+def test_a_failing_statement_raises_djangos_error_and_leaves_the_connection_usable():
+    with pytest.raises(DataError, match="division by zero"), transaction.atomic():
+        fetch_prepared("edm_test_fails", _STATEMENT, {"n": 1, "word": "c", "divisor": 0})
+    assert fetch_prepared("edm_test_fails", _STATEMENT, {"n": 3, "word": "c", "divisor": 1})[0] == 6
+
+
+@pytest.mark.django_db
+def test_a_parameter_is_a_string_or_an_integer():
+    with pytest.raises(TypeError, match="str or an int"):
+        fetch_prepared("edm_test_types", _STATEMENT, {"n": 1.5, "word": "d", "divisor": 1})
+
+
+@pytest.mark.django_db
+def test_behind_a_transaction_pooler_the_statement_runs_as_it_is(settings):
+    settings.EDM_DATABASE_POOLER = "transaction"
+    params = {"n": 5, "word": "e", "divisor": 1}
+    with CaptureQueriesContext(connection) as queries:
+        assert fetch_prepared("edm_test_pooled", _STATEMENT, params)[:2] == (10, "e!")
+    assert queries.captured_queries[0]["sql"].startswith("SELECT 5::int * 2")
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_prepared_statements WHERE name = 'edm_test_pooled'")
+        assert cursor.fetchone() == (0,)

@@ -60,4 +60,7 @@ def test_each_request_gets_its_own_copy_of_the_user(api, user):
     first, _ = auth.authenticate_credentials(key)
     second, _ = auth.authenticate_credentials(key)
     assert first == second == user
-    assert first is not second
+    assert first is not second and first._state is not second._state
+    first._perm_cache = {"dispatch.view_task"}  # what a permission check leaves behind
+    assert not hasattr(second, "_perm_cache")
+    assert auth.authenticate_credentials(key)[0].__dict__.keys() == second.__dict__.keys()

@@ -346,5 +346,74 @@ def test_the_detail_statement_is_prepared_once_per_connection(api, task, setting
     settings.EDM_DATABASE_POOLER = "transaction"  # nothing prepared outlives a transaction
     with CaptureQueriesContext(connection) as queries:
         pooled = api.get(f"/api/tasks/{task.pk}/")
-    assert queries.captured_queries[-1]["sql"].startswith("SELECT t.id")
+    assert queries.captured_queries[-1]["sql"].startswith("SELECT v.version")
     assert pooled.content == first.content
+
+
+# --- what each process remembers: the task's fields by row version, the rendering ------
+
+
+def test_a_tasks_fields_travel_again_only_when_its_row_changed(user, task):
+    from apps.dispatch import selectors
+
+    first = owned_task_detail(user, task.pk)
+    version, values = selectors._remembered_fields[task.pk]
+    assert first.row_version == version and first.name == "Détail ✓"
+    # The process's copy answers while the row is the same (the statement sent NULLs)...
+    name = [field.attname for field in Task._meta.concrete_fields].index("name")
+    selectors._remembered_fields[task.pk] = (version, (*values[:name], "kept", *values[name + 1 :]))
+    assert owned_task_detail(user, task.pk).name == "kept"
+    # ...and any write of the row, the ORM's or any other statement's, is read at once.
+    with connection.cursor() as cursor:
+        cursor.execute("UPDATE dispatch_task SET name = 'renamed' WHERE id = %s", [task.pk])
+    again = owned_task_detail(user, task.pk)
+    assert again.name == "renamed" and again.row_version != version
+    Task.objects.filter(pk=task.pk).update(name="Détail ✓")  # same content, a new version
+    assert owned_task_detail(user, task.pk).name == "Détail ✓"
+
+
+def test_a_task_with_big_bodies_is_read_in_full_each_time(user, task):
+    from apps.dispatch import selectors
+
+    Task.objects.filter(pk=task.pk).update(body_html="x" * (selectors._REMEMBERED_FIELDS_MAX + 1))
+    assert len(owned_task_detail(user, task.pk).body_html) == selectors._REMEMBERED_FIELDS_MAX + 1
+    assert task.pk not in selectors._remembered_fields
+
+
+def test_the_plain_path_renders_once_until_the_detail_changes(api, task, settings):
+    """The bytes rendered for a task answer its next plain GETs while nothing the detail
+    shows changed; a change of the row, of its relations or of its progress is rendered
+    anew, and the answer is DRF's again."""
+    from apps.core import api as core_api
+    from apps.dispatch.api import TaskDetailView
+
+    url = f"/api/tasks/{task.pk}/"
+    _assert_same_answer(*_both_paths(api, url))
+    name = (TaskDetailView, task.pk)
+    key, data, content = core_api._renderings[name]
+    core_api._renderings[name] = (key, data, content.replace(b"Ops", b"Kept"))
+    assert b'"from_name":"Kept"' in api.get(url).content  # the remembered bytes answer
+    assert b'"from_name":"Ops"' in api.get(url, **DRF_JSON).content  # DRF renders its own
+
+    changes = [
+        lambda: Task.objects.filter(pk=task.pk).update(priority=3),
+        task.exclude_tags.clear,
+        lambda: SubTask.objects.filter(task=task, status="pending")[:1].get().delete(),
+    ]
+    for change in changes:
+        key, data, content = core_api._renderings[name]
+        core_api._renderings[name] = (key, data, content.replace(b"Ops", b"Kept"))
+        change()
+        plain, drf = _both_paths(api, url)
+        _assert_same_answer(plain, drf)
+        assert b'"from_name":"Ops"' in plain.content
+    assert plain.json() == _generic(TaskDetailSerializer, task.pk)
+
+
+def test_a_big_rendering_is_not_remembered(api, task):
+    from apps.core import api as core_api
+    from apps.dispatch.api import TaskDetailView
+
+    Task.objects.filter(pk=task.pk).update(body_text="y" * core_api._RENDERING_MAX_BYTES)
+    _assert_same_answer(*_both_paths(api, f"/api/tasks/{task.pk}/"))
+    assert (TaskDetailView, task.pk) not in core_api._renderings
