@@ -242,39 +242,9 @@ def plain_json_get(request: HttpRequest) -> bool:
     )
 
 
-class _Rendered:
-    """Stands for a renderer whose answer for this response is already known."""
-
-    def __init__(self, renderer, content: bytes) -> None:
-        self.media_type, self.charset = renderer.media_type, renderer.charset
-        self.content = content
-
-    def render(self, data, accepted_media_type=None, renderer_context=None) -> bytes:
-        return self.content
-
-
-class PrerenderedResponse(Response):
-    """DRF's ``Response`` for ``data`` whose body ``content`` the renderer it is finalized
-    with made from equal data before (``PlainTokenGetMixin.rendered_once``). DRF's
-    ``rendered_content`` runs as ever (the content type, the headers); only its call to
-    the renderer answers the known bytes."""
-
-    def __init__(self, data, content: bytes) -> None:
-        super().__init__(data)
-        self.prerendered = content
-
-    @property
-    def rendered_content(self):
-        renderer = self.accepted_renderer
-        self.accepted_renderer = _Rendered(renderer, self.prerendered)
-        try:
-            return super().rendered_content
-        finally:
-            self.accepted_renderer = renderer
-
-
-# The plain path's last rendering of each object, per process (``rendered_once``): at most
-# ``_RENDERINGS_MAX`` (then it starts over), none over ``_RENDERING_MAX_BYTES``.
+# The plain path's last answer for each object, per process (``rendered_once``): its key,
+# body and content type; at most ``_RENDERINGS_MAX`` (then it starts over), none over
+# ``_RENDERING_MAX_BYTES``.
 _renderings: dict[tuple, tuple] = {}
 _RENDERINGS_MAX = 1_000
 _RENDERING_MAX_BYTES = 64 * 1024
@@ -320,27 +290,30 @@ class PlainTokenGetMixin:
         self.response = self.finalize_response(request, response, *args, **kwargs)
         return self.response
 
-    def rendered_once(self, name, key, represent: Callable[[], object]) -> Response:
+    def rendered_once(self, name, key, represent: Callable[[], object]) -> HttpResponse:
         """The response with ``represent()``, the representation of the object ``name``,
-        which is the same whenever ``key`` is: on the plain path it is rendered once per
-        key by this process (the JSON renderer DRF picks, with the view's renderer
-        context) and its bytes answer the next requests while the key holds; on DRF's
-        path it is DRF's own ``Response``."""
+        which is the same whenever ``key`` is. On the plain path, the first answer for a
+        key is DRF's ``Response``, and this process remembers its body and content type:
+        while the key holds, the next requests get those bytes without representing or
+        rendering again (``finalize_response`` adds DRF's headers to either). On DRF's
+        path it is always DRF's own ``Response``."""
         request = self.request
         if isinstance(request, Request):
             return Response(represent())
-        renderer = request.accepted_renderer
-        name, key = (type(self), name), (type(renderer), key)
+        name, key = (type(self), name), (type(request.accepted_renderer), key)
         known = _renderings.get(name)
         if known is not None and known[0] == key:
-            return PrerenderedResponse(known[1], known[2])
-        data = represent()
-        content = renderer.render(data, request.accepted_media_type, self.get_renderer_context())
-        if len(content) <= _RENDERING_MAX_BYTES:
-            if len(_renderings) >= _RENDERINGS_MAX:
-                _renderings.clear()
-            _renderings[name] = (key, data, content)
-        return PrerenderedResponse(data, content)
+            return HttpResponse(known[1], content_type=known[2])
+        response = Response(represent())
+
+        def remember(rendered) -> None:
+            if len(rendered.content) <= _RENDERING_MAX_BYTES and rendered.status_code == 200:
+                if len(_renderings) >= _RENDERINGS_MAX:
+                    _renderings.clear()
+                _renderings[name] = (key, rendered.content, rendered["Content-Type"])
+
+        response.add_post_render_callback(remember)
+        return response
 
     def permission_denied(self, request, message=None, code=None):
         if not isinstance(request, Request):  # authenticated by its token

@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 import time
 
+from django.db.models.base import ModelState
 from rest_framework.authentication import TokenAuthentication
 from rest_framework.authtoken.models import Token
 
@@ -51,8 +52,11 @@ class CachedTokenAuthentication(TokenAuthentication):
 
 
 def _own_copy(user):
-    """What ``copy.copy`` makes of a model instance (its fields, its own state and cache
-    of related objects: ``Model.__getstate__``), without the pickle protocol's detour."""
+    """What ``copy.copy`` makes of a model instance — its fields, its own state and cache
+    of related objects (``Model.__getstate__``) — without the pickle protocol's detour."""
     clone = object.__new__(type(user))
-    clone.__dict__.update(user.__getstate__())
+    clone.__dict__.update(user.__dict__)
+    state = clone._state = ModelState()
+    state.__dict__.update(user._state.__dict__)
+    state.fields_cache = dict(user._state.fields_cache)
     return clone

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from django.contrib.auth import get_user_model
 from django.contrib.postgres.expressions import ArraySubquery
 from django.db.models import F, OuterRef, QuerySet
-from django.http import Http404
+from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
@@ -165,7 +165,7 @@ class TaskDetailView(PlainTokenGetMixin, generics.RetrieveAPIView):
         self.check_object_permissions(self.request, task)
         return task
 
-    def retrieve(self, request, *args, **kwargs) -> Response:
+    def retrieve(self, request, *args, **kwargs) -> HttpResponse:
         task = self.get_object()
         # What the representation is made of beyond the row (whose version stands for it).
         key = (
@@ -174,7 +174,7 @@ class TaskDetailView(PlainTokenGetMixin, generics.RetrieveAPIView):
             task.exclude_tags_ids,
             task.contacts_ids,
             tuple(task.progress_counts.items()),
-            timezone.get_current_timezone_name(),
+            timezone.get_current_timezone(),
         )
         return self.rendered_once(task.pk, key, lambda: self.get_serializer(task).data)
 
