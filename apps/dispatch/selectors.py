@@ -98,21 +98,23 @@ def tasks_progress(task_ids: list[int]) -> dict[int, dict[str, int]]:
 # A row's version: PostgreSQL writes every change of a row (an UPDATE from anywhere: the
 # ORM, a dispatcher's statement, a trigger) as a new tuple, at a new place (``ctid``),
 # stamped with the writing transaction (``xmin``); the pair names one content of the row.
+# A change of a task's relations writes its row too (migration 0009's triggers).
 _ROW_VERSION = "t.xmin::text || ' ' || t.ctid::text"
 
 
 @functools.cache
-def _owned_task_sql() -> tuple[str, tuple[str, ...]]:
-    """The statement of :func:`owned_task_detail` and the task's fields it reads (column
-    and table names read from the models). It answers the row's version (``_ROW_VERSION``),
-    then the task's fields — ``NULL`` when the version is ``%(seen)s``, the one this
-    process holds them for — then the three id arrays, then the task's progress rows as
-    two arrays (statuses, counts; ``NULL`` when there are none, and not read while the
-    task sends)."""
+def _detail_statements() -> tuple[dict[str, str], tuple[str, ...]]:
+    """The statements of :func:`owned_task_detail` by name, and the task's fields the
+    first one reads (column and table names read from the models):
+
+    - ``edm_task_detail``: the row's version, the task's fields, the ids of its three
+      relations (as arrays), its progress rows as two arrays (statuses, counts; ``NULL``
+      when there are none, and not read while the task sends);
+    - ``edm_task_detail_version``: the version and the progress only;
+    - ``edm_task_detail_version_sending``: the version only (a task last seen sending).
+    """
     fields = Task._meta.concrete_fields
-    columns = [
-        f"CASE WHEN v.version = %(seen)s THEN NULL ELSE t.{field.column} END" for field in fields
-    ]
+    columns = [f"t.{field.column}" for field in fields]
     for name, column in (
         ("include_tags", "tag_id"),
         ("exclude_tags", "tag_id"),
@@ -122,23 +124,31 @@ def _owned_task_sql() -> tuple[str, tuple[str, ...]]:
         columns.append(
             f"ARRAY(SELECT r.{column} FROM {table} r WHERE r.task_id = t.id ORDER BY r.{column})"
         )
-    sql = (
-        f"SELECT v.version, {', '.join(columns)}, p.statuses, p.counts"
-        f" FROM {Task._meta.db_table} t"
-        f" CROSS JOIN LATERAL (SELECT {_ROW_VERSION} AS version) v"
+    progress = (
         " CROSS JOIN LATERAL (SELECT array_agg(r.status) AS statuses, array_agg(r.n) AS counts"
         f" FROM ({_PROGRESS_ROWS.format(ids='ARRAY[t.id]')}) r"
-        " WHERE t.status <> %(sending)s) p "
-        "WHERE t.id = %(pk)s AND t.owner_id = %(owner)s"
+        " WHERE t.status <> %(sending)s) p"
     )
-    return sql, tuple(field.attname for field in fields)
+    task = f" FROM {Task._meta.db_table} t"
+    where = " WHERE t.id = %(pk)s AND t.owner_id = %(owner)s"
+    statements = {
+        "edm_task_detail": (
+            f"SELECT {_ROW_VERSION}, {', '.join(columns)}, p.statuses, p.counts"
+            f"{task}{progress}{where}"
+        ),
+        "edm_task_detail_version": (
+            f"SELECT {_ROW_VERSION}, p.statuses, p.counts{task}{progress}{where}"
+        ),
+        "edm_task_detail_version_sending": f"SELECT {_ROW_VERSION}{task}{where}",
+    }
+    return statements, tuple(field.attname for field in fields)
 
 
-# The fields of each task as this process last read them, by the row's version: the
-# detail's statement sends them again only when the row changed. At most
-# ``_REMEMBERED_MAX`` tasks (then it starts over), and none whose fields (its bodies,
-# mostly) weigh over ``_REMEMBERED_FIELDS_MAX`` characters: those are read each time.
-_remembered_fields: dict[int, tuple[str, tuple]] = {}
+# What this process last read in full of each task, by the row's version: its fields and
+# the ids of its relations. At most ``_REMEMBERED_MAX`` tasks (then it starts over), and
+# none whose fields (its bodies, mostly) weigh over ``_REMEMBERED_FIELDS_MAX`` characters:
+# those are read in full each time.
+_remembered_fields: dict[int, tuple[str, tuple, tuple]] = {}
 _REMEMBERED_MAX = 1_000
 _REMEMBERED_FIELDS_MAX = 64 * 1024
 
@@ -147,38 +157,50 @@ def owned_task_detail(owner, pk: int) -> Task | None:
     """``owner``'s task ``pk`` (``None`` when it does not exist or is another user's)
     with what the API's detail shows: the ids of its tags and contacts
     (``include_tags_ids``, ``exclude_tags_ids``, ``contacts_ids``, in ascending order),
-    its ``progress_counts`` (:func:`tasks_progress`) and its row's ``row_version``. One
-    statement written out, not built by the ORM, and prepared once per connection,
-    reads the task, its relations and its progress: clients poll the detail while a
-    task sends, so it costs one round trip, no queryset built per request, and no
-    planning (planning it anew cost PostgreSQL more than running it). The task's own
-    fields travel only when its row changed since this process last read them (its
-    bodies are most of the answer and seldom change); the relations, the progress and
-    the row's version are read every time. A sending task's progress is read apart, at
-    most once a second (:func:`_sending_progress`)."""
+    its ``progress_counts`` (:func:`tasks_progress`) and its row's ``row_version``.
+
+    Clients poll the detail while a task sends, so it costs one round trip, in
+    statements written out (no queryset built per request) and prepared once per
+    connection (planning them anew cost PostgreSQL more than running them). A task
+    this process has read before is asked for its row's version (and its progress,
+    unless it was sending): while the version is the one remembered, the task's fields
+    and relations are this process's copy — its bodies are most of the answer, and the
+    relations' look-ups most of the statement — and when it changed, the whole task is
+    read (a second round trip). A task read for the first time is read whole at once.
+    A sending task's progress is read apart, at most once a second
+    (:func:`_sending_progress`)."""
     low, high = connection.ops.integer_field_range(Task._meta.pk.get_internal_type())
     if not low <= pk <= high:
-        return None  # the URL takes any digits; the prepared statement's $1 is a bigint
-    sql, attnames = _owned_task_sql()
+        return None  # the URL takes any digits; the prepared statements' ids are bigints
+    statements, attnames = _detail_statements()
+    where = {"pk": pk, "owner": owner.pk}
+    with_progress = {"sending": Task.Status.SENDING, **where}
+    statuses = counts = None
     remembered = _remembered_fields.get(pk)
-    params = {
-        "seen": remembered[0] if remembered is not None else "",
-        "sending": Task.Status.SENDING,
-        "pk": pk,
-        "owner": owner.pk,
-    }
-    row = fetch_prepared("edm_owned_task_detail", sql, params)
-    if row is None:
-        return None
-    version, fields = row[0], len(attnames) + 1
-    if remembered is not None and remembered[0] == version:
-        values = remembered[1]
-    else:
-        values = row[1:fields]
-        _remember_fields(pk, version, values)
+    if remembered is not None:
+        version, values, relations = remembered
+        if values[attnames.index("status")] == Task.Status.SENDING:
+            name, params = "edm_task_detail_version_sending", where
+        else:
+            name, params = "edm_task_detail_version", with_progress
+        row = fetch_prepared(name, statements[name], params)
+        if row is None:
+            return None
+        if row[0] == version:
+            statuses, counts = row[1:] or (None, None)
+        else:
+            remembered = None
+    if remembered is None:
+        row = fetch_prepared("edm_task_detail", statements["edm_task_detail"], with_progress)
+        if row is None:
+            return None
+        fields = len(attnames) + 1
+        version, values, relations = row[0], row[1:fields], row[fields : fields + 3]
+        statuses, counts = row[fields + 3 :]
+        _remember(pk, version, values, relations)
     task = Task.from_db(connection.alias, attnames, values)
     task.row_version = version
-    task.include_tags_ids, task.exclude_tags_ids, task.contacts_ids, statuses, counts = row[fields:]
+    task.include_tags_ids, task.exclude_tags_ids, task.contacts_ids = relations
     if task.status == Task.Status.SENDING:
         task.progress_counts = _sending_progress(task.pk)
     else:
@@ -188,13 +210,13 @@ def owned_task_detail(owner, pk: int) -> Task | None:
     return task
 
 
-def _remember_fields(pk: int, version: str, values: tuple) -> None:
+def _remember(pk: int, version: str, values: tuple, relations: tuple) -> None:
     if sum(len(value) for value in values if isinstance(value, str)) > _REMEMBERED_FIELDS_MAX:
         _remembered_fields.pop(pk, None)
         return
     if len(_remembered_fields) >= _REMEMBERED_MAX:
         _remembered_fields.clear()
-    _remembered_fields[pk] = (version, values)
+    _remembered_fields[pk] = (version, values, relations)
 
 
 # This process's latest progress reading of each sending task: (monotonic time, counts).

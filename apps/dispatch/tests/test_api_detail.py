@@ -337,20 +337,24 @@ def test_a_plain_get_with_the_token_remembered_is_one_statement(
 ):
     settings.EDM_TOKEN_CACHE_SECONDS = 5
     api.get(f"/api/tasks/{task.pk}/")  # the token is looked up once
-    with django_assert_num_queries(1):  # the task, its relations and its progress
+    with django_assert_num_queries(1):  # the task's version and its progress
         response = api.get(f"/api/tasks/{task.pk}/")
     assert _answered_before_drf(response) and response.json()["progress"]["total"] == 6
 
 
-def test_the_detail_statement_is_prepared_once_per_connection(api, task, settings):
+def test_the_detail_statements_are_prepared_once_per_connection(api, task, settings):
     with CaptureQueriesContext(connection) as queries:
-        first = api.get(f"/api/tasks/{task.pk}/")
-    assert queries.captured_queries[-1]["sql"].startswith("EXECUTE edm_owned_task_detail(")
+        first = api.get(f"/api/tasks/{task.pk}/")  # read whole
+        again = api.get(f"/api/tasks/{task.pk}/")  # its version (and progress) only
+    executed = [q["sql"] for q in queries.captured_queries if "authtoken" not in q["sql"]]
+    assert len(executed) == 2
+    assert executed[0].startswith("EXECUTE edm_task_detail(")
+    assert executed[1].startswith("EXECUTE edm_task_detail_version(")
     settings.EDM_DATABASE_POOLER = "transaction"  # nothing prepared outlives a transaction
     with CaptureQueriesContext(connection) as queries:
         pooled = api.get(f"/api/tasks/{task.pk}/")
-    assert queries.captured_queries[-1]["sql"].startswith("SELECT v.version")
-    assert pooled.content == first.content
+    assert queries.captured_queries[-1]["sql"].startswith("SELECT t.xmin::text")
+    assert pooled.content == again.content == first.content
 
 
 # --- what each process remembers: the task's fields by row version, the rendering ------
@@ -360,11 +364,12 @@ def test_a_tasks_fields_travel_again_only_when_its_row_changed(user, task):
     from apps.dispatch import selectors
 
     first = owned_task_detail(user, task.pk)
-    version, values = selectors._remembered_fields[task.pk]
+    version, values, relations = selectors._remembered_fields[task.pk]
     assert first.row_version == version and first.name == "Détail ✓"
-    # The process's copy answers while the row is the same (the statement sent NULLs)...
+    # The process's copy answers while the row is the same (only its version was read)...
     name = [field.attname for field in Task._meta.concrete_fields].index("name")
-    selectors._remembered_fields[task.pk] = (version, (*values[:name], "kept", *values[name + 1 :]))
+    kept = (*values[:name], "kept", *values[name + 1 :])
+    selectors._remembered_fields[task.pk] = (version, kept, relations)
     assert owned_task_detail(user, task.pk).name == "kept"
     # ...and any write of the row, the ORM's or any other statement's, is read at once.
     with connection.cursor() as cursor:
@@ -373,6 +378,40 @@ def test_a_tasks_fields_travel_again_only_when_its_row_changed(user, task):
     assert again.name == "renamed" and again.row_version != version
     Task.objects.filter(pk=task.pk).update(name="Détail ✓")  # same content, a new version
     assert owned_task_detail(user, task.pk).name == "Détail ✓"
+
+
+def test_a_change_of_a_tasks_relations_changes_its_rows_version(user, task, make_contacts):
+    """Adding or removing a tag or a contact, and deleting a contact or a tag that the
+    task names (their cascade), writes the task's row: the detail reads it whole."""
+    from apps.dispatch import selectors
+
+    extra = make_contacts(user, 2, tag="extra", prefix="extra")
+    tag = Tag.objects.get(owner=user, name="extra")
+    changes = [
+        lambda: task.include_tags.add(tag),
+        lambda: task.exclude_tags.remove(*task.exclude_tags.all()),
+        lambda: task.contacts.add(*extra),
+        extra[0].delete,
+        tag.delete,
+        lambda: task.contacts.set([]),
+    ]
+    for change in changes:
+        before = owned_task_detail(user, task.pk).row_version
+        change()
+        after = owned_task_detail(user, task.pk)
+        assert after.row_version != before
+        assert selectors._remembered_fields[task.pk][0] == after.row_version
+        generic = _generic(TaskSerializer, task.pk)
+        shown = (after.include_tags_ids, after.exclude_tags_ids, after.contacts_ids)
+        assert shown == (generic["include_tags"], generic["exclude_tags"], generic["contacts"])
+    assert after.contacts_ids == [] and after.include_tags_ids != []
+
+
+def test_a_remembered_task_is_still_only_its_owners(user, other_user, task):
+    assert owned_task_detail(user, task.pk) is not None  # remembered
+    assert owned_task_detail(other_user, task.pk) is None
+    Task.objects.filter(pk=task.pk).delete()
+    assert owned_task_detail(user, task.pk) is None
 
 
 def test_a_task_with_big_bodies_is_read_in_full_each_time(user, task):
