@@ -497,7 +497,7 @@ def test_a_resumed_task_that_had_started_reads_sending_while_its_mail_goes_out(
         assert resumed["status"] == "sending"
 
         def finished() -> bool:
-            seen.append(api.get(f"/api/tasks/{task['id']}/").data["status"])
+            seen.append(api.get(f"/api/tasks/{task['id']}/").json()["status"])
             return seen[-1] == "completed"
 
         wait_until(finished, timeout=30, message="the task to complete")
@@ -676,7 +676,7 @@ def test_list_pages_cost_a_fixed_number_of_queries(api, tag, dead, django_assert
         assert len(api.get("/api/dlq").data["results"]) == 3
     # token, the task (with its id lists and its progress)
     with django_assert_num_queries(2):
-        detail = api.get(f"/api/tasks/{dead['task']}/").data
+        detail = api.get(f"/api/tasks/{dead['task']}/").json()
     assert detail["include_tags"] == [tag.pk] and detail["progress"]["total"] == 5
     # token, count, the page (with its id lists), the progress of the page
     with django_assert_num_queries(4):
