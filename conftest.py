@@ -21,9 +21,9 @@ def _fast_settings(settings, tmp_path):
     # Every request looks its API token up: pinned query counts stay per request
     # (apps/core/tests/test_tokens.py turns the cache on).
     settings.EDM_TOKEN_CACHE_SECONDS = 0
-    # A sending task's detail reads its progress every time (test_api_detail.py turns the
+    # A task's detail reads its progress every time (test_api_detail.py turns the
     # per-process reading on).
-    settings.EDM_SENDING_PROGRESS_SECONDS = 0
+    settings.EDM_PROGRESS_SECONDS = 0
     # API throttles out of reach: a test that is about them sets its own rates.
     settings.REST_FRAMEWORK = {
         **settings.REST_FRAMEWORK,

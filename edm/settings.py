@@ -318,9 +318,10 @@ EDM_WEBHOOKS_ALLOW_PRIVATE = env_bool("EDM_WEBHOOKS_ALLOW_PRIVATE", False)
 EDM_BENCH_ENDPOINTS = env_bool("EDM_BENCH_ENDPOINTS", False)
 # How long a web process remembers an API token's user (apps.core.auth); 0: never.
 EDM_TOKEN_CACHE_SECONDS = env_int("EDM_TOKEN_CACHE_SECONDS", 5)
-# How old the progress in the API's detail of a sending task may be, read at most once
-# per this many seconds per web process (apps.dispatch.selectors); 0: every request.
-EDM_SENDING_PROGRESS_SECONDS = env_int("EDM_SENDING_PROGRESS_SECONDS", 1)
+# How old the progress in the API's detail of a task may be while its row is unchanged,
+# read at most once per this many seconds per web process (apps.dispatch.selectors); a
+# change of the row (its status) reads it at once; 0: every request.
+EDM_PROGRESS_SECONDS = env_int("EDM_PROGRESS_SECONDS", 1)
 EDM_OUTBOUND_HTTPS_ONLY = env_bool("EDM_OUTBOUND_HTTPS_ONLY", not DEBUG)
 
 # --- Events (apps.events, apps.core.audit) --------------------------------------------

@@ -111,7 +111,7 @@ def _detail_statements() -> tuple[dict[str, str], tuple[str, ...]]:
       relations (as arrays), its progress rows as two arrays (statuses, counts; ``NULL``
       when there are none, and not read while the task sends);
     - ``edm_task_detail_version``: the version and the progress only;
-    - ``edm_task_detail_version_sending``: the version only (a task last seen sending).
+    - ``edm_task_detail_version_only``: the version only.
     """
     fields = Task._meta.concrete_fields
     columns = [f"t.{field.column}" for field in fields]
@@ -139,7 +139,7 @@ def _detail_statements() -> tuple[dict[str, str], tuple[str, ...]]:
         "edm_task_detail_version": (
             f"SELECT {_ROW_VERSION}, p.statuses, p.counts{task}{progress}{where}"
         ),
-        "edm_task_detail_version_sending": f"SELECT {_ROW_VERSION}{task}{where}",
+        "edm_task_detail_version_only": f"SELECT {_ROW_VERSION}{task}{where}",
     }
     return statements, tuple(field.attname for field in fields)
 
@@ -162,52 +162,66 @@ def owned_task_detail(owner, pk: int) -> Task | None:
     Clients poll the detail while a task sends, so it costs one round trip, in
     statements written out (no queryset built per request) and prepared once per
     connection (planning them anew cost PostgreSQL more than running them). A task
-    this process has read before is asked for its row's version (and its progress,
-    unless it was sending): while the version is the one remembered, the task's fields
-    and relations are this process's copy — its bodies are most of the answer, and the
-    relations' look-ups most of the statement — and when it changed, the whole task is
-    read (a second round trip). A task read for the first time is read whole at once.
-    A sending task's progress is read apart, at most once a second
-    (:func:`_sending_progress`)."""
+    this process has read before is asked for its row's version only: while the
+    version is the one remembered, the task's fields and relations are this process's
+    copy — its bodies are most of the answer, and the relations' look-ups most of the
+    statement — and when it changed, the whole task is read (a second round trip). A
+    task read for the first time is read whole at once. Its progress is read with it,
+    then at most once per ``EDM_PROGRESS_SECONDS`` (1; 0: every time) by this process
+    while the row stays the same (:func:`_recent_counts`); a change of the row — its
+    status, say — reads the progress at once, so a paused, cancelled or completed task
+    is never shown with the counts of its sending. A sending task's progress is read
+    apart (:func:`_sending_progress`)."""
     low, high = connection.ops.integer_field_range(Task._meta.pk.get_internal_type())
     if not low <= pk <= high:
         return None  # the URL takes any digits; the prepared statements' ids are bigints
     statements, attnames = _detail_statements()
     where = {"pk": pk, "owner": owner.pk}
     with_progress = {"sending": Task.Status.SENDING, **where}
-    statuses = counts = None
+    counts = None
     remembered = _remembered_fields.get(pk)
     if remembered is not None:
         version, values, relations = remembered
-        if values[attnames.index("status")] == Task.Status.SENDING:
-            name, params = "edm_task_detail_version_sending", where
+        sending = values[attnames.index("status")] == Task.Status.SENDING
+        counts = _recent_counts(pk)
+        if sending or counts is not None:
+            name, params = "edm_task_detail_version_only", where
         else:
             name, params = "edm_task_detail_version", with_progress
         row = fetch_prepared(name, statements[name], params)
         if row is None:
             return None
-        if row[0] == version:
-            statuses, counts = row[1:] or (None, None)
-        else:
-            remembered = None
+        if row[0] != version:
+            remembered = counts = None
+        elif counts is None and not sending:
+            counts = _read_counts(pk, *row[1:])
     if remembered is None:
         row = fetch_prepared("edm_task_detail", statements["edm_task_detail"], with_progress)
         if row is None:
             return None
         fields = len(attnames) + 1
         version, values, relations = row[0], row[1:fields], row[fields : fields + 3]
-        statuses, counts = row[fields + 3 :]
         _remember(pk, version, values, relations)
+        if values[attnames.index("status")] != Task.Status.SENDING:
+            counts = _read_counts(pk, *row[fields + 3 :])
     task = Task.from_db(connection.alias, attnames, values)
     task.row_version = version
     task.include_tags_ids, task.exclude_tags_ids, task.contacts_ids = relations
     if task.status == Task.Status.SENDING:
         task.progress_counts = _sending_progress(task.pk)
     else:
-        task.progress_counts = _no_progress()
-        for status, n in zip(statuses or (), counts or (), strict=True):
-            _add_progress(task.progress_counts, status, n)
+        task.progress_counts = counts
     return task
+
+
+def _read_counts(task_id: int, statuses, counts) -> dict[str, int]:
+    """The task's progress from a statement's two arrays, kept as this process's latest
+    reading."""
+    progress = _no_progress()
+    for status, n in zip(statuses or (), counts or (), strict=True):
+        _add_progress(progress, status, n)
+    _keep_counts(task_id, progress)
+    return progress
 
 
 def _remember(pk: int, version: str, values: tuple, relations: tuple) -> None:
@@ -219,29 +233,41 @@ def _remember(pk: int, version: str, values: tuple, relations: tuple) -> None:
     _remembered_fields[pk] = (version, values, relations)
 
 
-# This process's latest progress reading of each sending task: (monotonic time, counts).
+# This process's latest progress reading of each task: (monotonic time, counts).
 _recent_progress: dict[int, tuple[float, dict[str, int]]] = {}
 
 
-def _sending_progress(task_id: int) -> dict[str, int]:
-    """The progress of a task that is sending, read at most once per
-    ``EDM_SENDING_PROGRESS_SECONDS`` (1; 0: every time) by this process: clients poll the
-    detail of a sending task, hundreds of times a second for a busy dashboard, and while
-    the dispatcher sends, a reading checks every message its live chunks passed (up to
-    a few thousand index lookups on rows being written). The counts are then at most
-    that old; the task's status is always read fresh, so a paused, cancelled or
-    completed task is never shown with the counts of its sending."""
-    ttl = settings.EDM_SENDING_PROGRESS_SECONDS
-    now = time.monotonic()
+def _recent_counts(task_id: int) -> dict[str, int] | None:
+    """The task's progress as this process read it within ``EDM_PROGRESS_SECONDS``, or
+    ``None``: pollers of one task share a reading a second per process."""
+    ttl = settings.EDM_PROGRESS_SECONDS
     recent = _recent_progress.get(task_id)
-    if ttl > 0 and recent is not None and now - recent[0] < ttl:
+    if ttl > 0 and recent is not None and time.monotonic() - recent[0] < ttl:
         return dict(recent[1])
-    counts = tasks_progress([task_id])[task_id]
-    if ttl > 0:
-        if len(_recent_progress) > 1000:
-            for stale in [k for k, (at, _) in _recent_progress.items() if now - at >= ttl]:
-                _recent_progress.pop(stale, None)
-        _recent_progress[task_id] = (now, dict(counts))
+    return None
+
+
+def _keep_counts(task_id: int, counts: dict[str, int]) -> None:
+    ttl = settings.EDM_PROGRESS_SECONDS
+    if ttl <= 0:
+        return
+    now = time.monotonic()
+    if len(_recent_progress) > 1000:
+        for stale in [k for k, (at, _) in _recent_progress.items() if now - at >= ttl]:
+            _recent_progress.pop(stale, None)
+    _recent_progress[task_id] = (now, dict(counts))
+
+
+def _sending_progress(task_id: int) -> dict[str, int]:
+    """The progress of a task that is sending, read apart from the task and at most once
+    per ``EDM_PROGRESS_SECONDS`` by this process (:func:`_recent_counts`): clients poll
+    the detail of a sending task, hundreds of times a second for a busy dashboard, and
+    while the dispatcher sends, a reading checks every message its live chunks passed
+    (up to a few thousand index lookups on rows being written)."""
+    counts = _recent_counts(task_id)
+    if counts is None:
+        counts = tasks_progress([task_id])[task_id]
+        _keep_counts(task_id, counts)
     return counts
 
 

@@ -145,7 +145,7 @@ def test_a_sending_tasks_progress_is_read_once_a_second_per_process(
 ):
     """Pollers of a sending task share one progress reading per second per process; the
     status is read fresh each time, so a paused task shows its own counts at once."""
-    settings.EDM_SENDING_PROGRESS_SECONDS = 1
+    settings.EDM_PROGRESS_SECONDS = 1
     Task.objects.filter(pk=task.pk).update(status=Task.Status.SENDING)
     subtasks = list(SubTask.objects.filter(task=task).order_by("id")[:4])
     chunk = chunk_in_progress(subtasks, position=0, expired=False)
@@ -162,9 +162,32 @@ def test_a_sending_tasks_progress_is_read_once_a_second_per_process(
     assert paused["status"] == "paused"
     assert paused["progress"] == task_progress(task) and paused["progress"]["sent"] == 2
 
-    settings.EDM_SENDING_PROGRESS_SECONDS = 0  # off: every request reads
+    settings.EDM_PROGRESS_SECONDS = 0  # off: every request reads
     Task.objects.filter(pk=task.pk).update(status=Task.Status.SENDING)
     assert api.get(f"/api/tasks/{task.pk}/").json()["progress"] == task_progress(task)
+
+
+def test_any_tasks_progress_is_read_once_a_second_while_its_row_is_unchanged(
+    api, task, settings, django_assert_num_queries
+):
+    """A queued task's pollers share a progress reading a second per process too; a
+    change of the task's row (its status, any field) reads the progress at once."""
+    settings.EDM_PROGRESS_SECONDS = 1
+    url = f"/api/tasks/{task.pk}/"
+    assert api.get(url).json()["progress"]["pending"] == 6  # read whole, with its progress
+    SubTask.objects.filter(task=task, status="pending")[:1].get().delete()  # not the row
+    with django_assert_num_queries(2):  # the token's user, then the row's version only
+        again = api.get(url).json()
+    assert again["progress"]["pending"] == 6 and again["progress"] != task_progress(task)
+
+    Task.objects.filter(pk=task.pk).update(priority=5)  # the row changes: read at once
+    changed = api.get(url).json()
+    assert changed["priority"] == 5 and changed["progress"] == task_progress(task)
+    assert changed["progress"]["pending"] == 5
+
+    settings.EDM_PROGRESS_SECONDS = 0  # off: every request reads
+    SubTask.objects.filter(task=task, status="pending")[:1].get().delete()
+    assert api.get(url).json()["progress"] == task_progress(task)
 
 
 # --- the plain GET, answered on Django's request --------------------------------------
@@ -239,7 +262,7 @@ def test_a_sending_tasks_plain_get_is_drfs_answer(api, task, settings):
     subtasks = list(SubTask.objects.filter(task=task).order_by("id")[:4])
     chunk_in_progress(subtasks, position=2, expired=False)
     for seconds in (0, 1):  # every request reads the progress; once a second
-        settings.EDM_SENDING_PROGRESS_SECONDS = seconds
+        settings.EDM_PROGRESS_SECONDS = seconds
         plain, drf = _both_paths(api, f"/api/tasks/{task.pk}/")
         _assert_same_answer(plain, drf)
         progress = plain.json()["progress"]
