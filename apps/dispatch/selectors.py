@@ -146,11 +146,12 @@ def _detail_statements() -> tuple[dict[str, str], tuple[str, ...]]:
 
 # What this process last read in full of each task, by the row's version: its fields and
 # the ids of its relations. At most ``_REMEMBERED_MAX`` tasks (then it starts over), and
-# none whose fields (its bodies, mostly) weigh over ``_REMEMBERED_FIELDS_MAX`` characters:
-# those are read in full each time.
+# none that weighs over ``_REMEMBERED_WEIGHT_MAX``, counting a character of its fields (its
+# bodies, mostly) as one and an id of its relations as eight: those are read in full each
+# time.
 _remembered_fields: dict[int, tuple[str, tuple, tuple]] = {}
 _REMEMBERED_MAX = 1_000
-_REMEMBERED_FIELDS_MAX = 64 * 1024
+_REMEMBERED_WEIGHT_MAX = 64 * 1024
 
 
 def owned_task_detail(owner, pk: int) -> Task | None:
@@ -225,7 +226,9 @@ def _read_counts(task_id: int, statuses, counts) -> dict[str, int]:
 
 
 def _remember(pk: int, version: str, values: tuple, relations: tuple) -> None:
-    if sum(len(value) for value in values if isinstance(value, str)) > _REMEMBERED_FIELDS_MAX:
+    weight = sum(len(value) for value in values if isinstance(value, str))
+    weight += 8 * sum(len(ids) for ids in relations)
+    if weight > _REMEMBERED_WEIGHT_MAX:
         _remembered_fields.pop(pk, None)
         return
     if len(_remembered_fields) >= _REMEMBERED_MAX:

@@ -440,9 +440,25 @@ def test_a_remembered_task_is_still_only_its_owners(user, other_user, task):
 def test_a_task_with_big_bodies_is_read_in_full_each_time(user, task):
     from apps.dispatch import selectors
 
-    Task.objects.filter(pk=task.pk).update(body_html="x" * (selectors._REMEMBERED_FIELDS_MAX + 1))
-    assert len(owned_task_detail(user, task.pk).body_html) == selectors._REMEMBERED_FIELDS_MAX + 1
+    Task.objects.filter(pk=task.pk).update(body_html="x" * (selectors._REMEMBERED_WEIGHT_MAX + 1))
+    assert len(owned_task_detail(user, task.pk).body_html) == selectors._REMEMBERED_WEIGHT_MAX + 1
     assert task.pk not in selectors._remembered_fields
+
+
+def test_a_task_with_many_contacts_is_read_in_full_each_time(user, task, make_contacts):
+    """Ids weigh too: a task naming thousands of contacts is not kept by every process."""
+    from apps.dispatch import selectors
+
+    many = make_contacts(user, selectors._REMEMBERED_WEIGHT_MAX // 8, tag=None, prefix="many")
+    task.contacts.add(*many)
+    detail = owned_task_detail(user, task.pk)
+    assert len(detail.contacts_ids) == len(many) + 2
+    assert task.pk not in selectors._remembered_fields
+    task.contacts.remove(*many)
+    assert owned_task_detail(user, task.pk).contacts_ids == sorted(
+        task.contacts.values_list("pk", flat=True)
+    )
+    assert task.pk in selectors._remembered_fields
 
 
 def test_the_plain_path_renders_once_until_the_detail_changes(api, task, settings):
