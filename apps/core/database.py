@@ -10,6 +10,7 @@ on TCP (``127.0.0.1:5432``) or only on a Unix socket (the embedded server of
 
 from __future__ import annotations
 
+import contextlib
 import os
 import weakref
 from urllib.parse import quote
@@ -88,12 +89,7 @@ def fetch_prepared(name: str, sql: str, params: dict) -> tuple | None:
             positions = {key: f"${number}" for number, key in enumerate(params, 1)}
             raw.execute(f"PREPARE {name} AS {sql % positions}")
             done.add(raw)
-        if connection.queries_logged:
-            shown = ", ".join(["%s"] * len(params))
-            executed = connection.ops.compose_sql(f"EXECUTE {name}({shown})", list(params.values()))
-            with CursorDebugWrapper(None, connection).debug_sql(executed):
-                result = raw.pgconn.exec_prepared(name.encode(), values)
-        else:
+        with _logged(name, params):
             result = raw.pgconn.exec_prepared(name.encode(), values)
         if result.status != psycopg.pq.ExecStatus.TUPLES_OK:
             raise psycopg.errors.error_from_result(result, encoding=raw.info.encoding)
@@ -104,6 +100,15 @@ def fetch_prepared(name: str, sql: str, params: dict) -> tuple | None:
         loader = _loaders[raw] = Transformer(raw)
     loader.set_pgresult(result)
     return loader.load_row(0, tuple)
+
+
+def _logged(name: str, params: dict):
+    """Django's query log of the statement, as ``EXECUTE name(…)``, when it keeps one."""
+    if not connection.queries_logged:
+        return contextlib.nullcontext()
+    shown = ", ".join(["%s"] * len(params))
+    executed = connection.ops.compose_sql(f"EXECUTE {name}({shown})", list(params.values()))
+    return CursorDebugWrapper(None, connection).debug_sql(executed)
 
 
 def _text(value: str | int) -> bytes:

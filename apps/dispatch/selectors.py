@@ -179,13 +179,13 @@ def owned_task_detail(owner, pk: int) -> Task | None:
     statements, attnames = _detail_statements()
     where = {"pk": pk, "owner": owner.pk}
     with_progress = {"sending": Task.Status.SENDING, **where}
-    counts = None
+    # The progress: this process's recent reading, or the two arrays a statement read.
+    counts = progress_rows = None
     remembered = _remembered_fields.get(pk)
     if remembered is not None:
         version, values, relations = remembered
-        sending = values[attnames.index("status")] == Task.Status.SENDING
         counts = _recent_counts(pk)
-        if sending or counts is not None:
+        if counts is not None or values[attnames.index("status")] == Task.Status.SENDING:
             name, params = "edm_task_detail_version_only", where
         else:
             name, params = "edm_task_detail_version", with_progress
@@ -194,24 +194,22 @@ def owned_task_detail(owner, pk: int) -> Task | None:
             return None
         if row[0] != version:
             remembered = counts = None
-        elif counts is None and not sending:
-            counts = _read_counts(pk, *row[1:])
+        progress_rows = row[1:]
     if remembered is None:
         row = fetch_prepared("edm_task_detail", statements["edm_task_detail"], with_progress)
         if row is None:
             return None
         fields = len(attnames) + 1
         version, values, relations = row[0], row[1:fields], row[fields : fields + 3]
+        progress_rows = row[fields + 3 :]
         _remember(pk, version, values, relations)
-        if values[attnames.index("status")] != Task.Status.SENDING:
-            counts = _read_counts(pk, *row[fields + 3 :])
     task = Task.from_db(connection.alias, attnames, values)
     task.row_version = version
     task.include_tags_ids, task.exclude_tags_ids, task.contacts_ids = relations
     if task.status == Task.Status.SENDING:
         task.progress_counts = _sending_progress(task.pk)
     else:
-        task.progress_counts = counts
+        task.progress_counts = counts if counts is not None else _read_counts(pk, *progress_rows)
     return task
 
 
