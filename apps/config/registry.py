@@ -306,6 +306,15 @@ register(
         max=100000,
     ),
     Key(
+        "queue.sender",
+        "enum",
+        "auto",
+        "How a dispatcher loop carries its SMTP connections: threads (one each), events "
+        "(all on one event loop), or auto (threads up to 8 connections, events beyond). "
+        "Read when a dispatcher loop starts.",
+        choices=("auto", "threads", "events"),
+    ),
+    Key(
         "queue.lease_seconds",
         "duration",
         120,

@@ -131,44 +131,85 @@ class Signer:
         return _NAME + b": " + value + message
 
 
-_cache: dict[tuple[int, str], tuple[float, Signer | None]] = {}
+@dataclass(frozen=True)
+class _Keys:
+    """The enabled keys, read in one statement: the first key (by id) of each service
+    and the domain-wide key of each domain, as ``(id, domain, selector, encrypted)``."""
+
+    read_at: float
+    by_service: dict[int, tuple]
+    by_domain: dict[str, tuple]
+
+
+_keys: _Keys | None = None
+# Signers built from the keys, by (id, encrypted key): each key is parsed once.
+_signers: dict[tuple[int, str], Signer] = {}
 _cache_lock = threading.Lock()
 
 
 def signer_for(*, service_id: int, from_email: str, run=None) -> Signer | None:
     """The signer of a service's mail: its own enabled key (whatever its domain), else an
-    enabled key of the From address's domain without a service, else None. Cached for a
-    minute. ``run(fn, **kwargs)`` runs the database read when the cache has no answer (the
-    dispatcher's sender threads pass their database workers': they hold no connection,
-    and a cached answer then costs no hand-over)."""
-    domain = from_email.rpartition("@")[2].lower()
-    key = (service_id, domain)
-    now = time.monotonic()
-    cached = _cache.get(key)
-    if cached is not None and now - cached[0] < _CACHE_SECONDS:
-        return cached[1]
-    if run is None:
-        signer = _load(service_id=service_id, domain=domain)
-    else:
-        signer = run(_load, service_id=service_id, domain=domain)
+    enabled key of the From address's domain without a service, else None. The enabled
+    keys are read at most once a minute, all in one statement (not once per service: a
+    wave of 1,000 services' first chunks costs one read). ``run(fn)`` runs that read (the
+    dispatcher's sender threads pass their database workers': they hold no connection)."""
+    known, signer = signer_cached(service_id=service_id, from_email=from_email)
+    if known:
+        return signer
+    keys = _read_keys() if run is None else run(_read_keys)
+    global _keys
     with _cache_lock:
-        _cache[key] = (now, signer)
+        _keys = keys
+    return _signer(keys, service_id, from_email)
+
+
+def signer_cached(*, service_id: int, from_email: str) -> tuple[bool, Signer | None]:
+    """``(True, signer)`` when :func:`signer_for` would answer without reading the
+    database, else ``(False, None)``: a caller that must not wait for the database (an
+    event loop) asks this first."""
+    keys = _keys
+    if keys is None or time.monotonic() - keys.read_at >= _CACHE_SECONDS:
+        return False, None
+    return True, _signer(keys, service_id, from_email)
+
+
+def _signer(keys: _Keys, service_id: int, from_email: str) -> Signer | None:
+    row = keys.by_service.get(service_id)
+    if row is None:
+        row = keys.by_domain.get(from_email.rpartition("@")[2].lower())
+    if row is None:
+        return None
+    pk, domain, selector, encrypted = row
+    signer = _signers.get((pk, encrypted))
+    if signer is None:
+        from apps.deliverability.models import DkimKey
+
+        key = DkimKey(domain=domain, selector=selector, private_key_encrypted=encrypted)
+        signer = Signer.from_pem(domain=domain, selector=selector, private_pem=key.private_key)
+        with _cache_lock:
+            _signers[(pk, encrypted)] = signer
     return signer
 
 
-def _load(*, service_id: int, domain: str) -> Signer | None:
+def _read_keys() -> _Keys:
     from apps.deliverability.models import DkimKey
 
-    keys = DkimKey.objects.filter(is_enabled=True)
-    row = (
-        keys.filter(service_id=service_id).first()
-        or keys.filter(domain=domain, service__isnull=True).first()
-    )
-    if row is None:
-        return None
-    return Signer.from_pem(domain=row.domain, selector=row.selector, private_pem=row.private_key)
+    rows = DkimKey.objects.filter(is_enabled=True).order_by("pk")
+    by_service: dict[int, tuple] = {}
+    by_domain: dict[str, tuple] = {}
+    for pk, domain, selector, encrypted, service_id in rows.values_list(
+        "pk", "domain", "selector", "private_key_encrypted", "service_id"
+    ):
+        row = (pk, domain, selector, encrypted)
+        if service_id is None:
+            by_domain.setdefault(domain, row)
+        else:
+            by_service.setdefault(service_id, row)
+    return _Keys(read_at=time.monotonic(), by_service=by_service, by_domain=by_domain)
 
 
 def cache_clear() -> None:
+    global _keys
     with _cache_lock:
-        _cache.clear()
+        _keys = None
+        _signers.clear()

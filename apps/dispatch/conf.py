@@ -17,6 +17,7 @@ class DispatchSettings:
     dispatchers: int
     concurrency: int
     max_connections: int
+    sender: str
     lease_seconds: float
     backoff_strategy: str
     backoff_initial: float
@@ -42,6 +43,7 @@ class DispatchSettings:
             dispatchers=int(config_get("queue.dispatchers")),
             concurrency=int(config_get("queue.concurrency")),
             max_connections=int(config_get("queue.max_connections")),
+            sender=str(config_get("queue.sender")),
             lease_seconds=float(config_get("queue.lease_seconds")),
             backoff_strategy=str(config_get("backoff.strategy")),
             backoff_initial=float(config_get("backoff.initial")),

@@ -80,13 +80,21 @@ def connect_raw() -> psycopg.Connection:
 
 
 class _Call:
-    __slots__ = ("args", "done", "error", "fn", "kwargs", "result")
+    __slots__ = ("args", "done", "error", "fn", "kwargs", "result", "then")
 
-    def __init__(self, fn: Callable, args: tuple, kwargs: dict) -> None:
+    def __init__(
+        self, fn: Callable, args: tuple, kwargs: dict, then: Callable | None = None
+    ) -> None:
         self.fn, self.args, self.kwargs = fn, args, kwargs
         self.done = threading.Event()
         self.result: Any = None
         self.error: BaseException | None = None
+        self.then = then  # called with the call once it is done (on the worker)
+
+    def finish(self) -> None:
+        self.done.set()
+        if self.then is not None:
+            self.then(self)
 
 
 class DatabaseWork:
@@ -119,6 +127,16 @@ class DatabaseWork:
         if call.error is not None:
             raise call.error
         return call.result
+
+    def run_then(self, then: Callable[[_Call], None], fn: Callable, *args, **kwargs) -> None:
+        """``fn(*args, **kwargs)`` on a worker; ``then(call)`` is called on that worker
+        once it is done, with ``call.result`` or ``call.error`` set (the event-loop
+        senders' way to wait without a thread). Raises :class:`NoDatabase` when no
+        worker can connect."""
+        self._start()
+        if not self._alive:
+            raise NoDatabase("no database connection for the sender threads")
+        self._calls.put(_Call(fn, args, kwargs, then))
 
     def start(self) -> None:
         """Open the workers' connections now (before the SMTP connections take the
@@ -174,7 +192,7 @@ class DatabaseWork:
                     if isinstance(exc, _BROKEN):
                         connection.close()  # the next call opens a new one
                 finally:
-                    call.done.set()
+                    call.finish()
         finally:
             connections.close_all()
 
@@ -189,7 +207,7 @@ class DatabaseWork:
                 return
             if call is not None:
                 call.error = NoDatabase("no database connection for the sender threads")
-                call.done.set()
+                call.finish()
 
     def close(self) -> None:
         self._closed = True
@@ -230,18 +248,28 @@ class Move:
 
 
 class _Ticket:
-    __slots__ = ("done", "error", "moved")
+    __slots__ = ("done", "error", "moved", "then")
 
-    def __init__(self) -> None:
+    def __init__(self, then: Callable[[_Ticket], None] | None = None) -> None:
         self.done = threading.Event()
         self.moved = False
         self.error: str | None = None
+        self.then = then  # called with the ticket once answered (on the mover)
 
-    def __call__(self) -> bool:
-        self.done.wait()
+    def finish(self) -> None:
+        self.done.set()
+        if self.then is not None:
+            self.then(self)
+
+    def outcome(self) -> bool:
+        """The answer of a finished ticket; raises if the move could not be written."""
         if self.error is not None:
             raise psycopg.OperationalError(self.error)
         return self.moved
+
+    def __call__(self) -> bool:
+        self.done.wait()
+        return self.outcome()
 
 
 class Moves:
@@ -255,6 +283,7 @@ class Moves:
         self._pending: list[tuple[int, int, int, _Ticket]] = []
         self._wake = threading.Condition(self._lock)
         self._mover: threading.Thread | None = None
+        self._waiting = False  # the mover waits for moves (under the lock)
         self._closed = False
 
     def begin(self, log: outcomes.ChunkLog, position: int) -> Move:
@@ -268,8 +297,19 @@ class Moves:
         with self._lock:
             self._start_mover()
             self._pending.append((log.id, position, log.epoch, ticket))
-            self._wake.notify()
+            if self._waiting:
+                self._wake.notify()
         return Move(log, position, ticket)
+
+    def send(self, log: outcomes.ChunkLog, position: int, then: Callable[[_Ticket], None]) -> None:
+        """Queue the move of ``log`` to ``position`` for the shared mover; ``then(ticket)``
+        is called on the mover once it is answered (``ticket.outcome()``). The event-loop
+        senders' way: no thread waits for it."""
+        with self._lock:
+            self._start_mover()
+            self._pending.append((log.id, position, log.epoch, _Ticket(then)))
+            if self._waiting:  # else it takes this move with the batch it is writing
+                self._wake.notify()
 
     def _own(self):
         """This thread's own connection (libpq handle), opened on first use; ``None``
@@ -311,7 +351,9 @@ class Moves:
         while True:
             with self._lock:
                 while not self._pending and not self._closed:
+                    self._waiting = True
                     self._wake.wait()
+                    self._waiting = False
                 if not self._pending and self._closed:
                     break
                 batch, self._pending = self._pending, []
@@ -325,14 +367,14 @@ class Moves:
                 logger.warning("position moves failed: %s", exc)
                 for *_, ticket in batch:
                     ticket.error = str(exc)
-                    ticket.done.set()
+                    ticket.finish()
                 if raw is not None:
                     raw.close()
                     raw = None
                 continue
             for chunk_id, _, _, ticket in batch:
                 ticket.moved = chunk_id in moved
-                ticket.done.set()
+                ticket.finish()
         if raw is not None:
             raw.close()
 

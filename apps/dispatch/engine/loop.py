@@ -34,9 +34,10 @@ from apps.dispatch import metrics, progress
 from apps.dispatch.conf import DispatchSettings
 from apps.dispatch.engine import outcomes
 from apps.dispatch.engine import slots as slot_lib
+from apps.dispatch.engine.aio import EventSenders
 from apps.dispatch.engine.database import DIRECT_UP_TO, DatabaseWork, Moves
 from apps.dispatch.engine.tick import Chunk, next_ready_in, tick
-from apps.dispatch.engine.worker import SenderCache, TemplateCache, run_chunk
+from apps.dispatch.engine.worker import Abandoned, SenderCache, TemplateCache, run_chunk
 from apps.dispatch.queues import NOTIFY_CHANNEL
 from apps.services.senders import SendError
 
@@ -66,14 +67,6 @@ class LoopStats:
     sent: int = 0
     chunks: int = 0
     tick_seconds: list[float] = field(default_factory=list)
-
-
-@dataclass
-class Abandoned:
-    """A chunk whose sending could not start (its database work failed)."""
-
-    chunk: Chunk
-    error: BaseException
 
 
 class _SenderPool:
@@ -208,13 +201,14 @@ class Dispatcher:
         self.touched_tasks: set[int] = set()
         self.conf = DispatchSettings.load()
         self.senders = SenderCache(timeout=self.conf.smtp_timeout)
-        self.pool = _SenderPool(self._run_chunk)
+        self.pool: _SenderPool | EventSenders = _SenderPool(self._run_chunk)
         self._shortage_cap: int | None = None
         self._shortage_until = 0.0
         self._last_tick = 0.0
         self.db = DatabaseWork()
         self.templates = TemplateCache(self.db)
-        self.moves = Moves(direct=self.configured_limit() <= DIRECT_UP_TO)
+        self.events = self.on_events()
+        self.moves = Moves(direct=self._moves_direct())
         self._next_completion_check = 0.0
         self._next_compaction = 0.0
         self.listener: psycopg.Connection | None = None
@@ -231,6 +225,30 @@ class Dispatcher:
             db=self.db,
             moves=self.moves,
         )
+
+    def on_events(self) -> bool:
+        """Whether this loop's SMTP connections are carried by an event loop
+        (``queue.sender``; ``auto``: beyond ``DIRECT_UP_TO`` connections, where threads
+        would cost more than their messages)."""
+        mode = self.conf.sender
+        return mode == "events" or (mode == "auto" and self.configured_limit() > DIRECT_UP_TO)
+
+    def _event_pool(self) -> EventSenders:
+        return EventSenders(
+            conf=lambda: self.conf,
+            db=self.db,
+            moves=self.moves,
+            templates=self.templates,
+            stop=self.stop,
+            wait_recorded=self.wait_recorded,
+            run_threaded=self._run_chunk,
+            timeout=self.conf.smtp_timeout,
+        )
+
+    def _moves_direct(self) -> bool:
+        """A connection of its own per sender thread for the position moves (few
+        threads), else the shared mover (always on the event loop)."""
+        return not self.events and self.configured_limit() <= DIRECT_UP_TO
 
     def configured_limit(self) -> int:
         """``queue.concurrency``, or the loop's share of ``queue.max_connections``."""
@@ -264,6 +282,8 @@ class Dispatcher:
         # the collector's full passes: with hundreds of sender threads each pass would
         # stop them all for tens of milliseconds.
         gc.freeze()
+        if self.events:
+            self.pool = self._event_pool()
         self.listener = _listen_connection()
         # The senders' database connections first: the SMTP connections may then take
         # every file descriptor this process has left.
@@ -373,7 +393,7 @@ class Dispatcher:
     def _short_of_descriptors(self) -> None:
         """Open no more SMTP connections than are open now, for ``SHORTAGE_HOLD``
         seconds (then try more again)."""
-        cap = max(1, self.senders.open_count())
+        cap = max(1, self.senders.open_count() + getattr(self.pool, "open_count", int)())
         if cap != self._shortage_cap:
             logger.warning("out of file descriptors: keeping to %s SMTP connections", cap)
             self._shortage_cap = cap
@@ -408,7 +428,7 @@ class Dispatcher:
 
         self.conf = DispatchSettings.load()
         self.senders.timeout = self.conf.smtp_timeout
-        self.moves.direct = self.configured_limit() <= DIRECT_UP_TO
+        self.moves.direct = self._moves_direct()
         if self.slot is not None and not slot_lib.slot_heartbeat(
             *self.slot, limit=self.conf.dispatchers
         ):
@@ -418,6 +438,8 @@ class Dispatcher:
             return False
         tasks_complete_finished()
         self.senders.close_idle()
+        if isinstance(self.pool, EventSenders):
+            self.pool.housekeeping(self.conf.smtp_timeout)
         now = time.monotonic()
         if now >= self._next_compaction:
             # On a database worker: under load a compaction can take a while, and the

@@ -11,6 +11,7 @@ the next message's MAIL, RCPT and DATA go ahead of its slot.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
@@ -155,6 +156,9 @@ class TemplateCache:
         self._lock = threading.Lock()
         self.db = db
 
+    def has(self, task_id: int) -> bool:
+        return task_id in self._compiled
+
     def get(self, task_id: int) -> CompiledTask:
         compiled = self._compiled.get(task_id)
         if compiled is not None:
@@ -229,6 +233,31 @@ class _Pace:
         send()
         self.last_commit = time.monotonic()
 
+    async def commit_soon(self, send: Callable[[], object]) -> None:
+        """:meth:`commit` on an event loop (the wait lets the other connections go on)."""
+        wait = self.commit_at() - time.monotonic()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        self.held = max(0.0, wait)
+        send()
+        self.last_commit = time.monotonic()
+
+    @classmethod
+    def of(cls, service: ReservedService) -> _Pace:
+        return cls(
+            sending_rate=service.sending_rate,
+            not_before=service.not_before,
+            prepare=min(service.sending_rate, service.avg_response_time or policy.FIRST_GUESS),
+        )
+
+
+@dataclass
+class Abandoned:
+    """A chunk whose sending could not start (its database work failed)."""
+
+    chunk: Chunk
+    error: BaseException
+
 
 def run_chunk(
     chunk: Chunk,
@@ -275,11 +304,7 @@ def run_chunk(
     signer = dkim.signer_for(service_id=service.id, from_email=service.from_email, run=db.run)
     position = {claimed.id: index for index, claimed in enumerate(chunk.subtasks)}
     rated = service.sending_rate > 0
-    pace = _Pace(
-        sending_rate=service.sending_rate,
-        not_before=service.not_before,
-        prepare=min(service.sending_rate, service.avg_response_time or policy.FIRST_GUESS),
-    )
+    pace = _Pace.of(service)
     broken = False
     pending: deque[Claimed] = deque(todo)
     move: Move | None = None
@@ -301,7 +326,11 @@ def run_chunk(
                 message = message_bytes(claimed, service, templates, signer=signer)
             except Exception as exc:  # noqa: BLE001 - a template/address error is the task's
                 pending.popleft()
-                _record_render_error(claimed, service, exc, report, conf=conf, db=db)
+                failure = render_failure(claimed, exc)
+                result = db.run(
+                    outcomes.record_failure, claimed, failure, service=service, conf=conf
+                )
+                render_failure_counted(report, result)
                 continue
             # The position moves while MAIL and RCPT are exchanged; the message's data
             # goes out only once the move is confirmed (``before_data``).
@@ -330,30 +359,15 @@ def run_chunk(
             except SendError as exc:
                 move.answer()  # refused before its data: the answer is still to collect
                 pending.popleft()
-                report.attempted += 1
-                if rated and pace.last_commit is not None and pace.last_commit >= started:
-                    report.last_commit = pace.last_commit  # refused after its "."
-                broken = exc.kind in (SendError.SERVICE, SendError.THROTTLED) or (
-                    getattr(sender, "connection", True) is None
-                )
+                broken = refused(report, exc, pace=pace, started=started, sender=sender)
                 result = db.run(outcomes.record_failure, claimed, exc, service=service, conf=conf)
-                metrics.DISPATCH_MESSAGES.labels(outcome=result).inc()
-                if result in ("failed", "dead", "retry", "unknown"):
-                    report.failed += 1
+                failure_counted(report, result)
                 if exc.kind in (SendError.SERVICE, SendError.THROTTLED):
                     report.fault = exc
                     break
                 continue
             pending.popleft()
-            report.attempted += 1
-            done = time.monotonic()
-            report.last_commit = pace.last_commit if rated else done
-            elapsed = done - started - pace.held  # the message's own time, not its wait
-            if rated:
-                pace.prepare = min(service.sending_rate, elapsed + PREPARE_MARGIN)
-            report.latencies.append(elapsed)
-            report.sent.append(claimed)
-            report.sent_at.append(done)
+            accepted(report, claimed, pace=pace, started=started)
     finally:
         if move is not None:
             move.collect_quietly()
@@ -365,23 +379,55 @@ def run_chunk(
     return report
 
 
-def _record_render_error(
-    claimed: Claimed,
-    service: ReservedService,
-    exc: Exception,
-    report: outcomes.ChunkReport,
-    *,
-    conf: DispatchSettings,
-    db: DatabaseWork,
+def refused(
+    report: outcomes.ChunkReport, exc: SendError, *, pace: _Pace, started: float, sender
+) -> bool:
+    """A message refused (or lost) on the wire: counted as attempted, its "." noted when
+    it went out; ``True`` when the connection must not be reused."""
+    report.attempted += 1
+    rated = pace.sending_rate > 0
+    if rated and pace.last_commit is not None and pace.last_commit >= started:
+        report.last_commit = pace.last_commit  # refused after its "."
+    return exc.kind in (SendError.SERVICE, SendError.THROTTLED) or (
+        getattr(sender, "connection", True) is None
+    )
+
+
+def failure_counted(report: outcomes.ChunkReport, result: str) -> None:
+    """The outcome ``record_failure`` wrote for a refused message, in the metrics and
+    the chunk's failure count (what the service's health reads)."""
+    metrics.DISPATCH_MESSAGES.labels(outcome=result).inc()
+    if result in ("failed", "dead", "retry", "unknown"):
+        report.failed += 1
+
+
+def accepted(
+    report: outcomes.ChunkReport, claimed: Claimed, *, pace: _Pace, started: float
 ) -> None:
+    """A message accepted by the server: its time (not its wait for the slot) for the
+    service's average, the spacing of the next one, the chunk's sent list."""
+    report.attempted += 1
+    done = time.monotonic()
+    rated = pace.sending_rate > 0
+    report.last_commit = pace.last_commit if rated else done
+    elapsed = done - started - pace.held  # the message's own time, not its wait
+    if rated:
+        pace.prepare = min(pace.sending_rate, elapsed + PREPARE_MARGIN)
+    report.latencies.append(elapsed)
+    report.sent.append(claimed)
+    report.sent_at.append(done)
+
+
+def render_failure(claimed: Claimed, exc: Exception) -> SendError:
     """A message that cannot be built (bad address, template failing for this contact)
     is a permanent failure of that recipient, never put on the wire."""
     logger.warning("subtask %s cannot be rendered: %s", claimed.id, exc)
     error = SendError(f"cannot build the message: {exc}", kind=SendError.PERMANENT)
     error.code = None
-    result = db.run(
-        outcomes.record_failure, claimed, _RenderError(error), service=service, conf=conf
-    )
+    return _RenderError(error)
+
+
+def render_failure_counted(report: outcomes.ChunkReport, result: str) -> None:
     if result == "failed":
         report.failed += 1
     metrics.DISPATCH_MESSAGES.labels(outcome=result).inc()
