@@ -18,6 +18,14 @@ from apps.services.models import EmailService
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
+@pytest.fixture(autouse=True, params=["threads", "events"])
+def sender_mode(request, set_config):
+    """Every test here runs on both ways of carrying the SMTP connections
+    (``queue.sender``): one thread each, and all on one event loop."""
+    set_config(queue__sender=request.param)
+    return request.param
+
+
 def conserved(progress: dict) -> None:
     parts = sum(value for key, value in progress.items() if key != "total")
     assert parts == progress["total"], progress

@@ -1,0 +1,56 @@
+"""The event-loop sending path (``queue.sender``, ``engine/aio.py``): which loops take it,
+and what it sends (``test_engine`` runs every engine test on both paths)."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from apps.dispatch.engine.aio import EventSenders
+from apps.dispatch.engine.loop import Dispatcher, _SenderPool
+from apps.dispatch.models import SubTask
+from apps.dispatch.tests.helpers import ThreadedDispatcher, queue_task, wait_done, wait_until
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.mark.parametrize(
+    ("sender", "concurrency", "events"),
+    [
+        ("auto", 8, False),
+        ("auto", 9, True),
+        ("threads", 200, False),
+        ("events", 1, True),
+    ],
+)
+def test_the_mode_follows_queue_sender_and_the_connections(sender, concurrency, events, set_config):
+    set_config(queue__sender=sender, queue__concurrency=concurrency)
+    dispatcher = Dispatcher(use_slot=False)
+    assert dispatcher.on_events() is events
+    # the position moves of an event loop always go through the shared mover
+    assert dispatcher.moves.direct is (not events and concurrency <= 8)
+
+
+def test_many_connections_on_one_event_loop_send_each_recipient_once(
+    user, make_contacts, make_service, smtp_sink, set_config
+):
+    set_config(
+        queue__sender="auto", queue__concurrency=0, queue__max_connections=24, queue__dispatchers=1
+    )
+    make_contacts(user, 60)
+    for _ in range(12):
+        make_service(port=smtp_sink.port)
+    task = queue_task(user)
+
+    with ThreadedDispatcher() as running:
+        progress = wait_done(task)
+        pool = running.dispatcher.pool
+        assert isinstance(pool, EventSenders) and not isinstance(pool, _SenderPool)
+        wait_until(lambda: pool.open_count() > 1, timeout=5, message="several connections")
+
+    assert progress["sent"] == 60
+    recipients = Counter(m.rcpt_tos[0] for m in smtp_sink.handler.messages)
+    assert len(recipients) == 60 and set(recipients.values()) == {1}
+    served = set(SubTask.objects.filter(task=task).values_list("service_id", flat=True))
+    assert len(served) > 1
