@@ -598,28 +598,34 @@ class FileSender:
         pass
 
 
+def smtp_settings(service: EmailService) -> dict:
+    """What an SMTP sender of ``service`` connects with (either kind: threaded or on an
+    event loop). Raises SendError (kind ``service``) when ``EDM_ENCRYPTION_KEY`` cannot
+    decrypt the stored password."""
+    from apps.services.crypto import DecryptionError
+
+    try:
+        password = service.password
+    except DecryptionError as exc:
+        raise SendError(str(exc), kind=SendError.SERVICE) from None
+    return {
+        "host": service.host,
+        "port": service.port,
+        "security": service.security,
+        "username": service.username,
+        "password": password,
+    }
+
+
 def sender_for(service: EmailService, *, timeout: float = 30.0) -> Sender:
     """A sender for ``service`` (not yet connected).
 
     Raises SendError (kind ``service``) when the service cannot be used at all: an
     unknown kind, or a stored password ``EDM_ENCRYPTION_KEY`` cannot decrypt.
     """
-    from apps.services.crypto import DecryptionError
-
     kind = service.kind
     if kind == "smtp":
-        try:
-            password = service.password
-        except DecryptionError as exc:
-            raise SendError(str(exc), kind=SendError.SERVICE) from None
-        return SMTPSender(
-            host=service.host,
-            port=service.port,
-            security=service.security,
-            username=service.username,
-            password=password,
-            timeout=timeout,
-        )
+        return SMTPSender(**smtp_settings(service), timeout=timeout)
     if kind == "console":
         return ConsoleSender()
     if kind == "file":

@@ -48,14 +48,16 @@ from apps.dispatch.engine.worker import (
     TemplateCache,
     _Pace,
     accepted,
+    collect_reports,
     failure_counted,
     message_bytes,
     refused,
     render_failure,
     render_failure_counted,
+    service_model,
 )
 from apps.services.aio_senders import AsyncSMTPSender, takes
-from apps.services.senders import SendError, Withdrawn
+from apps.services.senders import SendError, Withdrawn, smtp_settings
 
 logger = logging.getLogger("edm.dispatch")
 
@@ -166,26 +168,7 @@ class AsyncSenderCache:
 
 
 def _sender_for(service: ReservedService, *, timeout: float) -> AsyncSMTPSender:
-    from apps.services.crypto import DecryptionError
-    from apps.services.models import EmailService
-
-    model = EmailService(
-        pk=service.id,
-        kind=service.kind,
-        password_encrypted=service.password_encrypted,
-    )
-    try:
-        password = model.password
-    except DecryptionError as exc:
-        raise SendError(str(exc), kind=SendError.SERVICE) from None
-    return AsyncSMTPSender(
-        host=service.host,
-        port=service.port,
-        security=service.security,
-        username=service.username,
-        password=password,
-        timeout=timeout,
-    )
+    return AsyncSMTPSender(**smtp_settings(service_model(service)), timeout=timeout)
 
 
 def carries(chunk: Chunk) -> bool:
@@ -253,16 +236,7 @@ class EventSenders:
 
     def collect(self, timeout: float) -> list:
         """Reports of finished chunks, waiting up to ``timeout`` for the first."""
-        reports = []
-        try:
-            reports.append(self.done.get(timeout=max(0.0, timeout)))
-        except queue.Empty:
-            return reports
-        while True:
-            try:
-                reports.append(self.done.get_nowait())
-            except queue.Empty:
-                break
+        reports = collect_reports(self.done, timeout)
         self.in_flight -= len(reports)
         return reports
 

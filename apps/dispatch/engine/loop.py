@@ -37,7 +37,13 @@ from apps.dispatch.engine import slots as slot_lib
 from apps.dispatch.engine.aio import EventSenders
 from apps.dispatch.engine.database import DIRECT_UP_TO, DatabaseWork, Moves
 from apps.dispatch.engine.tick import Chunk, next_ready_in, tick
-from apps.dispatch.engine.worker import Abandoned, SenderCache, TemplateCache, run_chunk
+from apps.dispatch.engine.worker import (
+    Abandoned,
+    SenderCache,
+    TemplateCache,
+    collect_reports,
+    run_chunk,
+)
 from apps.dispatch.queues import NOTIFY_CHANNEL
 from apps.services.senders import SendError
 
@@ -111,16 +117,7 @@ class _SenderPool:
 
     def collect(self, timeout: float) -> list:
         """Reports of finished chunks, waiting up to ``timeout`` for the first."""
-        reports = []
-        try:
-            reports.append(self.done.get(timeout=max(0.0, timeout)))
-        except queue.Empty:
-            return reports
-        while True:
-            try:
-                reports.append(self.done.get_nowait())
-            except queue.Empty:
-                break
+        reports = collect_reports(self.done, timeout)
         self.in_flight -= len(reports)
         return reports
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import queue
 import threading
 import time
 from collections import deque
@@ -76,16 +77,7 @@ class SenderCache:
                     self.entries.pop(service.id, None)
             else:
                 return entry.sender
-        model = EmailService(
-            pk=service.id,
-            kind=service.kind,
-            host=service.host,
-            port=service.port,
-            security=service.security,
-            username=service.username,
-            password_encrypted=service.password_encrypted,
-        )
-        sender = sender_for(model, timeout=self.timeout)
+        sender = sender_for(service_model(service), timeout=self.timeout)
         sender.open()
         with self.lock:
             self.entries[service.id] = _CachedSender(
@@ -128,6 +120,34 @@ class SenderCache:
 
     def close_all(self) -> None:
         self.close_idle(older_than=-1)
+
+
+def service_model(service: ReservedService) -> EmailService:
+    """The reserved service as an (unsaved) model: what the senders are built from."""
+    return EmailService(
+        pk=service.id,
+        kind=service.kind,
+        host=service.host,
+        port=service.port,
+        security=service.security,
+        username=service.username,
+        password_encrypted=service.password_encrypted,
+    )
+
+
+def collect_reports(done: queue.Queue, timeout: float) -> list:
+    """The reports in ``done``, waiting up to ``timeout`` for the first (the sender
+    pools' ``collect``)."""
+    reports = []
+    try:
+        reports.append(done.get(timeout=max(0.0, timeout)))
+    except queue.Empty:
+        return reports
+    while True:
+        try:
+            reports.append(done.get_nowait())
+        except queue.Empty:
+            return reports
 
 
 def _alive(entry: _CachedSender) -> bool:
