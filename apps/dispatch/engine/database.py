@@ -40,14 +40,6 @@ logger = logging.getLogger("edm.dispatch")
 WORKERS = 6
 DIRECT_UP_TO = 8
 
-_BATCH_NAME = b"edm_chunk_advance_many"
-_BATCH = (
-    b"UPDATE dispatch_sendchunk c SET position = u.position "
-    b"FROM unnest($1::bigint[], $2::int[], $3::int[]) AS u(id, position, epoch) "
-    b"WHERE c.id = u.id AND c.epoch = u.epoch AND c.lease_expires_at > now() "
-    b"RETURNING c.id"
-)
-
 
 # Errors after which a worker's connection is closed (the next call opens a new one).
 _BROKEN = (psycopg.OperationalError, InterfaceError, OperationalError)
@@ -344,7 +336,7 @@ class Moves:
         raw: psycopg.Connection | None = None
         try:
             raw = connect_raw()
-            raw.pgconn.prepare(_BATCH_NAME, _BATCH, None)
+            outcomes.prepare_advance(raw.pgconn, outcomes.ADVANCE_MANY_NAME)
         except psycopg.Error as exc:
             logger.warning("the position mover cannot connect yet (%s)", exc)
             raw = None
@@ -361,10 +353,13 @@ class Moves:
             try:
                 if raw is None or raw.closed:
                     raw = connect_raw()
-                    raw.pgconn.prepare(_BATCH_NAME, _BATCH, None)
+                    outcomes.prepare_advance(raw.pgconn, outcomes.ADVANCE_MANY_NAME)
                 moved = _write_batch(raw.pgconn, batch)
-            except psycopg.Error as exc:
-                logger.warning("position moves failed: %s", exc)
+            except Exception as exc:
+                if isinstance(exc, psycopg.Error):
+                    logger.warning("position moves failed: %s", exc)
+                else:
+                    logger.exception("position moves failed")
                 for *_, ticket in batch:
                     ticket.error = str(exc)
                     ticket.finish()
@@ -397,7 +392,7 @@ def _write_batch(pgconn, batch: list[tuple[int, int, int, _Ticket]]) -> set[int]
     ids = b"{" + b",".join(b"%d" % entry[0] for entry in batch) + b"}"
     positions = b"{" + b",".join(b"%d" % entry[1] for entry in batch) + b"}"
     epochs = b"{" + b",".join(b"%d" % entry[2] for entry in batch) + b"}"
-    outcomes.send_prepared(pgconn, _BATCH_NAME, [ids, positions, epochs])
+    outcomes.send_prepared(pgconn, outcomes.ADVANCE_MANY_NAME, [ids, positions, epochs])
     return {
         int(result.get_value(row, 0))
         for result in outcomes.collect_results(pgconn)

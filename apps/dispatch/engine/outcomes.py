@@ -71,7 +71,15 @@ ADVANCE = (
     b"UPDATE dispatch_sendchunk SET position = $1 "
     b"WHERE id = $2 AND epoch = $3 AND lease_expires_at > now()"
 )
-_PREPARED = {ADVANCE_NAME: ADVANCE}
+# The same for many chunks at once: the shared position mover's statement.
+ADVANCE_MANY_NAME = b"edm_chunk_advance_many"
+ADVANCE_MANY = (
+    b"UPDATE dispatch_sendchunk c SET position = u.position "
+    b"FROM unnest($1::bigint[], $2::int[], $3::int[]) AS u(id, position, epoch) "
+    b"WHERE c.id = u.id AND c.epoch = u.epoch AND c.lease_expires_at > now() "
+    b"RETURNING c.id"
+)
+_PREPARED = {ADVANCE_NAME: ADVANCE, ADVANCE_MANY_NAME: ADVANCE_MANY}
 
 # Claimed subtasks handed back: pending again, or cancelled with their task.
 _RELEASE = """
@@ -126,13 +134,13 @@ def advance_connection() -> psycopg.pq.abc.PGconn:
     return raw.pgconn
 
 
-def prepare_advance(pgconn: psycopg.pq.abc.PGconn) -> None:
-    """Prepare the per-message statement on ``pgconn`` — not behind a pooler in
-    transaction mode, where the next statement may run on another server connection
-    (:func:`send_prepared` then sends its text each time)."""
+def prepare_advance(pgconn: psycopg.pq.abc.PGconn, name: bytes = ADVANCE_NAME) -> None:
+    """Prepare the per-message statement (or ``ADVANCE_MANY_NAME``) on ``pgconn`` — not
+    behind a pooler in transaction mode, where the next statement may run on another
+    server connection (:func:`send_prepared` then sends its text each time)."""
     if behind_transaction_pooler():
         return
-    result = pgconn.prepare(ADVANCE_NAME, ADVANCE, None)
+    result = pgconn.prepare(name, _PREPARED[name], None)
     if result.status != psycopg.pq.ExecStatus.COMMAND_OK:
         raise psycopg.OperationalError(result.error_message.decode("utf-8", "replace"))
 

@@ -54,3 +54,25 @@ def test_many_connections_on_one_event_loop_send_each_recipient_once(
     assert len(recipients) == 60 and set(recipients.values()) == {1}
     served = set(SubTask.objects.filter(task=task).values_list("service_id", flat=True))
     assert len(served) > 1
+
+
+@pytest.mark.parametrize("sender", ["threads", "events"])
+def test_the_shared_position_mover_sends_behind_a_transaction_pooler(
+    sender, settings, user, make_contacts, make_service, smtp_sink, set_config
+):
+    # Behind PgBouncer in transaction mode nothing is prepared: the shared mover (threads
+    # beyond 8 connections, every event loop) sends its statement's text each time.
+    settings.EDM_DATABASE_POOLER = "transaction"
+    set_config(queue__sender=sender, queue__concurrency=12, queue__dispatchers=1)
+    make_contacts(user, 40)
+    for _ in range(6):
+        make_service(port=smtp_sink.port)
+    task = queue_task(user)
+
+    with ThreadedDispatcher() as running:
+        assert running.dispatcher.moves.direct is False
+        progress = wait_done(task)
+
+    assert progress["sent"] == 40
+    recipients = Counter(m.rcpt_tos[0] for m in smtp_sink.handler.messages)
+    assert len(recipients) == 40 and set(recipients.values()) == {1}
