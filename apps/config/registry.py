@@ -308,7 +308,7 @@ register(
     Key(
         "queue.sender",
         "enum",
-        "threads",
+        "auto",
         "How a dispatcher loop carries its SMTP connections: threads (one each), events "
         "(all on one event loop: far less CPU per message with hundreds of connections), "
         "or auto (threads up to 8 connections, events beyond). Read when a dispatcher "
