@@ -97,12 +97,12 @@ def test_faults_throttling_and_shortages_set_the_next_slot(conf):
 @pytest.mark.parametrize(
     ("rate", "avg", "quota", "expected"),
     [
-        (0.0, 0.0, None, 16),  # never measured: FIRST_GUESS per message
+        (0.0, 0.0, None, policy.MIN_CHUNK),  # never measured: FIRST_GUESS per message
         (0.0, 0.15, None, 26),  # 50 ms replies: four seconds of work
-        (0.0, 0.6, None, policy.MIN_CHUNK),  # 200 ms replies: ten messages, 6 s
+        (0.0, 0.6, None, policy.MIN_CHUNK),  # 200 ms replies: twenty messages, 12 s
         (0.0, 0.001, None, policy.MAX_CHUNK),
-        (1.0, 0.15, None, policy.MIN_CHUNK),  # the rate is the longer of the two
-        (2.0, 0.15, None, 8),  # ten would not fit in 16 s
+        (1.0, 0.15, None, 16),  # the rate is the longer of the two: 16 s
+        (2.0, 0.15, None, 8),  # twenty would not fit in 16 s
         (10.0, 0.1, None, 1),
         (0.0, 0.6, 2, 2),
         (0.0, 0.6, 0, 0),
