@@ -335,8 +335,7 @@ class Moves:
     def _move_all(self) -> None:
         raw: psycopg.Connection | None = None
         try:
-            raw = connect_raw()
-            outcomes.prepare_advance(raw.pgconn, outcomes.ADVANCE_MANY_NAME)
+            raw = _mover_connection()
         except psycopg.Error as exc:
             logger.warning("the position mover cannot connect yet (%s)", exc)
             raw = None
@@ -352,8 +351,7 @@ class Moves:
             batch.sort(key=lambda entry: entry[0])
             try:
                 if raw is None or raw.closed:
-                    raw = connect_raw()
-                    outcomes.prepare_advance(raw.pgconn, outcomes.ADVANCE_MANY_NAME)
+                    raw = _mover_connection()
                 moved = _write_batch(raw.pgconn, batch)
             except Exception as exc:
                 if isinstance(exc, psycopg.Error):
@@ -385,6 +383,13 @@ class Moves:
             except psycopg.Error:
                 pass
         self._owned.clear()
+
+
+def _mover_connection() -> psycopg.Connection:
+    """The shared mover's connection, its statement prepared."""
+    raw = connect_raw()
+    outcomes.prepare_advance(raw.pgconn, outcomes.ADVANCE_MANY_NAME)
+    return raw
 
 
 def _write_batch(pgconn, batch: list[tuple[int, int, int, _Ticket]]) -> set[int]:
