@@ -11,9 +11,11 @@ thread, carries all of them (:class:`EventSenders`, the dispatcher's pool when
   ``outcomes``) as the threaded :func:`~apps.dispatch.engine.worker.run_chunk`;
 * its database work still goes through the loop's few connections: a chunk's start,
   its failures and its end run on the database workers (``DatabaseWork.run_then``) and
-  each message's position move on the shared mover (``Moves.send``), which answers all
-  the moves waiting at that moment in one statement. Their answers come back through an
-  :class:`_Inbox` (one wake-up of the event loop for many answers), so no thread waits;
+  each message's position move on the shared mover (``Moves.send_many``), which answers
+  all the moves waiting at that moment in one statement. The moves of one turn of the
+  loop are handed over together (one wake-up of the mover for all of them), and their
+  answers come back through an :class:`_Inbox` (one wake-up of the event loop for many
+  answers), so no thread waits;
 * the per-message guarantee is the threaded path's: a message's data goes out only once
   its position move is confirmed, so after a SIGKILL at most one message per open
   connection is ``unknown`` and none is sent twice;
@@ -213,6 +215,7 @@ class EventSenders:
         self.inbox = _Inbox(self.loop)
         self._tasks: set[asyncio.Task] = set()
         self._loading: dict[tuple, asyncio.Future] = {}
+        self._moves_out: list[tuple[outcomes.ChunkLog, int, Callable]] = []
         self._threaded = ThreadPoolExecutor(THREADED_CHUNKS, thread_name_prefix="edm-sender")
         self.thread = threading.Thread(target=self._main, name="edm-smtp-loop", daemon=True)
         self.thread.start()
@@ -316,6 +319,21 @@ class EventSenders:
             self._loading[key] = future
             future.add_done_callback(lambda _: self._loading.pop(key, None))
         return await asyncio.shield(future)
+
+    def move(self, log: outcomes.ChunkLog, position: int) -> asyncio.Future:
+        """Queue a position move; the future gets its answered ticket. The moves queued in
+        one turn of the loop go to the mover together, at the start of the next."""
+        future = self.loop.create_future()
+        if not self._moves_out:
+            self.loop.call_soon(self._send_moves)
+        self._moves_out.append(
+            (log, position, lambda ticket: self.inbox.put(_resolve, (future, ticket)))
+        )
+        return future
+
+    def _send_moves(self) -> None:
+        moves, self._moves_out = self._moves_out, []
+        self.moves.send_many(moves)
 
     async def pause(self, seconds: float) -> bool:
         """Wait ``seconds``; ``True`` if a stop request came meanwhile."""
@@ -472,8 +490,7 @@ class _Move:
 
     def __init__(self, pool: EventSenders, log: outcomes.ChunkLog, position: int) -> None:
         self.log, self.position = log, position
-        self.future = future = pool.loop.create_future()
-        pool.moves.send(log, position, lambda ticket: pool.inbox.put(_resolve, (future, ticket)))
+        self.future = pool.move(log, position)
 
     async def answer(self) -> bool:
         moved = (await self.future).outcome()

@@ -243,14 +243,17 @@ class _Ticket:
     __slots__ = ("done", "error", "moved", "then")
 
     def __init__(self, then: Callable[[_Ticket], None] | None = None) -> None:
-        self.done = threading.Event()
+        # A sender thread waits on ``done``; an event-loop move is answered by ``then``
+        # (called with the ticket on the mover) and needs no event.
+        self.done = threading.Event() if then is None else None
         self.moved = False
         self.error: str | None = None
-        self.then = then  # called with the ticket once answered (on the mover)
+        self.then = then
 
     def finish(self) -> None:
-        self.done.set()
-        if self.then is not None:
+        if self.then is None:
+            self.done.set()
+        else:
             self.then(self)
 
     def outcome(self) -> bool:
@@ -293,14 +296,18 @@ class Moves:
                 self._wake.notify()
         return Move(log, position, ticket)
 
-    def send(self, log: outcomes.ChunkLog, position: int, then: Callable[[_Ticket], None]) -> None:
-        """Queue the move of ``log`` to ``position`` for the shared mover; ``then(ticket)``
-        is called on the mover once it is answered (``ticket.outcome()``). The event-loop
-        senders' way: no thread waits for it."""
+    def send_many(
+        self, moves: list[tuple[outcomes.ChunkLog, int, Callable[[_Ticket], None]]]
+    ) -> None:
+        """Queue moves (``log``, ``position``, ``then``) for the shared mover; each
+        ``then(ticket)`` is called on the mover once its move is answered
+        (``ticket.outcome()``). The event-loop senders' way: no thread waits for them, and
+        the moves of one turn of the loop wake the mover once."""
+        entries = [(log.id, position, log.epoch, _Ticket(then)) for log, position, then in moves]
         with self._lock:
             self._start_mover()
-            self._pending.append((log.id, position, log.epoch, _Ticket(then)))
-            if self._waiting:  # else it takes this move with the batch it is writing
+            self._pending.extend(entries)
+            if self._waiting:  # else it takes these moves with the batch it is writing
                 self._wake.notify()
 
     def _own(self):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import smtplib
 import socket
 import threading
@@ -433,3 +434,100 @@ def test_before_data_is_not_asked_when_the_recipient_is_refused(smtp_sink):
         )
     sender.close()
     assert asked == []
+
+
+# -- the event-loop sender: the same replies, timeouts and outcomes ---------------------
+
+
+def _async_send(server: _ScriptedServer, *, timeout: float = 5.0, commit=None):
+    """One transaction of an AsyncSMTPSender on a loop of its own: the error it raised
+    (``None`` when the message was accepted) and whether its connection is still held."""
+    from apps.services.aio_senders import AsyncSMTPSender
+
+    async def run():
+        sender = AsyncSMTPSender(host="127.0.0.1", port=server.port, timeout=timeout)
+        try:
+            await sender.send(
+                from_addr="a@example.com",
+                to_addrs=["b@example.com"],
+                message=MESSAGE,
+                commit=commit,
+            )
+        except SendError as exc:
+            return exc, sender.connection is not None
+        finally:
+            if sender.connection is not None:
+                sender._drop()
+        return None, True
+
+    return asyncio.run(run())
+
+
+def test_the_event_loop_sender_reads_multi_line_and_split_replies_whole():
+    server = _ScriptedServer(
+        [
+            b"250-sender ok\r\n250 fine|\r\n",
+            b"25|0 recipient ok\r\n",
+            b"550-5.7.1 rejected\r\n550-see the policy\r\n550 5.7.1 bye\r\n",
+        ]
+    )
+    error, _ = _async_send(server)
+    assert (error.kind, error.code) == ("permanent", 550)
+    assert error.message == "550 5.7.1 rejected\nsee the policy\n5.7.1 bye"
+    assert server.received[:3] == [
+        b"MAIL FROM:<a@example.com>\r\n",
+        b"RCPT TO:<b@example.com>\r\n",
+        b"DATA\r\n",
+    ]
+
+
+@pytest.mark.parametrize("answered", [0, 1], ids=["mail", "rcpt"])
+def test_the_event_loop_sender_times_out_a_silent_server_as_transient(answered):
+    """No reply within the timeout to MAIL or RCPT: the connection is aborted and the
+    message was not sent (transient), after about the timeout, not the default."""
+    replies = [b"250 ok\r\n"] * answered + [b""] * (4 - answered)
+    server = _ScriptedServer(replies)
+    started = time.monotonic()
+    error, held = _async_send(server, timeout=0.5)
+    assert error.kind == "transient" and "no reply within 0.5s" in error.message
+    assert 0.4 < time.monotonic() - started < 3
+    assert not held  # dropped: the next send reconnects
+
+
+@pytest.mark.parametrize("rated", [False, True], ids=["at-once", "held-for-its-slot"])
+def test_the_event_loop_sender_finds_no_answer_to_the_final_dot_ambiguous(rated):
+    """Silent after the whole message and its final "." (sent at once, or held for the
+    caller's commit first): ambiguous, whatever the time spent waiting for the slot."""
+    server = _ScriptedServer([b"250 ok\r\n", b"250 ok\r\n", b"", b""])
+
+    async def commit(send) -> None:
+        await asyncio.sleep(0.8)  # longer than the timeout: only the reply is timed
+        send()
+
+    started = time.monotonic()
+    error, held = _async_send(server, timeout=0.5, commit=commit if rated else None)
+    assert error.kind == "ambiguous" and "no reply within 0.5s" in error.message
+    assert server.received[2] == b"DATA\r\n"
+    assert not held
+    assert time.monotonic() - started > (1.2 if rated else 0.4)
+
+
+def test_the_event_loop_sender_keeps_one_connection_for_many_messages(smtp_sink):
+    from apps.services.aio_senders import AsyncSMTPSender
+
+    async def run():
+        sender = AsyncSMTPSender(host="127.0.0.1", port=smtp_sink.port, timeout=0.3)
+        for index in range(3):
+            await sender.send(
+                from_addr="a@example.com", to_addrs=[f"r{index}@example.com"], message=MESSAGE
+            )
+            await asyncio.sleep(0.2)  # the watch of the last reply must not fire late
+        await asyncio.sleep(0.4)
+        alive = await sender.alive()
+        await sender.close()
+        return alive
+
+    assert asyncio.run(run()) is True
+    messages = smtp_sink.handler.messages
+    assert [m.rcpt_tos for m in messages] == [[f"r{i}@example.com"] for i in range(3)]
+    assert len({m.peer_port for m in messages}) == 1
