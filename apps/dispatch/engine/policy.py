@@ -49,7 +49,7 @@ LEAD_MARGIN = 0.1
 # Added to ``sending_rate`` between two commits of a service: the spread of the moment a
 # server notes a message it received (its own scheduling), so that the server's receive
 # times, not only the dispatcher's clock, are never closer than ``sending_rate``.
-SPACING_GUARD = 0.02
+SPACING_GUARD = 0.03
 
 # A service whose connection could not be opened for lack of file descriptors is tried
 # again this much later (seconds).

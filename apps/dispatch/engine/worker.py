@@ -225,18 +225,41 @@ class _Pace:
     """The spacing of a rate-limited service's messages within a chunk
     (``policy.commit_at``): when the next one may be committed, and when to start its
     transaction so that it is ready by then (its MAIL, RCPT and DATA go ahead; only the
-    final "." waits)."""
+    final "." waits).
+
+    The spacing counts from the moment the server may have noted the previous message,
+    not only from its commit: the server notes it between the final "." and its answer,
+    and a server that answers later than it does at best (busy, a thousand messages
+    landing at once) may note it that much later. ``late`` is that delay — for a chunk's
+    first message, with nothing to compare, the whole wait for the answer — and the next
+    commit (and the service's next slot, through ``last_commit`` of the report) moves by
+    it."""
 
     sending_rate: float
     not_before: float
     prepare: float  # seconds a message takes up to its final "."
     last_commit: float | None = None
     held: float = 0.0
+    quickest: float | None = None  # the shortest wait for an answer to a final "."
+    late: float = 0.0  # how much later than that the last answer came
 
     def commit_at(self) -> float:
         return policy.commit_at(
-            previous=self.last_commit, not_before=self.not_before, sending_rate=self.sending_rate
+            previous=None if self.last_commit is None else self.last_commit + self.late,
+            not_before=self.not_before,
+            sending_rate=self.sending_rate,
         )
+
+    def answered(self, at: float) -> None:
+        """The server answered the last commit at ``at`` (``time.monotonic()``)."""
+        if self.last_commit is None:
+            return
+        wait = max(0.0, at - self.last_commit)
+        if self.quickest is None:
+            self.quickest = self.late = wait  # the first answer: all of its wait
+        else:
+            self.quickest = min(self.quickest, wait)
+            self.late = wait - self.quickest
 
     def start_at(self) -> float:
         return self.commit_at() - self.prepare
@@ -429,7 +452,11 @@ def accepted(
     report.attempted += 1
     done = time.monotonic()
     rated = pace.sending_rate > 0
-    report.last_commit = pace.last_commit if rated else done
+    if rated:
+        pace.answered(done)
+        report.last_commit = pace.last_commit + pace.late
+    else:
+        report.last_commit = done
     elapsed = done - started - pace.held  # the message's own time, not its wait
     if rated:
         pace.prepare = min(pace.sending_rate, elapsed + PREPARE_MARGIN)

@@ -126,6 +126,24 @@ def test_commits_are_spaced_by_the_rate_and_never_before_the_services_slot():
     assert policy.commit_at(previous=10.0, not_before=5.0, sending_rate=0.0) == 5.0
 
 
+def test_a_late_answer_moves_the_next_commit_by_its_delay():
+    """The server notes a message between its final "." and its answer: the next commit
+    counts from the answer's delay beyond the quickest one seen — from the whole wait
+    after a chunk's first message, which has nothing to compare with."""
+    from apps.dispatch.engine.worker import _Pace
+
+    pace = _Pace(sending_rate=1.0, not_before=0.0, prepare=0.2)
+    pace.last_commit = 10.0
+    pace.answered(10.3)  # the first answer: all of its 0.3 s
+    assert pace.commit_at() == pytest.approx(11.3 + policy.SPACING_GUARD)
+    pace.last_commit = 11.5
+    pace.answered(11.55)  # quicker: on time
+    assert pace.commit_at() == pytest.approx(12.5 + policy.SPACING_GUARD)
+    pace.last_commit = 12.6
+    pace.answered(12.8)  # 0.15 s later than the quickest
+    assert pace.commit_at() == pytest.approx(13.75 + policy.SPACING_GUARD)
+
+
 def test_seats_are_laid_out_one_round_across_the_services_at_a_time():
     assert policy.seat_order({1: 3, 2: 1, 3: 2}, limit=100) == [1, 2, 3, 1, 3, 1]
     assert policy.seat_order({}, limit=3) == []
