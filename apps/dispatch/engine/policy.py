@@ -48,7 +48,9 @@ FIRST_GUESS = 0.25
 LEAD_MARGIN = 0.1
 # Added to ``sending_rate`` between two commits of a service: the spread of the moment a
 # server notes a message it received (its own scheduling), so that the server's receive
-# times, not only the dispatcher's clock, are never closer than ``sending_rate``.
+# times, not only the dispatcher's clock, are never closer than ``sending_rate``. What a
+# late answer shows of that spread moves the next commit too (``worker._Pace``); 20 ms
+# with that still let one gap in 29,000 fall 2 ms short at 1,000 services, 30 ms none.
 SPACING_GUARD = 0.03
 
 # A service whose connection could not be opened for lack of file descriptors is tried
