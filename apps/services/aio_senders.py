@@ -43,6 +43,13 @@ def takes(from_addr: str, to_addrs: list[str]) -> bool:
     return len(to_addrs) == 1 and _plain_address(from_addr) and _plain_address(to_addrs[0])
 
 
+def _write(protocol, data: bytes) -> None:
+    """Write to the server, a reply expected: armed before the write, as aiosmtplib's own
+    commands do, so that a reply that comes at once is kept for the read."""
+    protocol._response_pending = True
+    protocol.write(data)
+
+
 class AsyncSMTPSender:
     """One SMTP connection on the running event loop; reconnects lazily after a drop."""
 
@@ -165,13 +172,10 @@ class AsyncSMTPSender:
                 await self._refused(reply.code)
                 raise _classify_code(reply.code, reply.message, phase="data")
             data = _data_bytes(message)
-            # Armed before the data goes out, as aiosmtplib's own DATA does: a reply
-            # that comes early is kept for read_response below.
-            protocol._response_pending = True
             if commit is None:
-                protocol.write(data)
+                _write(protocol, data)
             else:
-                protocol.write(data[:-3])  # everything up to the final ".\r\n"
+                _write(protocol, data[:-3])  # everything up to the final ".\r\n"
                 await commit(lambda: protocol.write(b".\r\n"))
             phase = "end"
             reply = await self._reply(protocol)
@@ -196,8 +200,7 @@ class AsyncSMTPSender:
 
     async def _command(self, protocol, line: bytes) -> aiosmtplib.SMTPResponse:
         """Write one command line (CRLF included) and await its reply."""
-        protocol._response_pending = True  # before the write: the reply may come at once
-        protocol.write(line)
+        _write(protocol, line)
         return await self._reply(protocol)
 
     async def _reply(self, protocol) -> aiosmtplib.SMTPResponse:

@@ -243,11 +243,14 @@ class _Pace:
     quickest: float | None = None  # the shortest wait for an answer to a final "."
     late: float = 0.0  # how much later than that the last answer came
 
+    @property
+    def noted(self) -> float | None:
+        """The latest moment the server may have noted the last committed message."""
+        return None if self.last_commit is None else self.last_commit + self.late
+
     def commit_at(self) -> float:
         return policy.commit_at(
-            previous=None if self.last_commit is None else self.last_commit + self.late,
-            not_before=self.not_before,
-            sending_rate=self.sending_rate,
+            previous=self.noted, not_before=self.not_before, sending_rate=self.sending_rate
         )
 
     def answered(self, at: float) -> None:
@@ -451,15 +454,13 @@ def accepted(
     service's average, the spacing of the next one, the chunk's sent list."""
     report.attempted += 1
     done = time.monotonic()
-    rated = pace.sending_rate > 0
-    if rated:
+    elapsed = done - started - pace.held  # the message's own time, not its wait
+    if pace.sending_rate > 0:
         pace.answered(done)
-        report.last_commit = pace.last_commit + pace.late
+        report.last_commit = pace.noted
+        pace.prepare = min(pace.sending_rate, elapsed + PREPARE_MARGIN)
     else:
         report.last_commit = done
-    elapsed = done - started - pace.held  # the message's own time, not its wait
-    if rated:
-        pace.prepare = min(pace.sending_rate, elapsed + PREPARE_MARGIN)
     report.latencies.append(elapsed)
     report.sent.append(claimed)
     report.sent_at.append(done)
