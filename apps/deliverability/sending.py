@@ -17,8 +17,8 @@
 from __future__ import annotations
 
 from django.conf import settings
-from django.db import connection
 
+from apps.core.database import PreparingCursor
 from apps.deliverability import dkim, links
 from apps.deliverability.selectors import suppressed_sql
 
@@ -48,7 +48,7 @@ def subtasks_skip_unsendable(claimed: list) -> list:
     autocommit: the skips are recorded at once, like failures (``engine/outcomes``)."""
     if not claimed:
         return claimed
-    with connection.cursor() as cursor:
+    with PreparingCursor() as cursor:
         cursor.execute(_SKIP, [[c.id for c in claimed], [c.token for c in claimed]])
         skipped = {row[0] for row in cursor.fetchall()}
     if not skipped:

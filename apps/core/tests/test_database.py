@@ -1,5 +1,6 @@
 """A child process's database settings are derived from the parent's connection; a
-statement prepared once per connection reads what Django's cursor reads."""
+statement prepared once per connection reads what Django's cursor reads, and survives
+what psycopg's own preparation would not (a rollback)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 from django.db import DataError, connection, transaction
 from django.test.utils import CaptureQueriesContext
 
-from apps.core.database import child_env, database_url, fetch_prepared
+from apps.core.database import PreparingCursor, child_env, database_url, fetch_prepared
 
 KEYS = ("USER", "PASSWORD", "HOST", "PORT", "NAME")
 
@@ -148,3 +149,104 @@ def test_behind_a_transaction_pooler_the_statement_runs_as_it_is(settings):
     with connection.cursor() as cursor:
         cursor.execute("SELECT count(*) FROM pg_prepared_statements WHERE name = 'edm_test_pooled'")
         assert cursor.fetchone() == (0,)
+
+
+# --- PreparingCursor --------------------------------------------------------------------
+
+_TYPED = (
+    "SELECT s.id * %(factor)s, s.id = ANY(%(ids)s::bigint[]), %(ratio)s::float8,"
+    " %(flag)s::bool, %(payload)s::jsonb"
+    " FROM unnest(%(ids)s::bigint[]) AS s(id) WHERE %(ratio)s::float8 IS NULL OR s.id > 1"
+    " ORDER BY s.id"
+)
+
+
+def _prepared_count(text: str) -> int:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_prepared_statements WHERE name LIKE 'edm\\_%%'"
+            " AND statement LIKE %s",
+            [f"%{text}%"],
+        )
+        return cursor.fetchone()[0]
+
+
+def _open_transaction() -> None:
+    """The test's transaction, begun (see the test of the first statement below)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+
+
+@pytest.mark.django_db
+def test_a_prepared_statement_takes_arrays_floats_none_and_any_integer():
+    _open_transaction()
+    typed = _TYPED.replace("SELECT", "SELECT /* types */", 1)
+    with PreparingCursor() as cursor:
+        cursor.execute(
+            typed, {"factor": 2, "ids": [1, 3], "ratio": None, "flag": True, "payload": "{}"}
+        )
+        assert cursor.fetchall() == [(2, True, None, True, "{}"), (6, True, None, True, "{}")]
+        # An integer psycopg types otherwise (int8 for 2**40, int2 for 2) needs no
+        # statement of its own (integers are declared bigint); a float where NULL was does.
+        cursor.execute(
+            typed,
+            {"factor": 3, "ids": [2**40], "ratio": 0.5, "flag": False, "payload": '{"a": 1}'},
+        )
+        assert cursor.fetchone() == (3 * 2**40, True, 0.5, False, '{"a": 1}')
+        assert cursor.fetchone() is None
+    # Two combinations of types (a NULL ratio, a float one): two statements, no more.
+    assert _prepared_count("/* types */") == 2
+
+
+@pytest.mark.django_db
+def test_a_prepared_statement_outlives_a_rollback_and_so_does_one_prepared_by_hand():
+    """psycopg's own preparation deallocates every statement of a connection on any
+    rollback, including the per-message one prepared through libpq; this one does not."""
+    from apps.dispatch.engine import outcomes
+
+    _open_transaction()
+    outcomes.advance_connection()
+    typed = _TYPED.replace("SELECT", "SELECT /* after a rollback */", 1)
+    params = {"factor": 1, "ids": [5], "ratio": 1.0, "flag": True, "payload": "[]"}
+    with PreparingCursor() as cursor:
+        cursor.execute(typed, params)
+    with pytest.raises(DataError), transaction.atomic():  # a savepoint, rolled back
+        with PreparingCursor() as cursor:
+            cursor.execute("SELECT 1 / %(zero)s::int", {"zero": 0})
+    with PreparingCursor() as cursor:
+        assert cursor.execute(typed, params).fetchall() == [(5, True, 1.0, True, "[]")]
+    assert _prepared_count("after a rollback") == 1
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_prepared_statements WHERE name = %s",
+            [outcomes.ADVANCE_NAME.decode()],
+        )
+        assert cursor.fetchone() == (1,)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_first_statement_of_a_transaction_runs_in_it():
+    """Django opens a transaction lazily (psycopg sends BEGIN with the first statement):
+    a prepared statement there would run outside it, so that one goes through psycopg."""
+    from apps.events.models import Event
+
+    insert = "INSERT INTO events_event (type) VALUES (%s)"
+    with pytest.raises(RuntimeError), transaction.atomic():
+        with PreparingCursor() as cursor:
+            cursor.execute(insert, ["test.first"])
+            cursor.execute(insert, ["test.second"])  # prepared, in the same transaction
+        assert Event.objects.filter(type__startswith="test.").count() == 2
+        raise RuntimeError("roll back")
+    assert not Event.objects.filter(type__startswith="test.").exists()
+
+
+@pytest.mark.django_db
+def test_behind_a_transaction_pooler_nothing_is_prepared(settings):
+    settings.EDM_DATABASE_POOLER = "transaction"
+    before = _prepared_count("")
+    with PreparingCursor() as cursor:
+        cursor.execute(
+            _TYPED, {"factor": 3, "ids": [2], "ratio": 2.5, "flag": True, "payload": "1"}
+        )
+        assert cursor.fetchall() == [(6, True, 2.5, True, "1")]
+    assert _prepared_count("") == before

@@ -78,15 +78,22 @@ class _Call:
         self, fn: Callable, args: tuple, kwargs: dict, then: Callable | None = None
     ) -> None:
         self.fn, self.args, self.kwargs = fn, args, kwargs
-        self.done = threading.Event()
+        # A caller waits on ``done``, or is called back by ``then`` (on the worker).
+        self.done = threading.Event() if then is None else None
         self.result: Any = None
         self.error: BaseException | None = None
-        self.then = then  # called with the call once it is done (on the worker)
+        self.then = then
 
     def finish(self) -> None:
-        self.done.set()
-        if self.then is not None:
-            self.then(self)
+        then, self.then = self.then, None
+        if then is None:
+            if self.done is not None:
+                self.done.set()
+        else:
+            # Let go of the callback first: it holds what waits for this call (an event
+            # loop's future, which will hold the call), and the cycle would leave both
+            # to the collector, whose full passes stop every connection of the loop.
+            then(self)
 
 
 class DatabaseWork:
@@ -251,10 +258,12 @@ class _Ticket:
         self.then = then
 
     def finish(self) -> None:
-        if self.then is None:
-            self.done.set()
+        then, self.then = self.then, None
+        if then is None:
+            if self.done is not None:
+                self.done.set()
         else:
-            self.then(self)
+            then(self)  # let go of first, as a call's (``_Call.finish``)
 
     def outcome(self) -> bool:
         """The answer of a finished ticket; raises if the move could not be written."""

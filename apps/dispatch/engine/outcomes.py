@@ -44,7 +44,7 @@ import psycopg
 from django.db import connection, transaction
 
 from apps.contacts.services.statuses import contacts_mark_status
-from apps.core.database import behind_transaction_pooler
+from apps.core.database import PreparingCursor, behind_transaction_pooler
 from apps.dispatch import queues
 from apps.dispatch.conf import DispatchSettings
 from apps.dispatch.engine import policy
@@ -198,7 +198,7 @@ def chunk_start(
     (:func:`claimed_to_send`). ``(None, [])`` when the claim's lease has already run out
     or any of its subtasks is no longer ``allocated`` under its token (recovery owns
     them, or handed them back and they were claimed again)."""
-    with connection.cursor() as cursor:
+    with PreparingCursor() as cursor:
         cursor.execute(
             _START,
             {
@@ -500,7 +500,7 @@ def finish_chunk(
     ``allocated`` subtask outside any chunk goes back to pending after its lease)."""
     now = time.monotonic()
     change = _service_change(service, report, conf)
-    with connection.cursor() as cursor:
+    with PreparingCursor() as cursor:
         cursor.execute(
             _finish_sql(),
             {

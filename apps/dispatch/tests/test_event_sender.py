@@ -76,3 +76,34 @@ def test_the_shared_position_mover_sends_behind_a_transaction_pooler(
     assert progress["sent"] == 40
     recipients = Counter(m.rcpt_tos[0] for m in smtp_sink.handler.messages)
     assert len(recipients) == 40 and set(recipients.values()) == {1}
+
+
+@pytest.mark.parametrize("kind", ["call", "ticket"])
+def test_an_answer_through_a_callback_leaves_no_reference_cycle(kind):
+    """The event loop waits for a database call (or a position move) on a future that
+    the answer's callback resolves with the call: once answered, the call lets go of
+    the callback, so nothing is left for the collector, whose full passes stop every
+    connection of the loop at once."""
+    import gc
+    import weakref
+
+    from apps.dispatch.engine.database import _Call, _Ticket
+
+    class Waiter:  # an event loop's future: it will hold the call that answers it
+        pass
+
+    gc.disable()
+    try:
+        waiter = Waiter()
+
+        def then(done, waiter=waiter):
+            waiter.result = done
+
+        answer = _Call(lambda: None, (), {}, then) if kind == "call" else _Ticket(then)
+        answer.finish()
+        assert waiter.result is answer
+        gone = weakref.ref(waiter)
+        del waiter, then, answer
+        assert gone() is None  # freed by reference counting alone
+    finally:
+        gc.enable()
