@@ -86,17 +86,12 @@ def fetch_prepared(name: str, sql: str, params: dict) -> tuple | None:
     connection.ensure_connection()
     connection.validate_no_broken_transaction()
     raw = connection.connection
-    done = _prepared.setdefault(name, weakref.WeakSet())
     values = [_text(value) for value in params.values()]
     with connection.wrap_database_errors:
-        if raw not in done:
-            positions = {key: f"${number}" for number, key in enumerate(params, 1)}
-            raw.execute(f"PREPARE {name} AS {sql % positions}")
-            done.add(raw)
+        positions = {key: f"${number}" for number, key in enumerate(params, 1)}
+        _prepare_once(raw, name, sql % positions)
         with _logged(name, params):
-            result = raw.pgconn.exec_prepared(name.encode(), values)
-        if result.status != psycopg.pq.ExecStatus.TUPLES_OK:
-            raise psycopg.errors.error_from_result(result, encoding=raw.info.encoding)
+            result = _run_prepared(raw, name, values)
     if not result.ntuples:
         return None
     loader = _loader(raw)
@@ -159,9 +154,7 @@ class PreparingCursor:
                 return self
             name, values, sent = _prepared_on(raw, sql, params)
             with _logged(name, dict(enumerate(values))):
-                result = raw.pgconn.exec_prepared(name.encode(), sent, None, 1 if binary else 0)
-            if result.status not in _OK:
-                raise psycopg.errors.error_from_result(result, encoding=raw.info.encoding)
+                result = _run_prepared(raw, name, sent, binary=binary)
         loader = _loader(raw)
         loader.set_pgresult(result)
         self._rows = loader.load_rows(0, result.ntuples, tuple) if result.ntuples else []
@@ -202,16 +195,41 @@ def _prepared_on(raw: psycopg.Connection, sql: str, params) -> tuple[str, list, 
             raise TypeError(f"{len(names)} placeholders, {len(values)} parameters")
     loader = _loader(raw)
     dumped = loader.dump_sequence(values, [PyFormat.TEXT] * len(values))
-    types = [_WIDER.get(oid, oid) for oid in loader.types]
-    key = f"{text}\0{types}".encode()
-    name = "edm_" + hashlib.blake2b(key, digest_size=8).hexdigest()
-    done = _prepared.setdefault(name, weakref.WeakSet())
-    if raw not in done:
-        result = raw.pgconn.prepare(name.encode(), text.encode(), types)
-        if result.status != psycopg.pq.ExecStatus.COMMAND_OK:
-            raise psycopg.errors.error_from_result(result, encoding=raw.info.encoding)
-        done.add(raw)
+    types = tuple(_WIDER.get(oid, oid) for oid in loader.types)
+    name = _statement_name(text, types)
+    _prepare_once(raw, name, text, types)
     return name, values, [None if value is None else bytes(value) for value in dumped]
+
+
+@functools.lru_cache(maxsize=256)
+def _statement_name(text: str, types: tuple[int, ...]) -> str:
+    key = f"{text}\0{types}".encode()
+    return "edm_" + hashlib.blake2b(key, digest_size=8).hexdigest()
+
+
+def _prepare_once(
+    raw: psycopg.Connection, name: str, text: str, types: tuple[int, ...] | None = None
+) -> None:
+    """Prepare ``text`` (``$n`` placeholders) as ``name`` on ``raw`` unless it was; ``types``
+    the parameters' oids (``None``, or 0 for one: what PostgreSQL infers)."""
+    done = _prepared.get(name)
+    if done is None:
+        done = _prepared[name] = weakref.WeakSet()
+    if raw in done:
+        return
+    result = raw.pgconn.prepare(name.encode(), text.encode(), types)
+    if result.status != psycopg.pq.ExecStatus.COMMAND_OK:
+        raise psycopg.errors.error_from_result(result, encoding=raw.info.encoding)
+    done.add(raw)
+
+
+def _run_prepared(raw: psycopg.Connection, name: str, values: list, *, binary: bool = False):
+    """Execute the prepared statement ``name`` with ``values`` (text form); its result, or
+    the server's error raised as psycopg's."""
+    result = raw.pgconn.exec_prepared(name.encode(), values, None, 1 if binary else 0)
+    if result.status not in _OK:
+        raise psycopg.errors.error_from_result(result, encoding=raw.info.encoding)
+    return result
 
 
 @functools.lru_cache(maxsize=256)

@@ -71,17 +71,14 @@ def connect_raw() -> psycopg.Connection:
     return raw
 
 
-class _Call:
-    __slots__ = ("args", "done", "error", "fn", "kwargs", "result", "then")
+class _Answer:
+    """Something a caller waits for: on ``done`` (a thread), or through ``then``, called
+    with it on the thread that answers (an event loop's callback)."""
 
-    def __init__(
-        self, fn: Callable, args: tuple, kwargs: dict, then: Callable | None = None
-    ) -> None:
-        self.fn, self.args, self.kwargs = fn, args, kwargs
-        # A caller waits on ``done``, or is called back by ``then`` (on the worker).
+    __slots__ = ("done", "then")
+
+    def __init__(self, then: Callable | None) -> None:
         self.done = threading.Event() if then is None else None
-        self.result: Any = None
-        self.error: BaseException | None = None
         self.then = then
 
     def finish(self) -> None:
@@ -90,10 +87,22 @@ class _Call:
             if self.done is not None:
                 self.done.set()
         else:
-            # Let go of the callback first: it holds what waits for this call (an event
-            # loop's future, which will hold the call), and the cycle would leave both
+            # Let go of the callback first: it holds what waits for this answer (an event
+            # loop's future, which will hold the answer), and the cycle would leave both
             # to the collector, whose full passes stop every connection of the loop.
             then(self)
+
+
+class _Call(_Answer):
+    __slots__ = ("args", "error", "fn", "kwargs", "result")
+
+    def __init__(
+        self, fn: Callable, args: tuple, kwargs: dict, then: Callable | None = None
+    ) -> None:
+        super().__init__(then)
+        self.fn, self.args, self.kwargs = fn, args, kwargs
+        self.result: Any = None
+        self.error: BaseException | None = None
 
 
 class DatabaseWork:
@@ -246,24 +255,16 @@ class Move:
                 logger.debug("position move of an interrupted message", exc_info=True)
 
 
-class _Ticket:
-    __slots__ = ("done", "error", "moved", "then")
+class _Ticket(_Answer):
+    """A position move's answer: a sender thread waits on ``done``; an event-loop move is
+    answered by ``then`` (called with the ticket on the mover) and needs no event."""
+
+    __slots__ = ("error", "moved")
 
     def __init__(self, then: Callable[[_Ticket], None] | None = None) -> None:
-        # A sender thread waits on ``done``; an event-loop move is answered by ``then``
-        # (called with the ticket on the mover) and needs no event.
-        self.done = threading.Event() if then is None else None
+        super().__init__(then)
         self.moved = False
         self.error: str | None = None
-        self.then = then
-
-    def finish(self) -> None:
-        then, self.then = self.then, None
-        if then is None:
-            if self.done is not None:
-                self.done.set()
-        else:
-            then(self)  # let go of first, as a call's (``_Call.finish``)
 
     def outcome(self) -> bool:
         """The answer of a finished ticket; raises if the move could not be written."""
