@@ -121,6 +121,8 @@ class AsyncSenderCache:
 
     timeout: float = 30.0
     entries: dict[int, _Cached] = field(default_factory=dict)
+    # The quickest answer to a final "." each service gave (``_Pace``), kept across chunks.
+    answers: dict[int, float] = field(default_factory=dict)
 
     async def acquire(self, service: ReservedService) -> AsyncSMTPSender:
         """An open sender for ``service``; raises SendError when it cannot connect."""
@@ -416,7 +418,7 @@ async def _send_all(
     service = chunk.service
     position = {claimed.id: index for index, claimed in enumerate(chunk.subtasks)}
     rated = service.sending_rate > 0
-    pace = _Pace.of(service)
+    pace = _Pace.of(service, pool.cache.answers)
     broken = False
     while pending and report.log is not None:
         claimed = pending[0]

@@ -58,6 +58,8 @@ class SenderCache:
     timeout: float = 30.0
     entries: dict[int, _CachedSender] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # The quickest answer to a final "." each service gave (``_Pace``), kept across chunks.
+    answers: dict[int, float] = field(default_factory=dict)
 
     def acquire(self, service: ReservedService):
         """An open sender for ``service``; raises SendError when it cannot connect."""
@@ -230,18 +232,22 @@ class _Pace:
     The spacing counts from the moment the server may have noted the previous message,
     not only from its commit: the server notes it between the final "." and its answer,
     and a server that answers later than it does at best (busy, a thousand messages
-    landing at once) may note it that much later. ``late`` is that delay — for a chunk's
-    first message, with nothing to compare, the whole wait for the answer — and the next
-    commit (and the service's next slot, through ``last_commit`` of the report) moves by
-    it."""
+    landing at once) may note it that much later. ``late`` is that delay, counted from
+    the quickest answer the service ever gave this process (``answers``, the sender
+    cache's, kept across chunks: a chunk that runs through a busy moment does not take
+    its slowest answers for the best) — for the service's first message, with nothing to
+    compare, the whole wait for the answer — and the next commit (and the service's next
+    slot, through ``last_commit`` of the report) moves by it."""
 
     sending_rate: float
     not_before: float
     prepare: float  # seconds a message takes up to its final "."
     last_commit: float | None = None
     held: float = 0.0
-    quickest: float | None = None  # the shortest wait for an answer to a final "."
-    late: float = 0.0  # how much later than that the last answer came
+    late: float = 0.0  # how much later than the quickest the last answer came
+    # The shortest wait for an answer to a final "." by service (shared across chunks).
+    answers: dict[int, float] = field(default_factory=dict)
+    service_id: int = 0
 
     @property
     def noted(self) -> float | None:
@@ -258,11 +264,12 @@ class _Pace:
         if self.last_commit is None:
             return
         wait = max(0.0, at - self.last_commit)
-        if self.quickest is None:
-            self.quickest = self.late = wait  # the first answer: all of its wait
+        quickest = self.answers.get(self.service_id)
+        if quickest is None:
+            self.answers[self.service_id] = self.late = wait  # the first: all of its wait
         else:
-            self.quickest = min(self.quickest, wait)
-            self.late = wait - self.quickest
+            self.answers[self.service_id] = quickest = min(quickest, wait)
+            self.late = wait - quickest
 
     def start_at(self) -> float:
         return self.commit_at() - self.prepare
@@ -289,11 +296,13 @@ class _Pace:
         self.last_commit = time.monotonic()
 
     @classmethod
-    def of(cls, service: ReservedService) -> _Pace:
+    def of(cls, service: ReservedService, answers: dict[int, float]) -> _Pace:
         return cls(
             sending_rate=service.sending_rate,
             not_before=service.not_before,
             prepare=min(service.sending_rate, service.avg_response_time or policy.FIRST_GUESS),
+            answers=answers,
+            service_id=service.id,
         )
 
 
@@ -350,7 +359,7 @@ def run_chunk(
     signer = dkim.signer_for(service_id=service.id, from_email=service.from_email, run=db.run)
     position = {claimed.id: index for index, claimed in enumerate(chunk.subtasks)}
     rated = service.sending_rate > 0
-    pace = _Pace.of(service)
+    pace = _Pace.of(service, senders.answers)
     broken = False
     pending: deque[Claimed] = deque(todo)
     move: Move | None = None
