@@ -121,8 +121,8 @@ class AsyncSenderCache:
 
     timeout: float = 30.0
     entries: dict[int, _Cached] = field(default_factory=dict)
-    # The quickest answer to a final "." each service gave (``_Pace``), kept across chunks.
-    answers: dict[int, float] = field(default_factory=dict)
+    # The quickest answer to a final "." each server gave (``_Pace``), kept across chunks.
+    answers: dict[tuple, float] = field(default_factory=dict)
 
     async def acquire(self, service: ReservedService) -> AsyncSMTPSender:
         """An open sender for ``service``; raises SendError when it cannot connect."""
@@ -218,6 +218,8 @@ class EventSenders:
         self._tasks: set[asyncio.Task] = set()
         self._loading: dict[tuple, asyncio.Future] = {}
         self._moves_out: list[tuple[outcomes.ChunkLog, int, Callable]] = []
+        self._pauses: set[asyncio.Future] = set()
+        self._stop_watch: asyncio.TimerHandle | None = None
         self._threaded = ThreadPoolExecutor(THREADED_CHUNKS, thread_name_prefix="edm-sender")
         self.thread = threading.Thread(target=self._main, name="edm-smtp-loop", daemon=True)
         self.thread.start()
@@ -338,14 +340,30 @@ class EventSenders:
         self.moves.send_many(moves)
 
     async def pause(self, seconds: float) -> bool:
-        """Wait ``seconds``; ``True`` if a stop request came meanwhile."""
-        end = time.monotonic() + seconds
-        while not self.stop.is_set():
-            left = end - time.monotonic()
-            if left <= 0:
-                return False
-            await asyncio.sleep(min(left, STOP_CHECK))
-        return True
+        """Wait ``seconds``; ``True`` if a stop request came meanwhile. One timer per
+        pause (a rate-limited message waits most of its interval: a thousand services
+        pause a thousand times a second); one loop-wide check every ``STOP_CHECK`` ends
+        them all at a stop request."""
+        if self.stop.is_set():
+            return True
+        future = self.loop.create_future()
+        timer = self.loop.call_later(seconds, _resolve, (future, False))
+        self._pauses.add(future)
+        if self._stop_watch is None:
+            self._stop_watch = self.loop.call_later(STOP_CHECK, self._watch_stop)
+        try:
+            return await future
+        finally:
+            timer.cancel()
+            self._pauses.discard(future)
+
+    def _watch_stop(self) -> None:
+        self._stop_watch = None
+        if self.stop.is_set():
+            for future in self._pauses:
+                _resolve((future, True))
+        elif self._pauses:
+            self._stop_watch = self.loop.call_later(STOP_CHECK, self._watch_stop)
 
 
 async def run_chunk_soon(chunk: Chunk, pool: EventSenders) -> outcomes.ChunkReport:

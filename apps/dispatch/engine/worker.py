@@ -58,8 +58,8 @@ class SenderCache:
     timeout: float = 30.0
     entries: dict[int, _CachedSender] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
-    # The quickest answer to a final "." each service gave (``_Pace``), kept across chunks.
-    answers: dict[int, float] = field(default_factory=dict)
+    # The quickest answer to a final "." each server gave (``_Pace``), kept across chunks.
+    answers: dict[tuple, float] = field(default_factory=dict)
 
     def acquire(self, service: ReservedService):
         """An open sender for ``service``; raises SendError when it cannot connect."""
@@ -233,11 +233,13 @@ class _Pace:
     not only from its commit: the server notes it between the final "." and its answer,
     and a server that answers later than it does at best (busy, a thousand messages
     landing at once) may note it that much later. ``late`` is that delay, counted from
-    the quickest answer the service ever gave this process (``answers``, the sender
-    cache's, kept across chunks: a chunk that runs through a busy moment does not take
-    its slowest answers for the best) — for the service's first message, with nothing to
-    compare, the whole wait for the answer — and the next commit (and the service's next
-    slot, through ``last_commit`` of the report) moves by it."""
+    the quickest answer any service on the same server (host and port) ever gave this
+    process (``answers``, the sender cache's, kept across chunks): a server busy through
+    a whole chunk, or all of a service's few messages, answers each one late, and taking
+    that for its best let a stall before the server noted a message go unseen. For the
+    server's first message, with nothing to compare, the whole wait counts. The next
+    commit (and the service's next slot, through ``last_commit`` of the report) moves by
+    ``late``."""
 
     sending_rate: float
     not_before: float
@@ -245,9 +247,9 @@ class _Pace:
     last_commit: float | None = None
     held: float = 0.0
     late: float = 0.0  # how much later than the quickest the last answer came
-    # The shortest wait for an answer to a final "." by service (shared across chunks).
-    answers: dict[int, float] = field(default_factory=dict)
-    service_id: int = 0
+    # The shortest wait for an answer to a final "." by server (shared across chunks).
+    answers: dict[tuple, float] = field(default_factory=dict)
+    server: tuple = ()
 
     @property
     def noted(self) -> float | None:
@@ -264,11 +266,11 @@ class _Pace:
         if self.last_commit is None:
             return
         wait = max(0.0, at - self.last_commit)
-        quickest = self.answers.get(self.service_id)
+        quickest = self.answers.get(self.server)
         if quickest is None:
-            self.answers[self.service_id] = self.late = wait  # the first: all of its wait
+            self.answers[self.server] = self.late = wait  # the first: all of its wait
         else:
-            self.answers[self.service_id] = quickest = min(quickest, wait)
+            self.answers[self.server] = quickest = min(quickest, wait)
             self.late = wait - quickest
 
     def start_at(self) -> float:
@@ -296,13 +298,13 @@ class _Pace:
         self.last_commit = time.monotonic()
 
     @classmethod
-    def of(cls, service: ReservedService, answers: dict[int, float]) -> _Pace:
+    def of(cls, service: ReservedService, answers: dict[tuple, float]) -> _Pace:
         return cls(
             sending_rate=service.sending_rate,
             not_before=service.not_before,
             prepare=min(service.sending_rate, service.avg_response_time or policy.FIRST_GUESS),
             answers=answers,
-            service_id=service.id,
+            server=(service.host, service.port),
         )
 
 

@@ -107,3 +107,41 @@ def test_an_answer_through_a_callback_leaves_no_reference_cycle(kind):
         assert gone() is None  # freed by reference counting alone
     finally:
         gc.enable()
+
+
+def test_a_pause_ends_at_its_time_or_soon_after_a_stop_request():
+    """A rate-limited chunk's wait for its slot is one timer; a stop request ends every
+    pause within ``STOP_CHECK``, whatever is left of it."""
+    import asyncio
+    import threading
+    import time
+
+    from apps.dispatch.engine.aio import STOP_CHECK
+
+    stop = threading.Event()
+    pool = EventSenders(
+        conf=lambda: None,
+        db=None,
+        moves=None,
+        templates=None,
+        stop=stop,
+        wait_recorded=set(),
+        run_threaded=lambda chunk: None,
+        timeout=1.0,
+    )
+    try:
+        started = time.monotonic()
+        short = asyncio.run_coroutine_threadsafe(pool.pause(0.3), pool.loop)
+        assert short.result(timeout=5) is False
+        assert 0.29 <= time.monotonic() - started < 0.3 + STOP_CHECK
+        long = [asyncio.run_coroutine_threadsafe(pool.pause(60), pool.loop) for _ in range(50)]
+        time.sleep(0.1)
+        stopped = time.monotonic()
+        stop.set()
+        assert all(future.result(timeout=5) is True for future in long)
+        assert time.monotonic() - stopped <= 2 * STOP_CHECK
+        assert not pool._pauses
+        late = asyncio.run_coroutine_threadsafe(pool.pause(60), pool.loop)
+        assert late.result(timeout=1) is True  # asked after the stop: no wait at all
+    finally:
+        pool.shutdown()

@@ -128,12 +128,13 @@ def test_commits_are_spaced_by_the_rate_and_never_before_the_services_slot():
 
 def test_a_late_answer_moves_the_next_commit_by_its_delay():
     """The server notes a message between its final "." and its answer: the next commit
-    counts from the answer's delay beyond the quickest one the service gave — from the
-    whole wait after its first message, which has nothing to compare with."""
+    counts from the answer's delay beyond the quickest one its server gave — from the
+    whole wait after the server's first message, which has nothing to compare with."""
     from apps.dispatch.engine.worker import _Pace
 
-    answers: dict[int, float] = {}
-    pace = _Pace(sending_rate=1.0, not_before=0.0, prepare=0.2, answers=answers, service_id=7)
+    answers: dict[tuple, float] = {}
+    server = ("smtp.example.com", 587)
+    pace = _Pace(sending_rate=1.0, not_before=0.0, prepare=0.2, answers=answers, server=server)
     pace.last_commit = 10.0
     pace.answered(10.3)  # the first answer: all of its 0.3 s
     assert pace.commit_at() == pytest.approx(11.3 + policy.SPACING_GUARD)
@@ -143,15 +144,16 @@ def test_a_late_answer_moves_the_next_commit_by_its_delay():
     pace.last_commit = 12.6
     pace.answered(12.8)  # 0.15 s later than the quickest
     assert pace.commit_at() == pytest.approx(13.75 + policy.SPACING_GUARD)
-    # The service's next chunk: a busy moment from its first answer on (0.2 s each,
-    # 0.15 s beyond the quickest of the earlier chunk) is late for all of it.
-    busy = _Pace(sending_rate=1.0, not_before=14.0, prepare=0.2, answers=answers, service_id=7)
+    # A next chunk (this service's or another's on the same server): a busy moment from
+    # its first answer on (0.2 s each, 0.15 s beyond the quickest before) is late for all.
+    busy = _Pace(sending_rate=1.0, not_before=14.0, prepare=0.2, answers=answers, server=server)
     for commit in (14.0, 15.2, 16.4):
         busy.last_commit = commit
         busy.answered(commit + 0.2)
         assert busy.commit_at() == pytest.approx(commit + 1.15 + policy.SPACING_GUARD)
-    # Another service has answered nothing yet: its first wait counts whole.
-    other = _Pace(sending_rate=1.0, not_before=0.0, prepare=0.2, answers=answers, service_id=8)
+    # Another server has answered nothing yet: its first wait counts whole.
+    elsewhere = ("mx.example.org", 25)
+    other = _Pace(sending_rate=1.0, not_before=0.0, prepare=0.2, answers=answers, server=elsewhere)
     other.last_commit = 10.0
     other.answered(10.2)
     assert other.commit_at() == pytest.approx(11.2 + policy.SPACING_GUARD)
