@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -128,17 +129,30 @@ def wait_done(task: Task, *, timeout: float = 30.0, check: Callable | None = Non
     return result
 
 
-def spawn_dispatcher(*args: str) -> subprocess.Popen:
-    """``manage.py dispatch`` as a real subprocess against the test database."""
+def spawn_dispatcher(*args: str, **popen) -> subprocess.Popen:
+    """``manage.py dispatch`` as a real subprocess against the test database (``popen``:
+    more arguments of ``Popen``). Its stderr goes to a file (:func:`stderr_of`), not a
+    pipe: a dispatcher that logs more than a pipe holds while nobody reads it (a test
+    body waiting for outcomes) would block in its next log line, whatever thread it is."""
     env = child_env(DEBUG="1", LOG_LEVEL="WARNING")
-    return subprocess.Popen(
+    log = tempfile.TemporaryFile(mode="w+")
+    process = subprocess.Popen(
         [sys.executable, str(ROOT / "manage.py"), "dispatch", *args],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        stderr=log,
         text=True,
+        **popen,
     )
+    process.log = log
+    return process
+
+
+def stderr_of(process: subprocess.Popen) -> str:
+    """What a process of :func:`spawn_dispatcher` wrote to its stderr so far."""
+    process.log.seek(0)
+    return process.log.read()
 
 
 def spawn_qcluster(**env_overrides: str) -> subprocess.Popen:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import signal
+import subprocess
 import time
 from collections import Counter, defaultdict
 from datetime import timedelta
@@ -24,6 +25,7 @@ from apps.dispatch.tests.helpers import (
     ThreadedDispatcher,
     queue_task,
     spawn_dispatcher,
+    stderr_of,
     wait_done,
     wait_until,
 )
@@ -36,6 +38,13 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 def conserved(progress: dict) -> None:
     parts = sum(value for key, value in progress.items() if key != "total")
     assert parts == progress["total"], progress
+
+
+# How long a dispatcher may take to stop at SIGTERM here: its messages on the wire finish
+# and are recorded, its connections close (a second or two on a loaded machine; a standby's
+# stop is timed in test_recovery). One that takes longer fails with the stacks of its
+# threads (SIGUSR1).
+STOP_WITHIN = 60
 
 
 class Dispatchers:
@@ -53,12 +62,18 @@ class Dispatchers:
                 process.send_signal(signal.SIGTERM)
         for process in self.processes:
             try:
-                process.wait(timeout=20)
-            except Exception:
+                process.wait(timeout=STOP_WITHIN)
+            except subprocess.TimeoutExpired:
+                process.send_signal(signal.SIGUSR1)  # its threads' stacks, to its stderr
+                time.sleep(1)
                 process.kill()
-                raise
+                process.wait()
+                raise AssertionError(
+                    f"a dispatcher did not stop within {STOP_WITHIN} s of its SIGTERM: "
+                    f"{stderr_of(process)}"
+                ) from None
         for process in self.processes:
-            assert process.returncode in (0, -signal.SIGKILL), process.stderr.read()
+            assert process.returncode in (0, -signal.SIGKILL), stderr_of(process)
 
 
 def test_several_dispatchers_send_each_message_once_within_rate_and_quota(
@@ -466,11 +481,7 @@ def test_a_dispatcher_out_of_file_descriptors_opens_fewer_connections_and_loses_
     back at once, and every recipient gets exactly one message through the connections
     it could open."""
     import resource
-    import subprocess
-    import sys
 
-    from apps.core.database import child_env
-    from apps.dispatch.tests.helpers import ROOT
     from apps.dispatch.tests.smtp import LatencyHandler
     from apps.services.models import EmailService
 
@@ -481,15 +492,7 @@ def test_a_dispatcher_out_of_file_descriptors_opens_fewer_connections_and_loses_
     def few_files() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (100, 100))
 
-    process = subprocess.Popen(
-        [sys.executable, str(ROOT / "manage.py"), "dispatch"],
-        cwd=ROOT,
-        env=child_env(DEBUG="1", LOG_LEVEL="WARNING"),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        preexec_fn=few_files,  # noqa: PLW1509 - a resource limit of the child only
-    )
+    process = spawn_dispatcher(preexec_fn=few_files)
     try:
         for i in range(150):
             make_service(port=sink.port, name=f"s{i}")
@@ -498,8 +501,9 @@ def test_a_dispatcher_out_of_file_descriptors_opens_fewer_connections_and_loses_
         progress = wait_done(task, timeout=90, check=conserved)
     finally:
         process.send_signal(signal.SIGTERM)
-        _, stderr = process.communicate(timeout=30)
+        process.communicate(timeout=30)
         sink.stop()
+    stderr = stderr_of(process)
     assert process.returncode == 0, stderr[-3000:]
     assert progress["sent"] == 2400
     assert Counter(Counter(m.rcpt_tos[0] for m in sink.handler.messages).values()) == {1: 2400}

@@ -21,7 +21,13 @@ from apps.dispatch.engine import slots
 from apps.dispatch.models import DeadLetter, DispatcherSlot, SendChunk, SubTask, TaskQueue
 from apps.dispatch.recovery import RECOVERY_LOCK_KEY, recover_stuck
 from apps.dispatch.selectors import task_progress
-from apps.dispatch.tests.helpers import chunk_in_progress, queue_task, spawn_dispatcher, wait_until
+from apps.dispatch.tests.helpers import (
+    chunk_in_progress,
+    queue_task,
+    spawn_dispatcher,
+    stderr_of,
+    wait_until,
+)
 
 
 @pytest.fixture
@@ -301,11 +307,15 @@ def test_a_dispatcher_started_while_every_slot_is_held_waits_and_takes_the_freed
 
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
-def test_a_standby_dispatcher_stops_at_sigterm(set_config):
+def test_a_standby_dispatcher_shows_its_stacks_at_sigusr1_and_stops_at_sigterm(set_config):
     set_config(queue__dispatchers=1)
     slots.slot_acquire(limit=1, ttl=60)
     process = spawn_dispatcher()
     assert "waiting as a standby" in process.stdout.readline()
+    process.send_signal(signal.SIGUSR1)
+    wait_until(lambda: "_wait_for_slot" in stderr_of(process), timeout=10, message="its stacks")
+    assert "most recent call first" in stderr_of(process)
+    assert process.poll() is None  # it goes on standing by
     started = time.monotonic()
     process.send_signal(signal.SIGTERM)
     out, _ = process.communicate(timeout=30)

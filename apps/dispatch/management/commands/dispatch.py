@@ -10,12 +10,17 @@ When every slot is taken (a restart right after a crash, whose slot lease still 
 up to 30 s; or ``queue.dispatchers`` loops already running), it waits as a standby and
 takes the first slot that frees, instead of exiting — a supervisor's restart limits then
 never leave it dead. ``--no-wait`` exits at once instead (status 1).
+
+SIGUSR1 prints what every thread of the process is doing (its stack) to stderr, without
+stopping it: what an operator looks at when a dispatcher seems stuck.
 """
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import signal
+import sys
 import threading
 
 from django.core.management.base import BaseCommand, CommandError
@@ -56,6 +61,7 @@ class Command(BaseCommand):
         stop = threading.Event()
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: set_from_signal_handler(stop))
+        faulthandler.register(signal.SIGUSR1, file=sys.stderr, all_threads=True)
         dispatcher = Dispatcher(stop=stop, seconds=seconds, once=once)
         if not self._wait_for_slot(dispatcher, stop, no_wait=no_wait):
             self.stdout.write("dispatcher stopped while waiting for a slot")
