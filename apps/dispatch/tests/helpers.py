@@ -135,7 +135,7 @@ def spawn_dispatcher(*args: str, **popen) -> subprocess.Popen:
     pipe: a dispatcher that logs more than a pipe holds while nobody reads it (a test
     body waiting for outcomes) would block in its next log line, whatever thread it is."""
     env = child_env(DEBUG="1", LOG_LEVEL="WARNING")
-    log = tempfile.TemporaryFile(mode="w+")
+    log = tempfile.NamedTemporaryFile(mode="w", prefix="edm-dispatch-", suffix=".log")
     process = subprocess.Popen(
         [sys.executable, str(ROOT / "manage.py"), "dispatch", *args],
         cwd=ROOT,
@@ -145,14 +145,15 @@ def spawn_dispatcher(*args: str, **popen) -> subprocess.Popen:
         text=True,
         **popen,
     )
-    process.log = log
+    process.log = log  # the file lives as long as the process object
     return process
 
 
 def stderr_of(process: subprocess.Popen) -> str:
-    """What a process of :func:`spawn_dispatcher` wrote to its stderr so far."""
-    process.log.seek(0)
-    return process.log.read()
+    """What a process of :func:`spawn_dispatcher` wrote to its stderr so far, read
+    through a file handle of its own: the process writes at its own offset, which a read
+    through the shared handle would move."""
+    return Path(process.log.name).read_text(errors="replace")
 
 
 def spawn_qcluster(**env_overrides: str) -> subprocess.Popen:
